@@ -1,0 +1,247 @@
+"""ONNX -> TensorFlow SavedModel and TFLite, through onnx2tf, with the source's interface kept.
+
+onnx2tf builds a Keras model (NHWC inside). What we do around it, and why (see FIELD-NOTES):
+- it runs on a copy in a scratch cwd: it rewrites the .onnx it is given and writes side files;
+- inputs keep their ONNX shape (keep_shape_absolutely_input_names), which also avoids its
+  sample-image download for NHWC 3-channel inputs; a calibration file sits in the cwd anyway;
+- it checks itself on the real sample, not all-ones (all-ones mis-converted LayerNorm+attention);
+- Erf/GELU become builtin pseudo-ops ('erf'/'gelu', lowercase: other spellings are ignored);
+- outputs come out channel-last or not, depending on internal layout: we pick each output's
+  permutation from its shape (and, if both fit, from the numbers) and wrap the Keras model in a
+  tf.function that restores the ONNX layout (or gives NHWC with --layout nhwc) under the ONNX names;
+- the SavedModel and the .tflite are exported from that wrapper; TFLITE_BUILTINS only unless
+  --allow-flex, so a Flex op is a named error, not a model that fails on the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+
+import numpy as np
+
+from fwconv.convert.edges import Edge
+from fwconv.convert.job import Artifact, Job, compose_interface
+from fwconv.convert.onnx_utils import io_specs, load_onnx
+from fwconv.errors import ConversionError, InputError, UnsupportedOpError, first_line, require
+from fwconv.manifest import tool_versions
+from fwconv.quiet import captured_output, tail
+from fwconv.specs import TensorSpec
+
+TOOLS = ("onnx2tf", "tensorflow", "onnx", "onnxruntime")
+PSEUDO_OPS = ["erf", "gelu"]
+CALIBRATION_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+def tf_name(name: str) -> str:
+    """A TensorFlow-safe signature key for an ONNX tensor name."""
+    safe = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return safe if re.match(r"[A-Za-z]", safe) else f"t_{safe}"
+
+
+@contextlib.contextmanager
+def _cwd(path: str):
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def _channel_last_perm(rank: int) -> list[int]:
+    """Permutation taking a channel-last tensor [N, d2.., C] back to channel-first [N, C, d2..]."""
+    return [0, rank - 1] + list(range(1, rank - 1))
+
+
+def _pick_perm(keras_out: np.ndarray, onnx_out: np.ndarray) -> list[int] | None:
+    rank = keras_out.ndim
+    candidates = [list(range(rank))] + ([_channel_last_perm(rank)] if rank >= 3 else [])
+    fitting = [p for p in candidates if keras_out.transpose(p).shape == onnx_out.shape]
+    if not fitting:
+        return None
+    if len(fitting) == 1:
+        return fitting[0]
+    errs = [float(np.max(np.abs(keras_out.transpose(p).astype(np.float64) - onnx_out))) for p in fitting]
+    return fitting[int(np.argmin(errs))]
+
+
+def run_onnx2tf(onnx_path: str, job: Job):
+    """onnx2tf on a scratch copy; returns (keras model, onnx inputs, onnx outputs, sample feed)."""
+    onnx = require("onnx", "tflite")
+    onnx2tf = require("onnx2tf", "tflite")
+    model = load_onnx(onnx_path)
+    inputs, outputs = io_specs(model)
+    for spec in inputs:
+        if not spec.is_static:
+            raise InputError(f"ONNX input '{spec.name}' has a dynamic shape {spec.shape}; TFLite needs static shapes",
+                             hint="export the ONNX model with fixed shapes")
+    work = os.path.join(job.workdir, "onnx2tf")
+    os.makedirs(work, exist_ok=True)
+    copy = os.path.join(work, "model.onnx")
+    onnx.save(model, copy)  # external data inlined; the user's file is never touched
+    np.save(os.path.join(work, CALIBRATION_FILE), np.zeros((1, 8, 8, 3), np.float32))
+    feed = _onnx_feed(job, inputs)
+    data_paths = []
+    for spec in inputs:
+        path = os.path.join(work, f"sample_{len(data_paths)}.npy")
+        np.save(path, feed[spec.name])
+        data_paths.append([spec.name, path])
+    with job.stage("convert:onnx2tf") as record, _cwd(work), captured_output() as cap:
+        try:
+            keras_model = onnx2tf.convert(
+                input_onnx_file_path=copy, output_folder_path=os.path.join(work, "out"),
+                keep_shape_absolutely_input_names=[s.name for s in inputs],
+                custom_input_op_name_np_data_path=data_paths,
+                replace_to_pseudo_operators=PSEUDO_OPS,
+                not_use_onnxsim=True, not_use_opname_auto_generate=True,
+                disable_model_save=True, verbosity="error",
+            )
+        except SystemExit as exc:  # onnx2tf calls sys.exit(1) on many errors
+            record.detail = tail(cap.text, 3)
+            raise ConversionError("convert", f"onnx2tf stopped (exit {exc.code}): {tail(cap.text, 2) or 'no message'}",
+                                  hint="run with --debug for its full log") from None
+        except Exception as exc:
+            raise ConversionError("convert", f"onnx2tf failed: {first_line(exc)}",
+                                  hint="run with --debug for its full log") from exc
+    return keras_model, inputs, outputs, feed
+
+
+def _onnx_feed(job: Job, inputs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    """The job's sample, keyed by ONNX names (same order), cast to the ONNX dtypes."""
+    values = list(job.sample.values())
+    if len(values) != len(inputs):
+        raise ConversionError("convert", f"the ONNX model takes {len(inputs)} inputs, the sample has {len(values)}")
+    return {s.name: v.astype(s.dtype) for s, v in zip(inputs, values)}
+
+
+def build_wrapper(keras_model, onnx_path: str, inputs, outputs, feed, layout: str):
+    """A tf.Module whose serving function has the ONNX interface (or NHWC with layout='nhwc')."""
+    tf = require("tensorflow", "tflite")
+    ort = require("onnxruntime", "onnx")
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    onnx_outs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
+    keras_outs = keras_model([tf.constant(feed[s.name]) for s in inputs])
+    keras_outs = keras_outs if isinstance(keras_outs, (list, tuple)) else [keras_outs]
+    if len(keras_outs) != len(outputs):
+        raise ConversionError("convert", f"onnx2tf produced {len(keras_outs)} outputs for {len(outputs)} ONNX outputs")
+    perms = []
+    for spec, y in zip(outputs, keras_outs):
+        perm = _pick_perm(np.asarray(y), onnx_outs[spec.name])
+        if perm is None:
+            raise ConversionError("convert", f"onnx2tf output for '{spec.name}' has shape {list(np.shape(y))}, "
+                                             f"which no layout maps to the ONNX shape {spec.shape}")
+        perms.append(perm)
+    nhwc = layout == "nhwc"
+    in_perm = {s.name: (0, 2, 3, 1) if nhwc and len(s.shape) == 4 else None for s in inputs}
+    out_perm = {s.name: (0, 2, 3, 1) if nhwc and len(s.shape) == 4 else None for s in outputs}
+    signature = []
+    for s in inputs:
+        shape = [s.shape[i] for i in in_perm[s.name]] if in_perm[s.name] else s.shape
+        signature.append(tf.TensorSpec(shape, tf.as_dtype(s.dtype), name=tf_name(s.name)))
+
+    def serve(*xs):
+        xs = [tf.transpose(x, np.argsort(in_perm[s.name])) if in_perm[s.name] else x for s, x in zip(inputs, xs)]
+        ys = keras_model(list(xs))
+        ys = ys if isinstance(ys, (list, tuple)) else [ys]
+        result = {}
+        for spec, y, perm in zip(outputs, ys, perms):
+            if perm != list(range(len(perm))):
+                y = tf.transpose(y, perm)
+            if out_perm[spec.name]:
+                y = tf.transpose(y, out_perm[spec.name])
+            result[tf_name(spec.name)] = tf.identity(y)
+        return result
+
+    module = tf.Module()
+    module.keras_model = keras_model
+    module.serve = tf.function(serve, input_signature=signature)
+    interface = {
+        "inputs": [{"source": s.name, "name": tf_name(s.name), "transpose": list(in_perm[s.name]) if in_perm[s.name] else None}
+                   for s in inputs],
+        "outputs": [{"source": s.name, "name": tf_name(s.name), "transpose": list(out_perm[s.name]) if out_perm[s.name] else None}
+                    for s in outputs],
+    }
+    return module, interface
+
+
+def _artifact_specs(prev: Artifact, interface: dict, side: str) -> list[TensorSpec]:
+    specs = []
+    by_name = {s.name: s for s in (prev.inputs if side == "inputs" else prev.outputs)}
+    for entry in interface[side]:
+        src = by_name.get(entry["source"])
+        perm = entry["transpose"]
+        shape = [src.shape[i] for i in perm] if (src and perm) else (list(src.shape) if src else [])
+        layout = "NHWC" if perm else (src.layout if src else None)
+        specs.append(TensorSpec(entry["name"], shape, src.dtype if src else "float32", layout))
+    return specs
+
+
+def _export_savedmodel(onnx_artifact: Artifact, job: Job, out: str) -> tuple[dict, Artifact]:
+    tf = require("tensorflow", "tflite")
+    keras_model, inputs, outputs, feed = run_onnx2tf(onnx_artifact.path, job)
+    with job.stage("wrap"):
+        module, interface = build_wrapper(keras_model, onnx_artifact.path, inputs, outputs, feed, job.options.layout)
+    with job.stage("save:savedmodel"), captured_output():
+        tf.saved_model.save(module, out, signatures={"serving_default": module.serve.get_concrete_function()})
+    full = compose_interface(onnx_artifact.extra.get("interface"), interface)
+    artifact = Artifact(
+        path=out, format="savedmodel", inputs=_artifact_specs(onnx_artifact, interface, "inputs"),
+        outputs=_artifact_specs(onnx_artifact, interface, "outputs"), tools=tool_versions(*TOOLS),
+        notes=onnx_artifact.notes + [f"onnx2tf pseudo-ops: {', '.join(PSEUDO_OPS)}", f"layout: {job.options.layout}"],
+        extra={**onnx_artifact.extra, "interface": full, "signature": "serving_default"},
+    )
+    return interface, artifact
+
+
+def onnx_to_savedmodel(artifact: Artifact, job: Job, out: str) -> Artifact:
+    return _export_savedmodel(artifact, job, out)[1]
+
+
+def onnx_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
+    saved = os.path.join(job.workdir, "saved_model")
+    _, sm = _export_savedmodel(artifact, job, saved)
+    return savedmodel_to_tflite_file(sm, job, out)
+
+
+def savedmodel_to_tflite_file(sm: Artifact, job: Job, out: str) -> Artifact:
+    """TFLiteConverter on a SavedModel: builtin ops only unless --allow-flex; fp16 with --fp16."""
+    tf = require("tensorflow", "tflite")
+    from fwconv.convert.tflite_ops import op_summary
+
+    with job.stage("convert:tflite") as record, captured_output() as cap:
+        converter = tf.lite.TFLiteConverter.from_saved_model(sm.path, signature_keys=["serving_default"])
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if job.options.allow_flex:
+            ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+        converter.target_spec.supported_ops = ops
+        if job.options.fp16:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        try:
+            flatbuffer = converter.convert()
+        except Exception as exc:
+            text = str(exc) + "\n" + cap.text
+            flex = sorted(set(re.findall(r"'?(tf\.[A-Za-z0-9_]+|Flex[A-Za-z0-9_]+)'?", text)))
+            record.detail = first_line(exc)
+            if "Select TensorFlow op" in text or "TF Select" in text or flex:
+                raise UnsupportedOpError(flex or ["(see --debug)"], stage="convert",
+                                         hint="pass --allow-flex to keep them as Select-TF ops") from exc
+            raise ConversionError("convert", f"TFLite converter failed: {first_line(exc)}") from exc
+    with open(out, "wb") as f:
+        f.write(flatbuffer)
+    summary = op_summary(out)
+    if (summary["flex"] or summary["custom"]) and not job.options.allow_flex:
+        raise UnsupportedOpError(summary["flex"] + summary["custom"], stage="check")
+    return Artifact(
+        path=out, format="tflite", inputs=sm.inputs, outputs=sm.outputs, tools=sm.tools, ops=summary,
+        notes=sm.notes + (["precision: fp16 weights"] if job.options.fp16 else []),
+        extra=sm.extra,
+    )
+
+
+EDGES = [
+    Edge("onnx", "savedmodel", "onnx2tf", onnx_to_savedmodel, TOOLS),
+    Edge("onnx", "tflite", "onnx2tf+TFLiteConverter", onnx_to_tflite, TOOLS),
+]

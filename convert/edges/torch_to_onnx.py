@@ -1,0 +1,76 @@
+"""PyTorch -> ONNX with torch.onnx.export, trying exporters in order and recording which ran.
+
+The dynamo exporter handles modules and ExportedPrograms; the TorchScript-based exporter is
+the only way for a ScriptModule and a fallback when dynamo decomposition fails (seen on
+windowed-attention and some text models). Shapes are static: TFLite needs them.
+"""
+
+from __future__ import annotations
+
+from fwconv.convert.edges import Edge
+from fwconv.convert.job import Artifact, Job
+from fwconv.convert.onnx_utils import io_specs, load_onnx
+from fwconv.errors import ConversionError, first_line, require
+from fwconv.manifest import tool_versions
+from fwconv.quiet import captured_output
+
+TOOLS = ("torch", "onnx", "onnxscript")
+
+
+def exporter_order(kind: str, requested: str) -> list[str]:
+    if kind == "torchscript":
+        if requested == "dynamo":
+            raise ConversionError("export", "a TorchScript module cannot go through the dynamo exporter",
+                                  hint="use --exporter torchscript or give a .pt2 / factory")
+        return ["torchscript"]
+    if requested in ("dynamo", "torchscript"):
+        return [requested]
+    return ["dynamo", "torchscript"]
+
+
+def _export(exporter: str, source, args: tuple, out: str, in_names, out_names, opset: int) -> None:
+    torch = require("torch", "torch")
+    if exporter == "dynamo":
+        require("onnxscript", "torch")
+        model = source.model if source.kind == "exported" else source.callable()
+        torch.onnx.export(model, args, out, dynamo=True, opset_version=opset, input_names=in_names,
+                          output_names=out_names, external_data=False, optimize=True, verbose=False)
+    else:
+        torch.onnx.export(source.callable(), args, out, dynamo=False, opset_version=opset,
+                          input_names=in_names, output_names=out_names, do_constant_folding=True)
+
+
+def torch_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
+    torch = require("torch", "torch")
+    source = job.torch_source
+    in_names = list(job.sample)
+    out_names = list(job.reference_outputs)
+    args = tuple(torch.from_numpy(a.copy()) for a in job.sample.values())
+    attempts: list[str] = []
+    for exporter in exporter_order(source.kind, job.options.exporter):
+        with job.stage(f"export:{exporter}") as record:
+            try:
+                with captured_output():
+                    _export(exporter, source, args, out, in_names, out_names, job.options.opset)
+                model = load_onnx(out)
+            except Exception as exc:  # each exporter fails in its own way; the next one may work
+                record.status, record.detail = "failed", first_line(exc)
+                attempts.append(f"{exporter}: {first_line(exc)}")
+                continue
+        inputs, outputs = io_specs(model)
+        for spec, src_spec in zip(inputs, artifact.inputs):
+            spec.layout = src_spec.layout
+        for spec, ref in zip(outputs, artifact.outputs):
+            spec.layout = ref.layout
+        return Artifact(
+            path=out, format="onnx", inputs=inputs, outputs=outputs, tools=tool_versions(*TOOLS),
+            notes=[f"exporter: {exporter}" + (f" (after {'; '.join(attempts)})" if attempts else "")],
+            extra={"exporter": exporter, "opset": job.options.opset, "interface": {
+                side: [{"source": s.name, "name": s.name, "transpose": None} for s in specs]
+                for side, specs in (("inputs", inputs), ("outputs", outputs))}},
+        )
+    raise ConversionError("export", "every ONNX exporter failed: " + " | ".join(attempts),
+                          hint="run with --debug for the exporters' logs")
+
+
+EDGES = [Edge("torch", "onnx", "torch.onnx.export", torch_to_onnx, TOOLS)]

@@ -1,0 +1,96 @@
+"""What flows through a conversion: the user's options, the artifacts, and the stage records."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from typing import Any, Iterator
+
+import numpy as np
+
+from fwconv.specs import TensorSpec
+
+
+@dataclasses.dataclass
+class ConvertOptions:
+    opset: int = 18
+    fp16: bool = False
+    layout: str = "source"  # "source" keeps the source's I/O layout; "nhwc" opts into channel-last
+    allow_flex: bool = False
+    exporter: str = "auto"  # torch->onnx: auto | dynamo | torchscript
+    trust_pickle: bool = False
+    force: bool = False
+    validate: bool = True
+    input_specs: list[TensorSpec] = dataclasses.field(default_factory=list)
+    inputs_file: str | None = None
+    input_ranges: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class Artifact:
+    """A model on disk (or a loaded source) with the interface fwconv knows it has."""
+
+    path: str
+    format: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    tools: dict[str, str] = dataclasses.field(default_factory=dict)
+    ops: dict[str, Any] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class StageRecord:
+    stage: str
+    status: str = "ok"
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclasses.dataclass
+class Job:
+    """State shared by the edges of one conversion."""
+
+    options: ConvertOptions
+    workdir: str
+    sample: dict[str, np.ndarray]  # example inputs, keyed by the source's input names
+    reference_outputs: dict[str, np.ndarray] | None = None
+    torch_source: Any = None  # the loaded TorchSource for torch-rooted routes
+    stages: list[StageRecord] = dataclasses.field(default_factory=list)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[StageRecord]:
+        """Time a stage and record ok/failed; the exception still propagates."""
+        record = StageRecord(name)
+        self.stages.append(record)
+        start = time.perf_counter()
+        try:
+            yield record
+        except BaseException as exc:
+            record.status = "failed"
+            record.detail = record.detail or type(exc).__name__
+            raise
+        finally:
+            record.seconds = round(time.perf_counter() - start, 4)
+
+
+def compose_interface(previous: dict | None, step: dict) -> dict:
+    """Chain interface maps: `previous` maps route-source names to the input artifact's names,
+    `step` maps those to the new artifact's names (with any transpose). Result: source -> new."""
+    if not previous:
+        return step
+    composed = {}
+    for side in ("inputs", "outputs"):
+        back = {e["name"]: e for e in previous.get(side, [])}
+        composed[side] = []
+        for entry in step.get(side, []):
+            origin = back.get(entry["source"])
+            if origin and origin.get("transpose") and entry.get("transpose"):
+                perm = [origin["transpose"][i] for i in entry["transpose"]]
+            else:
+                perm = entry.get("transpose") or (origin or {}).get("transpose")
+            composed[side].append({"source": origin["source"] if origin else entry["source"],
+                                   "name": entry["name"], "transpose": perm})
+    return composed

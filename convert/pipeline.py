@@ -1,0 +1,173 @@
+"""Run a planned route: load the source, make sample inputs, run each edge in a scratch dir,
+check the artifact, validate it against the source, write the manifest, then publish atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+
+from fwconv.convert.formats import TARGET_SUFFIX, detect_format
+from fwconv.convert.job import Artifact, ConvertOptions, Job
+from fwconv.convert.planner import family_of, plan
+from fwconv.errors import InputError, ParityError
+from fwconv.manifest import Manifest, manifest_path, sha256_of, size_of
+from fwconv.specs import TensorSpec, bind_arrays, load_npz
+from fwconv.staging import check_writable, scratch_dir, staged_outputs
+
+
+@dataclasses.dataclass
+class ConversionResult:
+    artifact: str
+    manifest: Manifest
+    validation: object | None  # ValidationReport
+
+
+def default_output(source: str, target: str) -> str:
+    base = source.split(":")[0] if family_of(detect_format(source)) == "torch" and not os.path.exists(source) else source
+    stem = os.path.splitext(os.path.basename(base.rstrip(os.sep)))[0]
+    return os.path.join(os.path.dirname(os.path.abspath(base)), stem + TARGET_SUFFIX[target])
+
+
+def _sample_specs(options: ConvertOptions, names: list[str], recorded: list[TensorSpec] | None) -> list[TensorSpec]:
+    """Input specs from --input-shape, with unnamed ones taking the model's names by position."""
+    if not options.input_specs:
+        if recorded:
+            return recorded
+        raise InputError("the model does not record its input shapes",
+                         hint="give them with --input-shape 1,3,224,224 (repeatable) or --inputs FILE.npz")
+    specs = []
+    for i, spec in enumerate(options.input_specs):
+        spec = dataclasses.replace(spec)
+        if spec.name == f"input_{i}" and i < len(names):
+            spec.name = names[i]
+        elif names and spec.name not in names:
+            raise InputError(f"--input-shape names '{spec.name}', but the model's inputs are: {', '.join(names)}")
+        specs.append(spec)
+    return specs
+
+
+def _layout_of(shape, family: str) -> str | None:
+    if len(shape) != 4:
+        return None
+    return "NCHW" if family in ("torch", "onnx") else "NHWC"
+
+
+def prepare_source(source: str, options: ConvertOptions):
+    """Load the source, bind sample inputs and compute reference outputs. Returns (artifact, job parts)."""
+    from fwconv.validators.inputs import parse_ranges, synthetic_inputs
+    from fwconv.validators.runners import make_runner
+
+    fmt = detect_format(source)
+    family = family_of(fmt)
+    torch_source = None
+    if family == "torch":
+        from fwconv.convert.torch_source import load_torch_source
+
+        torch_source = load_torch_source(source, trust_pickle=options.trust_pickle)
+        runner = make_runner(torch_source)
+    else:
+        runner = make_runner(source, fmt=fmt)
+    runner.activate()
+    names = runner.input_names()
+    if options.inputs_file:
+        arrays = load_npz(options.inputs_file)
+        sample = bind_arrays(arrays, [TensorSpec(n, []) for n in names[: len(arrays)]])
+    else:
+        try:
+            recorded = runner.input_specs()
+        except InputError:
+            recorded = None
+        specs = _sample_specs(options, names, recorded)
+        sample = synthetic_inputs(specs, seed=0, ranges=parse_ranges(options.input_ranges),
+                                  int_bounds=runner.index_bounds())
+    reference_outputs = runner.infer(sample)
+    inputs = [TensorSpec(n, list(a.shape), a.dtype.name, _layout_of(a.shape, family)) for n, a in sample.items()]
+    outputs = [TensorSpec(n, list(a.shape), a.dtype.name, _layout_of(a.shape, family)) for n, a in reference_outputs.items()]
+    artifact = Artifact(path=source, format=fmt, inputs=inputs, outputs=outputs)
+    return artifact, runner, torch_source, sample, reference_outputs
+
+
+def convert(source: str, target: str, output: str | None = None, options: ConvertOptions | None = None,
+            validate_settings=None) -> ConversionResult:
+    options = options or ConvertOptions()
+    fmt = detect_format(source)
+    route = plan(family_of(fmt), target)
+    output = output or default_output(source, target)
+    is_dir_target = target == "savedmodel"
+    finals = [output] if is_dir_target else [output, manifest_path(output)]
+    check_writable(*finals, force=options.force)
+    t0 = time.perf_counter()
+    artifact, ref_runner, torch_source, sample, ref_outputs = prepare_source(source, options)
+    with scratch_dir() as workdir, staged_outputs(finals, force=options.force) as temps:
+        job = Job(options=options, workdir=workdir, sample=sample, reference_outputs=ref_outputs,
+                  torch_source=torch_source)
+        current = artifact
+        for i, edge in enumerate(route):
+            last = i == len(route) - 1
+            out = temps[output] if last else os.path.join(workdir, f"step{i}{TARGET_SUFFIX[edge.dst]}")
+            current = edge.run(current, job, out)
+        report = None
+        if options.validate:
+            report = _validate(ref_runner, current, sample, job, validate_settings)
+        ref_runner.deactivate()
+        manifest = Manifest(
+            artifact=os.path.abspath(output), format=target,
+            source={"path": os.path.abspath(source) if os.path.exists(source) else source, "format": fmt,
+                    "sha256": sha256_of(source) if os.path.exists(source) else None},
+            route=[family_of(fmt)] + [e.dst for e in route],
+            tools={k: v for e in route for k, v in (_tools_of(e)).items()} | current.tools,
+            inputs=current.inputs, outputs=current.outputs, ops=current.ops,
+            size_bytes=size_of(current.path), sha256=sha256_of(current.path),
+            stages=[dataclasses.asdict(s) for s in job.stages] + [{"stage": "total", "status": "ok",
+                                                                    "seconds": round(time.perf_counter() - t0, 3)}],
+            notes=current.notes, extra=current.extra,
+            validation=_validation_summary(report),
+        )
+        manifest.write(manifest_path(current.path) if is_dir_target else temps[manifest_path(output)])
+        if report is not None and not report.parity_passed:
+            raise ParityError("the converted model does not match the source: " + "; ".join(report.failures()),
+                              report=report)
+        manifest.artifact = os.path.abspath(output)
+    return ConversionResult(output, manifest, report)
+
+
+def _tools_of(edge) -> dict[str, str]:
+    from fwconv.manifest import tool_versions
+
+    return tool_versions(*edge.tools)
+
+
+def _validation_summary(report) -> dict | None:
+    if report is None:
+        return None
+    return {"status": report.status, "samples": report.samples,
+            "outputs": {o.name: {"passed": o.passed, "max_abs_err": o.metrics.get("max_abs_err"),
+                                 "scaled_max_err": o.metrics.get("scaled_max_err"), "cosine": o.metrics.get("cosine")}
+                        for o in report.outputs},
+            "latency_ratio": report.latency_ratio}
+
+
+def _validate(ref_runner, artifact: Artifact, sample: dict[str, np.ndarray], job: Job, settings):
+    from fwconv.manifest import Manifest as _M
+    from fwconv.validators.compare import ValidateSettings, compare_runners
+    from fwconv.validators.metrics import Tolerance
+    from fwconv.validators.runners import make_runner
+
+    settings = settings or ValidateSettings(tolerance=Tolerance(precision="fp16" if job.options.fp16 else "fp32"))
+    interface = _M(artifact.path, artifact.format, {}, [], {}, [], [], extra=artifact.extra)
+    with job.stage("validate"):
+        cand = make_runner(artifact.path, fmt=artifact.format, threads=settings.threads).activate()
+        try:
+            user = sample if job.options.inputs_file else None
+            report = compare_runners(ref_runner, cand, settings=settings, user_inputs=user,
+                                     ref_specs=None if user else [TensorSpec(n, list(a.shape), a.dtype.name) for n, a in sample.items()],
+                                     candidate_manifest=interface,
+                                     labels=({"model": job.torch_source.path if job.torch_source else "source",
+                                              "runtime": ref_runner.name, "device": ref_runner.device},
+                                             {"model": os.path.basename(artifact.path), "runtime": cand.name, "device": cand.device}))
+        finally:
+            cand.deactivate()
+    return report

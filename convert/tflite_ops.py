@@ -1,0 +1,45 @@
+"""Read the ops of a `.tflite` straight from its flatbuffer (no TensorFlow, no interpreter).
+
+Select-TF ops are custom ops whose names start with 'Flex'; the plain LiteRT interpreter
+cannot run them. Reading the file works even when the interpreter refuses the model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from fwconv.errors import InputError, first_line, require
+
+
+def op_summary(path: str) -> dict[str, Any]:
+    fb = require("ai_edge_litert.schema_py_generated", "tflite")
+    with open(path, "rb") as f:
+        buf = f.read()
+    try:
+        model = fb.Model.GetRootAs(buf, 0)
+        names = {v: k for k, v in vars(fb.BuiltinOperator).items() if isinstance(v, int)}
+        codes = []
+        for i in range(model.OperatorCodesLength()):
+            oc = model.OperatorCodes(i)
+            code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+            if code == fb.BuiltinOperator.CUSTOM:
+                codes.append(("custom", (oc.CustomCode() or b"?").decode()))
+            else:
+                codes.append(("builtin", names.get(code, f"BUILTIN_{code}")))
+        counts: Counter = Counter()
+        for s in range(model.SubgraphsLength()):
+            sg = model.Subgraphs(s)
+            for o in range(sg.OperatorsLength()):
+                counts[codes[sg.Operators(o).OpcodeIndex()]] += 1
+    except Exception as exc:  # a broken flatbuffer raises anything from struct.error to IndexError
+        raise InputError(f"{path} is not a readable TFLite model: {first_line(exc)}") from exc
+    builtin = {name: n for (kind, name), n in sorted(counts.items()) if kind == "builtin"}
+    custom = {name: n for (kind, name), n in sorted(counts.items()) if kind == "custom"}
+    return {
+        "total": sum(counts.values()),
+        "builtin": builtin,
+        "flex": sorted(n for n in custom if n.startswith("Flex")),
+        "custom": sorted(n for n in custom if not n.startswith("Flex")),
+        "custom_counts": custom,
+    }

@@ -1,0 +1,114 @@
+"""Typed errors. The CLI maps each class to one documented exit code and prints one line.
+
+Exit codes (also in the README):
+  0  success (and parity passed, where validated)
+  1  conversion or runtime error (a converter or runtime failed)
+  2  bad input or usage (missing/corrupt file, unknown format, shape mismatch, output exists)
+  3  parity failed: a converted model does not match its reference
+  4  latency budget exceeded (--max-latency-ratio)
+  5  unsupported op: the model needs ops the target cannot express (e.g. Flex ops)
+"""
+
+from __future__ import annotations
+
+
+class FwconvError(Exception):
+    """Base class: carries the exit code the CLI uses for it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+    def one_line(self) -> str:
+        msg = " ".join(str(self).split())
+        return f"{msg} ({self.hint})" if self.hint else msg
+
+
+class InputError(FwconvError):
+    """The user's input is wrong: missing, corrupt, of the wrong format, or not fitting."""
+
+    exit_code = 2
+
+
+class OutputExistsError(InputError):
+    """An output path already exists and --force was not given."""
+
+
+class UnsafeModelError(InputError):
+    """Loading this file would execute code from it (pickle) and trust was not granted."""
+
+
+class MissingDependencyError(FwconvError):
+    """An optional framework is not installed; names the extra that brings it."""
+
+    def __init__(self, module: str, extra: str):
+        super().__init__(
+            f"'{module}' is not installed",
+            hint=f"install it with: pip install 'fwconv[{extra}]'",
+        )
+        self.module = module
+        self.extra = extra
+
+
+class ConversionError(FwconvError):
+    """A conversion stage failed; `stage` names which one (export, convert, check...)."""
+
+    def __init__(self, stage: str, message: str, *, hint: str | None = None):
+        super().__init__(f"{stage} failed: {message}", hint=hint)
+        self.stage = stage
+
+
+class UnsupportedOpError(ConversionError):
+    """The artifact would need ops the target runtime cannot run (Flex/custom ops)."""
+
+    exit_code = 5
+
+    def __init__(self, ops: list[str], *, stage: str = "check", hint: str | None = None):
+        super().__init__(
+            stage,
+            "the model needs ops that are not TFLite builtins: " + ", ".join(sorted(ops)),
+            hint=hint,
+        )
+        self.ops = sorted(ops)
+
+
+class RunnerError(FwconvError):
+    """A runtime failed to load or run a model (including a crash or hang in a subprocess)."""
+
+
+class ParityError(FwconvError):
+    """A converted model does not match its reference. Carries the full report."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report
+
+
+class LatencyBudgetError(FwconvError):
+    """Candidate/reference latency ratio is above the budget."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report
+
+
+def require(module: str, extra: str):
+    """Import an optional framework lazily, or raise MissingDependencyError naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        raise MissingDependencyError(exc.name or module, extra) from exc
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message: enough to say what failed."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else type(exc).__name__

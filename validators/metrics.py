@@ -1,0 +1,165 @@
+"""Per-output parity metrics and the pass/fail rule.
+
+Pass rule (per element, like numpy.allclose and Polygraphy): |cand - ref| <= atol + rtol*|ref|.
+Default tolerances depend on the candidate's precision and are scaled by the output's own
+magnitude (`scale` = max |ref|), because a fixed absolute atol is meaningless across models
+whose outputs live at 1e-3 or 1e3. `--atol/--rtol` given by the user are absolute.
+
+Definitions, so a test can recompute them with numpy:
+  diff = cand - ref (float64); scale = max|ref| (1 if that is 0)
+  max_abs_err = max|diff|; mean_abs_err = mean|diff|; rmse = sqrt(mean(diff^2))
+  max_rel_err = max(|diff| / max(|ref|, 1e-3*scale))  (floored so near-zero refs don't explode)
+  scaled_max_err = max_abs_err / scale
+  cosine = <ref, cand> / (|ref| |cand|);  snr_db = 10 log10(sum ref^2 / sum diff^2)
+  min_atol_to_pass = max(0, max(|diff| - rtol*|ref|))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+# precision -> (atol relative to scale, rtol, min cosine, min SNR dB)
+DEFAULT_TOLERANCES = {
+    "fp32": {"atol_scaled": 1e-4, "rtol": 1e-4, "min_cosine": 0.9999, "min_snr_db": 60.0},
+    "fp16": {"atol_scaled": 1e-2, "rtol": 1e-2, "min_cosine": 0.999, "min_snr_db": 30.0},
+    "int8": {"atol_scaled": None, "rtol": None, "min_cosine": 0.98, "min_snr_db": 15.0},
+}
+
+
+@dataclasses.dataclass
+class Tolerance:
+    precision: str = "fp32"
+    atol: float | None = None  # absolute; None -> default scaled by the output's magnitude
+    rtol: float | None = None
+    min_cosine: float | None = None
+    min_snr_db: float | None = None
+
+    def resolved(self, scale: float) -> dict[str, float | None]:
+        d = DEFAULT_TOLERANCES[self.precision]
+        atol = self.atol if self.atol is not None else (d["atol_scaled"] * scale if d["atol_scaled"] is not None else None)
+        rtol = self.rtol if self.rtol is not None else d["rtol"]
+        if atol is not None and rtol is None:
+            rtol = 0.0
+        return {
+            "atol": atol, "rtol": rtol,
+            "min_cosine": self.min_cosine if self.min_cosine is not None else d["min_cosine"],
+            "min_snr_db": self.min_snr_db if self.min_snr_db is not None else d["min_snr_db"],
+        }
+
+
+@dataclasses.dataclass
+class OutputParity:
+    name: str
+    shape: list[int]
+    dtype: str
+    passed: bool
+    metrics: dict[str, Any]
+    tolerance: dict[str, Any]
+    failure: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    worst: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sample: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _finite(x: float) -> float | None:
+    return None if (x is None or math.isnan(x)) else (x if math.isfinite(x) else (1e308 if x > 0 else -1e308))
+
+
+def looks_like_scores(shape: tuple[int, ...]) -> bool:
+    """[N, C] or [C] float outputs with C >= 2: argmax/top-k agreement is meaningful."""
+    return 1 <= len(shape) <= 2 and shape[-1] >= 2
+
+
+def degenerate_warnings(ref: np.ndarray) -> list[str]:
+    if ref.size == 0:
+        return ["reference output is empty"]
+    r = ref.astype(np.float64)
+    finite = r[np.isfinite(r)]
+    if finite.size == 0:
+        return []
+    peak = float(np.max(np.abs(finite)))
+    if peak == 0.0:
+        return ["reference output is all zeros: parity on it proves nothing"]
+    if finite.size > 1 and float(np.ptp(finite)) == 0.0:
+        return ["reference output is constant: parity on it proves nothing"]
+    if peak < 1e-30:
+        return ["reference output is denormal-small: parity on it proves nothing"]
+    if finite.size > 1 and float(np.std(finite)) < 1e-6 * peak:
+        return ["reference output is nearly constant: parity on it proves little"]
+    return []
+
+
+def compare_arrays(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance, *, topk: int = 5,
+                   sample: int = 0) -> OutputParity:
+    """Compare one output. A shape or dtype-kind mismatch is a failure, never reshaped away."""
+    ref = np.asarray(ref)
+    cand = np.asarray(cand)
+    if ref.shape != cand.shape:
+        return OutputParity(name, list(ref.shape), ref.dtype.name, False, {}, {},
+                            failure=f"shape mismatch: reference {list(ref.shape)} vs candidate {list(cand.shape)}",
+                            sample=sample)
+    r = ref.astype(np.float64)
+    c = cand.astype(np.float64)
+    metrics: dict[str, Any] = {
+        "ref_nan": int(np.isnan(r).sum()), "ref_inf": int(np.isinf(r).sum()),
+        "cand_nan": int(np.isnan(c).sum()), "cand_inf": int(np.isinf(c).sum()),
+    }
+    warnings = degenerate_warnings(ref)
+    both_finite = np.isfinite(r) & np.isfinite(c)
+    diff = np.where(both_finite, c - r, 0.0)
+    absdiff = np.abs(diff)
+    finite_ref = r[np.isfinite(r)]
+    scale = float(np.max(np.abs(finite_ref))) if finite_ref.size else 1.0
+    scale = scale if scale > 0 else 1.0
+    floor = 1e-3 * scale
+    sum_ref2 = float(np.sum(np.where(both_finite, r, 0.0) ** 2))
+    sum_d2 = float(np.sum(diff ** 2))
+    n = max(int(both_finite.sum()), 1)
+    norm = math.sqrt(sum_ref2) * math.sqrt(float(np.sum(np.where(both_finite, c, 0.0) ** 2)))
+    metrics.update({
+        "scale": scale,
+        "max_abs_err": float(absdiff.max()) if absdiff.size else 0.0,
+        "mean_abs_err": float(absdiff.sum() / n),
+        "rmse": math.sqrt(sum_d2 / n),
+        "max_rel_err": float((absdiff / np.maximum(np.abs(r), floor)).max()) if absdiff.size else 0.0,
+        "cosine": float(np.sum(np.where(both_finite, r * c, 0.0)) / norm) if norm > 0 else (1.0 if sum_d2 == 0 else 0.0),
+        "snr_db": (10 * math.log10(sum_ref2 / sum_d2)) if sum_d2 > 0 and sum_ref2 > 0 else (math.inf if sum_d2 == 0 else -math.inf),
+    })
+    metrics["scaled_max_err"] = metrics["max_abs_err"] / scale
+    if looks_like_scores(ref.shape) and np.issubdtype(ref.dtype, np.floating):
+        r2, c2 = r.reshape(-1, ref.shape[-1]), c.reshape(-1, ref.shape[-1])
+        metrics["argmax_agreement"] = float(np.mean(np.argmax(r2, -1) == np.argmax(c2, -1)))
+        k = min(topk, ref.shape[-1])
+        top_r = np.argsort(-r2, -1)[:, :k]
+        top_c = np.argsort(-c2, -1)[:, :k]
+        metrics[f"top{k}_overlap"] = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_r, top_c)]))
+    limits = tol.resolved(scale)
+    failure = None
+    if metrics["cand_nan"] > metrics["ref_nan"] or metrics["cand_inf"] > metrics["ref_inf"]:
+        failure = f"candidate has NaN/Inf where the reference is finite (nan={metrics['cand_nan']}, inf={metrics['cand_inf']})"
+    if limits["atol"] is not None:
+        allowed = limits["atol"] + limits["rtol"] * np.abs(r)
+        excess = absdiff - limits["rtol"] * np.abs(r)
+        metrics["min_atol_to_pass"] = float(max(0.0, excess.max())) if excess.size else 0.0
+        if failure is None and absdiff.size and np.any(absdiff > allowed):
+            bad = int(np.sum(absdiff > allowed))
+            failure = (f"{bad} of {absdiff.size} elements exceed atol={limits['atol']:.3g} + rtol={limits['rtol']:.3g}*|ref| "
+                       f"(max_abs_err={metrics['max_abs_err']:.3g})")
+    if failure is None and limits["min_cosine"] is not None and sum_ref2 > 0 and metrics["cosine"] < limits["min_cosine"]:
+        failure = f"cosine similarity {metrics['cosine']:.6f} < {limits['min_cosine']}"
+    if failure is None and limits["min_snr_db"] is not None and sum_ref2 > 0 and metrics["snr_db"] < limits["min_snr_db"]:
+        failure = f"SNR {metrics['snr_db']:.1f} dB < {limits['min_snr_db']} dB"
+    worst: dict[str, Any] = {}
+    if absdiff.size:
+        idx = np.unravel_index(int(np.argmax(absdiff)), absdiff.shape)
+        worst = {"index": [int(i) for i in idx], "reference": float(r[idx]), "candidate": float(c[idx])}
+    metrics = {k: (_finite(v) if isinstance(v, float) else v) for k, v in metrics.items()}
+    return OutputParity(name, list(ref.shape), ref.dtype.name, failure is None, metrics,
+                        {"precision": tol.precision, **limits}, failure, warnings, worst, sample)

@@ -1,0 +1,93 @@
+"""The runner interface every runtime implements (after Polygraphy's runners).
+
+A runner is a context manager: `activate()` loads the model (timed as the cold-start load),
+`infer(feed)` runs one inference on named numpy arrays and returns named numpy arrays,
+recording its own wall time, and `deactivate()` frees the runtime.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from fwconv.specs import TensorSpec
+
+
+class Runner:
+    name = "runner"
+    device = "cpu"
+
+    def __init__(self) -> None:
+        self.load_seconds: float | None = None
+        self.last_inference_seconds: float | None = None
+        self._active = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def activate(self) -> "Runner":
+        if not self._active:
+            start = time.perf_counter()
+            self._activate()
+            self.load_seconds = time.perf_counter() - start
+            self._active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self._active:
+            self._deactivate()
+            self._active = False
+
+    def __enter__(self) -> "Runner":
+        return self.activate()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.deactivate()
+
+    # -- inference -------------------------------------------------------------------------
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        out = self._infer(feed)
+        self.last_inference_seconds = time.perf_counter() - start
+        return out
+
+    def timed_call(self, feed: dict[str, np.ndarray]):
+        """A zero-argument callable that runs one inference on pre-staged inputs, for the latency
+        loop: staging (numpy -> runtime tensors) is done once, outside the timed region."""
+        return lambda: self._infer(feed)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (GPU runners override)."""
+
+    def measure_latency(self, feed: dict[str, np.ndarray], settings):
+        from fwconv.validators.latency import measure
+
+        return measure(self.timed_call(feed), settings, self.synchronize)
+
+    def memory_mb(self) -> tuple[float | None, str]:
+        """In-process runners share the process: only isolated runners have a peak of their own."""
+        return None, "not measured in-process (use --isolate)"
+
+    def index_bounds(self) -> dict[str, int]:
+        """Upper bounds for integer inputs that index a table (token ids < vocabulary size)."""
+        return {}
+
+    # -- introspection ---------------------------------------------------------------------
+    def input_specs(self) -> list[TensorSpec]:
+        raise NotImplementedError
+
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.input_specs()]
+
+    def output_names(self) -> list[str]:
+        raise NotImplementedError
+
+    # -- for subclasses --------------------------------------------------------------------
+    def _activate(self) -> None:
+        raise NotImplementedError
+
+    def _deactivate(self) -> None:
+        pass
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError

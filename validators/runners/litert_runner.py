@@ -1,0 +1,84 @@
+"""LiteRT runner (`ai_edge_litert` interpreter, XNNPACK, builtin ops only); thread count settable.
+
+When the model has a signature, its input/output names are the signature's keys (what app
+code calls); otherwise the raw tensor names are used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fwconv.errors import RunnerError, UnsupportedOpError, first_line, require
+from fwconv.specs import TensorSpec
+from fwconv.validators.runners.base import Runner
+
+
+class LiteRTRunner(Runner):
+    name = "litert"
+
+    def __init__(self, path: str, *, threads: int | None = None, signature: str | None = None):
+        super().__init__()
+        self.path = path
+        self.threads = threads
+        self.signature = signature
+        self.interpreter = None
+        self._sig = None
+
+    def _activate(self) -> None:
+        litert = require("ai_edge_litert.interpreter", "tflite")
+        try:
+            self.interpreter = litert.Interpreter(model_path=self.path, num_threads=self.threads or 1)
+            self.interpreter.allocate_tensors()
+            # {signature: {"inputs": {name: tensor index}, "outputs": {...}}}; indices let us use
+            # plain set_tensor/invoke/get_tensor (a SignatureRunner holds views that block invoke()).
+            sigs = self.interpreter._get_full_signature_list()
+            if self.signature or len(sigs) == 1:
+                self._sig = sigs[self.signature or next(iter(sigs))]
+        except Exception as exc:
+            msg = first_line(exc)
+            if "Select TensorFlow op" in str(exc) or "Flex" in str(exc):
+                from fwconv.convert.tflite_ops import op_summary
+
+                raise UnsupportedOpError(op_summary(self.path)["flex"] or ["(unknown)"], stage="load",
+                                         hint="plain LiteRT cannot run Select-TF (Flex) ops") from exc
+            raise RunnerError(f"LiteRT cannot load {self.path}: {msg}") from exc
+
+    def _deactivate(self) -> None:
+        self._sig = None
+        self.interpreter = None
+
+    def _details(self, side: str) -> list[tuple[str, dict]]:
+        details = self.interpreter.get_input_details() if side == "input" else self.interpreter.get_output_details()
+        if self._sig is None:
+            return [(d["name"], d) for d in details]
+        by_index = {d["index"]: d for d in details}
+        return [(name, by_index[index]) for name, index in self._sig["inputs" if side == "input" else "outputs"].items()]
+
+    def input_specs(self) -> list[TensorSpec]:
+        specs = []
+        for name, d in self._details("input"):
+            scale, zero = d.get("quantization", (0.0, 0))
+            quant = {"scale": float(scale), "zero_point": int(zero)} if scale else {}
+            specs.append(TensorSpec(name, [int(x) for x in d["shape"]], np.dtype(d["dtype"]).name, quantization=quant))
+        return specs
+
+    def output_names(self) -> list[str]:
+        return [name for name, _ in self._details("output")]
+
+    def _infer(self, feed):
+        try:
+            self.timed_call(feed)()
+        except Exception as exc:
+            raise RunnerError(f"LiteRT failed to run {self.path}: {first_line(exc)}") from exc
+        return {name: np.array(self.interpreter.get_tensor(d["index"])) for name, d in self._details("output")}
+
+    def timed_call(self, feed):
+        staged = {k: np.ascontiguousarray(v) for k, v in feed.items()}
+        inputs = [(d["index"], staged[name]) for name, d in self._details("input")]
+        interp = self.interpreter
+
+        def call():
+            for index, value in inputs:
+                interp.set_tensor(index, value)
+            interp.invoke()
+        return call

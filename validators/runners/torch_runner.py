@@ -1,0 +1,149 @@
+"""PyTorch runner: TorchScript `.pt`, ExportedProgram `.pt2`, or an nn.Module factory; cpu/cuda."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fwconv.errors import InputError, RunnerError, first_line, require
+from fwconv.specs import TensorSpec, normalize_dtype
+from fwconv.validators.runners.base import Runner
+
+
+def flatten_outputs(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Name every tensor of a model's (possibly nested) output, in pytree order.
+
+    A single tensor is `output`; tuples give `output_0, output_1, ...`; dicts (including
+    transformers' ModelOutput) keep their keys. The ONNX export uses the same names.
+    """
+    if hasattr(obj, "shape") and hasattr(obj, "dtype"):
+        return [(prefix or "output", obj)]
+    if isinstance(obj, dict) or (hasattr(obj, "keys") and hasattr(obj, "__getitem__")):
+        out = []
+        for key in obj.keys():
+            if obj[key] is not None:
+                out.extend(flatten_outputs(obj[key], f"{prefix}_{key}" if prefix else str(key)))
+        return out
+    if isinstance(obj, (list, tuple)):
+        out = []
+        for i, item in enumerate(obj):
+            out.extend(flatten_outputs(item, f"{prefix or 'output'}_{i}"))
+        return out
+    if obj is None:
+        return []
+    raise RunnerError(f"cannot read a model output of type {type(obj).__name__}")
+
+
+def to_numpy(tensor) -> np.ndarray:
+    t = tensor.detach().cpu()
+    return (t.float() if str(t.dtype) == "torch.bfloat16" else t).numpy()
+
+
+class TorchRunner(Runner):
+    name = "torch"
+
+    def __init__(self, source, *, device: str = "cpu", trust_pickle: bool = False, input_names=None):
+        super().__init__()
+        self._source_arg = source
+        self.device = device
+        self.trust_pickle = trust_pickle
+        self._names_override = input_names
+        self.source = None
+        self._fn = None
+        self._output_names: list[str] | None = None
+
+    def _activate(self) -> None:
+        torch = require("torch", "torch")
+        from fwconv.convert.torch_source import TorchSource, load_torch_source
+
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RunnerError("--device cuda: PyTorch sees no CUDA device on this machine")
+        src = self._source_arg
+        self.source = src if isinstance(src, TorchSource) else load_torch_source(src, trust_pickle=self.trust_pickle)
+        fn = self.source.callable()
+        if self.device != "cpu":
+            fn = fn.to(self.device)
+        self._fn = fn
+
+    def _deactivate(self) -> None:
+        self._fn = None
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def input_names(self) -> list[str]:
+        return list(self._names_override or self.source.input_names)
+
+    def input_specs(self) -> list[TensorSpec]:
+        example = self.source.example_inputs
+        if not example:
+            raise InputError(
+                f"{self.source.path} does not record its input shapes",
+                hint="give them with --input-shape 1,3,224,224 (repeatable) or --inputs FILE.npz",
+            )
+        names = self.input_names()
+        return [
+            TensorSpec(name=names[i] if i < len(names) else f"input_{i}", shape=list(t.shape),
+                       dtype=normalize_dtype(str(t.dtype)))
+            for i, t in enumerate(example)
+        ]
+
+    def index_bounds(self) -> dict[str, int]:
+        """Integer inputs stay below the smallest embedding table; masks stay 0/1."""
+        import torch
+
+        module = self._fn
+        sizes = [m.num_embeddings for m in module.modules() if isinstance(m, torch.nn.Embedding)] \
+            if isinstance(module, torch.nn.Module) and not isinstance(module, torch.jit.ScriptModule) else []
+        bounds = {}
+        for name in self.input_names():
+            if "mask" in name.lower():
+                bounds[name] = 2
+            elif sizes:
+                bounds[name] = min(sizes)
+        return bounds
+
+    def stage(self, feed: dict[str, np.ndarray]) -> list:
+        import torch
+
+        names = self.input_names()
+        if len(names) < len(feed):
+            names = list(feed)
+        missing = [n for n in names[: len(feed)] if n not in feed]
+        if missing:
+            # positional: the feed's order is the model's order
+            return [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in feed.values()]
+        return [torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device) for n in names[: len(feed)]]
+
+    def run_staged(self, args: list):
+        import torch
+
+        with torch.inference_mode():
+            return self._fn(*args)
+
+    def _infer(self, feed):
+        try:
+            raw = self.run_staged(self.stage(feed))
+        except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+            shapes = ", ".join(f"{k}{list(v.shape)}:{v.dtype}" for k, v in feed.items())
+            raise InputError(f"the inputs ({shapes}) do not fit the model: {first_line(exc)}") from exc
+        flat = flatten_outputs(raw)
+        self._output_names = [n for n, _ in flat]
+        return {n: to_numpy(t) for n, t in flat}
+
+    def timed_call(self, feed):
+        args = self.stage(feed)
+        return lambda: self.run_staged(args)
+
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+
+    def output_names(self) -> list[str]:
+        if self._output_names is None:
+            raise RunnerError("output names are known after the first inference")
+        return list(self._output_names)
