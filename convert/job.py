@@ -22,6 +22,7 @@ class ConvertOptions:
     trust_pickle: bool = False
     force: bool = False
     validate: bool = True
+    keep_failed: bool = False  # publish an artifact that failed parity (exit code still 3)
     input_specs: list[TensorSpec] = dataclasses.field(default_factory=list)
     inputs_file: str | None = None
     input_ranges: tuple[str, ...] = ()

@@ -50,3 +50,27 @@ def embedding_bound(model) -> dict[str, int]:
             size = init[node.input[0]][0]
             bounds[name] = min(bounds.get(name, size), size)
     return bounds
+
+
+def constants_to_initializers(model) -> int:
+    """Turn `Constant` nodes into initializers (in place); returns how many were moved.
+
+    onnx2tf treats a Constant node's output as a graph value and fails on, e.g., a scalar
+    divisor ("Output tensors of a Functional model must be the output of a TensorFlow Layer");
+    the same value as an initializer converts fine.
+    """
+    onnx = require("onnx", "onnx")
+    kept, moved = [], 0
+    for node in model.graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(node.attribute[0].t)
+            tensor.name = node.output[0]
+            model.graph.initializer.append(tensor)
+            moved += 1
+        else:
+            kept.append(node)
+    if moved:
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+    return moved

@@ -127,10 +127,13 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
             validation=_validation_summary(report),
         )
         manifest.write(manifest_path(current.path) if is_dir_target else temps[manifest_path(output)])
-        if report is not None and not report.parity_passed:
-            raise ParityError("the converted model does not match the source: " + "; ".join(report.failures()),
-                              report=report)
-        manifest.artifact = os.path.abspath(output)
+        failed = report is not None and not report.parity_passed
+        if failed and not options.keep_failed:
+            raise ParityError("the converted model does not match the source (artifact not written): "
+                              + "; ".join(report.failures()), report=report)
+    if failed:
+        raise ParityError("the converted model does not match the source (kept by --keep-failed): "
+                          + "; ".join(report.failures()), report=report)
     return ConversionResult(output, manifest, report)
 
 

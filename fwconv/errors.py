@@ -101,9 +101,15 @@ class LatencyBudgetError(FwconvError):
 def require(module: str, extra: str):
     """Import an optional framework lazily, or raise MissingDependencyError naming the extra."""
     import importlib
+    import sys
+
+    if module in sys.modules:
+        return sys.modules[module]
+    from fwconv.quiet import captured_output
 
     try:
-        return importlib.import_module(module)
+        with captured_output():  # TensorFlow & co. log to stderr from C++ while importing
+            return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         raise MissingDependencyError(exc.name or module, extra) from exc
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from fwconv.convert.edges import Edge
 from fwconv.convert.job import Artifact, Job, compose_interface
-from fwconv.convert.onnx_utils import io_specs, load_onnx
+from fwconv.convert.onnx_utils import constants_to_initializers, io_specs, load_onnx
 from fwconv.errors import ConversionError, InputError, UnsupportedOpError, first_line, require
 from fwconv.manifest import tool_versions
 from fwconv.quiet import captured_output, tail
@@ -80,6 +80,10 @@ def run_onnx2tf(onnx_path: str, job: Job):
     work = os.path.join(job.workdir, "onnx2tf")
     os.makedirs(work, exist_ok=True)
     copy = os.path.join(work, "model.onnx")
+    with job.stage("prepare:onnxsim") as record:
+        model, record.detail = simplify(model)
+        moved = constants_to_initializers(model)
+        record.detail += f"; {moved} Constant nodes -> initializers" if moved else ""
     onnx.save(model, copy)  # external data inlined; the user's file is never touched
     np.save(os.path.join(work, CALIBRATION_FILE), np.zeros((1, 8, 8, 3), np.float32))
     feed = _onnx_feed(job, inputs)
@@ -106,6 +110,19 @@ def run_onnx2tf(onnx_path: str, job: Job):
             raise ConversionError("convert", f"onnx2tf failed: {first_line(exc)}",
                                   hint="run with --debug for its full log") from exc
     return keras_model, inputs, outputs, feed
+
+
+def simplify(model):
+    """Fold constants and infer shapes with onnxsim before onnx2tf sees the graph: onnx2tf
+    mis-handles some unfolded graphs (e.g. ReduceMean axes given by a Constant node from the
+    TorchScript exporter). If onnxsim cannot, go on with the original graph and say so."""
+    onnxsim = require("onnxsim", "tflite")
+    try:
+        with captured_output():
+            simplified, ok = onnxsim.simplify(model)
+    except Exception as exc:
+        return model, f"onnxsim skipped: {first_line(exc)}"
+    return (simplified, "simplified") if ok else (model, "onnxsim check failed; original graph used")
 
 
 def _onnx_feed(job: Job, inputs: list[TensorSpec]) -> dict[str, np.ndarray]:
@@ -223,7 +240,8 @@ def savedmodel_to_tflite_file(sm: Artifact, job: Job, out: str) -> Artifact:
             flatbuffer = converter.convert()
         except Exception as exc:
             text = str(exc) + "\n" + cap.text
-            flex = sorted(set(re.findall(r"'?(tf\.[A-Za-z0-9_]+|Flex[A-Za-z0-9_]+)'?", text)))
+            # The converter lists unsupported raw ops as "tf.OpName {...}" (CamelCase = a TF op).
+            flex = sorted({f"Flex{name}" for name in re.findall(r"\btf\.([A-Z][A-Za-z0-9]+)\b", text)})
             record.detail = first_line(exc)
             if "Select TensorFlow op" in text or "TF Select" in text or flex:
                 raise UnsupportedOpError(flex or ["(see --debug)"], stage="convert",

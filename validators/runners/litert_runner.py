@@ -26,8 +26,11 @@ class LiteRTRunner(Runner):
 
     def _activate(self) -> None:
         litert = require("ai_edge_litert.interpreter", "tflite")
+        from fwconv.quiet import captured_output
+
         try:
-            self.interpreter = litert.Interpreter(model_path=self.path, num_threads=self.threads or 1)
+            with captured_output():  # "Created TensorFlow Lite XNNPACK delegate" and friends
+                self.interpreter = litert.Interpreter(model_path=self.path, num_threads=self.threads or 1)
             self.interpreter.allocate_tensors()
             # {signature: {"inputs": {name: tensor index}, "outputs": {...}}}; indices let us use
             # plain set_tensor/invoke/get_tensor (a SignatureRunner holds views that block invoke()).

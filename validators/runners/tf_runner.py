@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from fwconv.errors import RunnerError, first_line, require
 from fwconv.specs import TensorSpec, normalize_dtype
 from fwconv.validators.runners.base import Runner
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 class TensorFlowRunner(Runner):
@@ -39,8 +35,10 @@ class TensorFlowRunner(Runner):
                 tf.config.threading.set_intra_op_parallelism_threads(self.threads)
             except RuntimeError:
                 pass  # already initialized in this process
+        from fwconv.quiet import captured_output
+
         try:
-            with tf.device(self._device_name()):
+            with tf.device(self._device_name()), captured_output():
                 self._model = tf.saved_model.load(self.path)
             self._fn = self._model.signatures[self.signature]
         except KeyError as exc:

@@ -1,0 +1,297 @@
+"""The `fwconv` command line. Thin over fwconv.convert / fwconv.validators; imports no framework
+at start-up, so --help and usage errors are instant.
+
+Exit codes: 0 ok · 1 conversion/runtime error · 2 bad input or usage · 3 parity failed ·
+4 latency budget exceeded · 5 unsupported op (e.g. Flex ops in a builtin-only .tflite).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+
+import click
+
+from fwconv.errors import FwconvError
+
+DEBUG = {"on": False}
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"fwconv: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn):
+    """Map typed errors to one line and their exit code; tracebacks only with --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FwconvError as exc:
+            if DEBUG["on"]:
+                traceback.print_exc()
+            report = getattr(exc, "report", None)
+            if report is not None:
+                from fwconv.validators.report import to_text
+
+                click.echo(to_text(report))
+            _fail(exc.one_line(), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as exc:  # a bug or an unexpected library failure: still one line
+            if DEBUG["on"]:
+                traceback.print_exc()
+            _fail(f"unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
+                  "(run with --debug for the traceback)", 1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="fwconv")
+@click.option("--debug", is_flag=True, help="Show tracebacks and the converters' own logs.")
+def main(debug: bool) -> None:
+    """Convert models between PyTorch, ONNX, TensorFlow and TFLite, and prove the result.
+
+    \b
+    Exit codes: 0 ok, 1 conversion/runtime error, 2 bad input or usage,
+    3 parity failed, 4 latency budget exceeded, 5 unsupported op (e.g. Flex).
+    """
+    DEBUG["on"] = debug
+    if debug:
+        from fwconv import quiet
+
+        quiet.DEBUG["on"] = True
+
+
+# -- shared option groups ------------------------------------------------------------------
+
+def input_options(fn):
+    for opt in reversed([
+        click.option("--inputs", "inputs_file", type=click.Path(dir_okay=False),
+                     help="Sample inputs (.npz). Arrays feed inputs in file order; matching names win."),
+        click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME:]D0,D1,..",
+                     help="Input shape, repeatable (positional, or name:shape)."),
+        click.option("--input-dtype", "input_dtypes", multiple=True, metavar="[NAME:]DTYPE",
+                     help="Input dtype (default float32), e.g. input_ids:int64."),
+        click.option("--input-range", "input_ranges", multiple=True, metavar="[NAME:]LOW,HIGH",
+                     help="Value range for synthetic inputs (integers: HIGH exclusive)."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def validation_options(fn):
+    for opt in reversed([
+        click.option("--samples", default=1, show_default=True, help="Number of seeded input sets to compare."),
+        click.option("--seed", default=0, show_default=True, help="Seed for synthetic inputs."),
+        click.option("--atol", type=float, help="Absolute tolerance (default: precision-based, scaled to each output)."),
+        click.option("--rtol", type=float, help="Relative tolerance (default: precision-based)."),
+        click.option("--tolerance", "per_output", multiple=True, metavar="OUTPUT=ATOL[,RTOL]",
+                     help="Per-output tolerance override, repeatable."),
+        click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
+                     help="Candidate precision for default tolerances (default: from the artifact)."),
+        click.option("--map", "maps", multiple=True, metavar="REF=CAND[:nhwc]",
+                     help="Pair a reference tensor with a candidate tensor (and its layout)."),
+        click.option("--threads", type=int, help="Threads for each runtime."),
+        click.option("--warmup", default=3, show_default=True, help="Warm-up runs before timing."),
+        click.option("--runs", default=20, show_default=True, help="Timed runs (at least)."),
+        click.option("--min-seconds", default=0.0, show_default=True, help="Keep timing for at least this long."),
+        click.option("--no-latency", is_flag=True, help="Skip latency measurement."),
+        click.option("--max-latency-ratio", type=float, help="Fail (exit 4) if candidate/reference p50 is above this."),
+        click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON."),
+        click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write the report as JUnit XML."),
+        click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a Markdown summary."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def conversion_options(fn):
+    for opt in reversed([
+        click.option("-o", "--output", type=click.Path(), help="Output file (.onnx/.tflite) or directory (SavedModel)."),
+        click.option("--opset", default=18, show_default=True, help="ONNX opset for the export."),
+        click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto",
+                     show_default=True, help="PyTorch->ONNX exporter (auto tries dynamo, then TorchScript)."),
+        click.option("--fp16", is_flag=True, help="Half-precision weights (.tflite)."),
+        click.option("--layout", type=click.Choice(["source", "nhwc"]), default="source", show_default=True,
+                     help="I/O layout of the artifact: the source's (NCHW stays NCHW) or channel-last."),
+        click.option("--allow-flex", is_flag=True, help="Allow Select-TF (Flex) ops instead of failing."),
+        click.option("--trust-pickle", is_flag=True,
+                     help="Allow loading pickled Python objects from the model file (runs code from it)."),
+        click.option("--force", is_flag=True, help="Replace an existing output."),
+        click.option("--no-validate", is_flag=True, help="Skip validating the artifact against the source."),
+        click.option("--keep-failed", is_flag=True, help="Write the artifact even if it fails parity (exit 3 still)."),
+    ]):
+        fn = opt(fn)
+    return input_options(validation_options(fn))
+
+
+# -- settings builders ---------------------------------------------------------------------
+
+def _tolerances(atol, rtol, per_output, precision):
+    from fwconv.errors import InputError
+    from fwconv.validators.metrics import Tolerance
+
+    base = Tolerance(precision=precision or "fp32", atol=atol, rtol=rtol)
+    per = {}
+    for text in per_output:
+        name, sep, vals = text.partition("=")
+        try:
+            parts = [float(v) for v in vals.split(",")]
+            if not sep or not name or len(parts) not in (1, 2):
+                raise ValueError
+        except ValueError:
+            raise InputError(f"bad --tolerance '{text}': expected OUTPUT=ATOL or OUTPUT=ATOL,RTOL") from None
+        per[name] = Tolerance(precision=base.precision, atol=parts[0], rtol=parts[1] if len(parts) == 2 else (rtol or 0.0))
+    return base, per
+
+
+def validate_settings(kw, *, device="cpu", precision=None):
+    from fwconv.validators.align import parse_map
+    from fwconv.validators.compare import ValidateSettings
+    from fwconv.validators.inputs import parse_ranges
+    from fwconv.validators.latency import LatencySettings
+
+    if kw["samples"] < 1:
+        from fwconv.errors import InputError
+
+        raise InputError("--samples must be at least 1")
+    tol, per = _tolerances(kw["atol"], kw["rtol"], kw["per_output"], kw["precision"] or precision)
+    return ValidateSettings(
+        device=device, threads=kw["threads"], samples=kw["samples"], seed=kw["seed"],
+        ranges=parse_ranges(kw["input_ranges"]), tolerance=tol, per_output=per,
+        latency=None if kw["no_latency"] else LatencySettings(kw["warmup"], 0.0, kw["runs"], kw["min_seconds"]),
+        max_latency_ratio=kw["max_latency_ratio"], user_map=parse_map(kw["maps"]),
+    )
+
+
+def _emit(report, kw) -> None:
+    from fwconv.errors import LatencyBudgetError, ParityError
+    from fwconv.validators.report import to_text, write_reports
+
+    click.echo(to_text(report))
+    write_reports(report, json_path=kw["json_path"], junit_path=kw["junit_path"], markdown_path=kw["markdown_path"])
+    if not report.parity_passed:
+        raise ParityError("parity failed: " + "; ".join(report.failures()))
+    if not report.latency_passed:
+        raise LatencyBudgetError(report.failures()[-1])
+
+
+# -- conversion commands -------------------------------------------------------------------
+
+def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | None = None) -> None:
+    from fwconv.convert.formats import detect_format
+    from fwconv.convert.job import ConvertOptions
+    from fwconv.convert.pipeline import convert
+    from fwconv.convert.planner import family_of
+    from fwconv.errors import InputError, ParityError
+    from fwconv.specs import specs_from_options
+
+    fmt = detect_format(source)
+    if families and family_of(fmt) not in families:
+        raise InputError(f"{source} is a {fmt} model; this command takes {' or '.join(families)} models",
+                         hint=f"use: fwconv convert {source} --to {target}")
+    options = ConvertOptions(
+        opset=kw["opset"], fp16=kw["fp16"], layout=kw["layout"], allow_flex=kw["allow_flex"],
+        exporter=kw["exporter"], trust_pickle=kw["trust_pickle"], force=kw["force"],
+        validate=not kw["no_validate"], keep_failed=kw["keep_failed"],
+        input_specs=specs_from_options(kw["input_shapes"], kw["input_dtypes"]),
+        inputs_file=kw["inputs_file"], input_ranges=kw["input_ranges"],
+    )
+    settings = validate_settings(kw, precision="fp16" if kw["fp16"] else "fp32")
+    try:
+        result = convert(source, target, kw["output"], options, settings)
+    except ParityError as exc:
+        if exc.report is not None:
+            from fwconv.validators.report import write_reports
+
+            write_reports(exc.report, json_path=kw["json_path"], junit_path=kw["junit_path"],
+                          markdown_path=kw["markdown_path"])
+        raise
+    m = result.manifest
+    click.echo(f"wrote {result.artifact} ({m.size_bytes / 1024:.1f} KiB) via {' -> '.join(m.route)}")
+    for note in m.notes:
+        click.echo(f"  {note}")
+    if m.ops:
+        builtin = sum(m.ops["builtin"].values())
+        click.echo(f"  ops: {builtin} builtin ({len(m.ops['builtin'])} kinds), flex: {m.ops['flex'] or 'none'}, "
+                   f"custom: {m.ops['custom'] or 'none'}")
+    stages = ", ".join(f"{s['stage']} {s['seconds']:.1f}s" for s in m.stages)
+    click.echo(f"  stages: {stages}")
+    if result.validation is not None:
+        click.echo("")
+        _emit(result.validation, kw)
+
+
+def _conversion_command(name: str, target: str, families: tuple[str, ...] | None, help_text: str):
+    @main.command(name, help=help_text)
+    @click.argument("source")
+    @conversion_options
+    @handle_errors
+    def command(source, **kw):
+        run_conversion(source, target, kw, families=families)
+
+    return command
+
+
+TORCH = ("torch",)
+_conversion_command("torch2onnx", "onnx", TORCH, "PyTorch (.pt, .pt2, file.py:factory) -> ONNX, validated.")
+_conversion_command("torch2tflite", "tflite", TORCH, "PyTorch -> builtin-ops .tflite (via ONNX and onnx2tf), validated.")
+_conversion_command("torch2savedmodel", "savedmodel", TORCH, "PyTorch -> TensorFlow SavedModel (via ONNX), validated.")
+_conversion_command("onnx2tflite", "tflite", ("onnx",), "ONNX -> builtin-ops .tflite (onnx2tf), validated.")
+_conversion_command("onnx2savedmodel", "savedmodel", ("onnx",), "ONNX -> TensorFlow SavedModel (onnx2tf), validated.")
+
+
+@main.command("convert")
+@click.argument("source")
+@click.option("--to", "target", required=True, metavar="FORMAT", help="onnx | tflite | savedmodel | torch")
+@conversion_options
+@handle_errors
+def convert_command(source, target, **kw):
+    """Convert SOURCE to FORMAT by the planned route, then validate it against SOURCE."""
+    from fwconv.convert.planner import TARGETS
+    from fwconv.errors import InputError
+
+    if target not in TARGETS:
+        raise InputError(f"unknown --to '{target}'", hint=f"choose one of: {', '.join(TARGETS)}")
+    run_conversion(source, target, kw)
+
+
+@main.command("validate")
+@click.argument("reference")
+@click.argument("candidate")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--isolate/--in-process", default=True, show_default=True,
+              help="Run each model in its own process (crash/hang safe, per-runner peak memory).")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds each isolated runner may take per step.")
+@click.option("--trust-pickle", is_flag=True, help="Allow loading pickled Python objects (runs code from the file).")
+@input_options
+@validation_options
+@handle_errors
+def validate_command(reference, candidate, device, isolate, timeout, trust_pickle, **kw):
+    """Compare CANDIDATE against REFERENCE on identical inputs: parity per output, and latency."""
+    from fwconv.errors import InputError
+    from fwconv.manifest import read_manifest
+    from fwconv.specs import load_npz, specs_from_options
+    from fwconv.validators import validate
+
+    precision = None
+    manifest = read_manifest(candidate)
+    if manifest is not None and any("fp16" in n for n in manifest.notes):
+        precision = "fp16"
+    settings = validate_settings(kw, device=device, precision=precision)
+    user = load_npz(kw["inputs_file"]) if kw["inputs_file"] else None
+    specs = specs_from_options(kw["input_shapes"], kw["input_dtypes"]) or None
+    if user is not None and specs:
+        raise InputError("give either --inputs or --input-shape, not both")
+    report = validate(reference, candidate, settings=settings, ref_specs=specs, user_inputs=user,
+                      isolate=isolate, timeout=timeout, trust_pickle=trust_pickle)
+    _emit(report, kw)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
