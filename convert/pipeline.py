@@ -31,6 +31,17 @@ def default_output(source: str, target: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(base)), stem + TARGET_SUFFIX[target])
 
 
+def resolve_output(output: str | None, source: str, target: str) -> str:
+    """`-o` as given (trailing slashes dropped); an existing directory for a file target means
+    'put it in there'; no `-o` means next to the source."""
+    if not output:
+        return default_output(source, target)
+    output = output.rstrip(os.sep) or output
+    if target != "savedmodel" and os.path.isdir(output):
+        return os.path.join(output, os.path.basename(default_output(source, target)))
+    return output
+
+
 def _sample_specs(options: ConvertOptions, names: list[str], recorded: list[TensorSpec] | None) -> list[TensorSpec]:
     """Input specs from --input-shape, with unnamed ones taking the model's names by position."""
     if not options.input_specs:
@@ -63,6 +74,10 @@ def prepare_source(source: str, options: ConvertOptions):
     fmt = detect_format(source)
     family = family_of(fmt)
     torch_source = None
+    if fmt == "onnx":
+        from fwconv.convert.onnx_utils import load_onnx
+
+        load_onnx(source)  # a corrupt file is the user's input error, not a runtime failure
     if family == "torch":
         from fwconv.convert.torch_source import load_torch_source
 
@@ -95,7 +110,7 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
     options = options or ConvertOptions()
     fmt = detect_format(source)
     route = plan(family_of(fmt), target)
-    output = output or default_output(source, target)
+    output = resolve_output(output, source, target)
     is_dir_target = target == "savedmodel"
     finals = [output] if is_dir_target else [output, manifest_path(output)]
     check_writable(*finals, force=options.force)

@@ -59,6 +59,9 @@ def load_torch_source(spec: str, *, trust_pickle: bool = False) -> TorchSource:
             args = tuple(example[0]) if example else None
             return TorchSource("exported", ep, spec, names, args)
         obj = torch.load(spec, map_location="cpu", weights_only=not trust_pickle)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"cannot load {spec}: the pickle needs code that is not importable here ({first_line(exc)})",
+                         hint="run from where the model's classes can be imported, or use a factory") from exc
     except (RuntimeError, ValueError, OSError, EOFError) as exc:
         raise InputError(f"cannot load {spec}: {first_line(exc)}") from exc
     if isinstance(obj, dict):

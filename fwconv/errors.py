@@ -11,6 +11,8 @@ Exit codes (also in the README):
 
 from __future__ import annotations
 
+import re
+
 
 class FwconvError(Exception):
     """Base class: carries the exit code the CLI uses for it."""
@@ -115,6 +117,17 @@ def require(module: str, extra: str):
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
-    """The first non-empty line of an exception's message: enough to say what failed."""
+    """The line of an exception's message that says what failed.
+
+    Usually the first; but TorchScript wraps the real error after a traceback of its own
+    ("The following operation failed in the TorchScript interpreter. ... RuntimeError: ..."),
+    so there the last 'SomethingError: ...' line is the one that explains.
+    """
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0][:limit] if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    if "TorchScript interpreter" in lines[0]:
+        errors = [line for line in lines if re.match(r"^[A-Za-z_.]*Error: ", line)]
+        if errors:
+            return errors[-1][:limit]
+    return lines[0][:limit]

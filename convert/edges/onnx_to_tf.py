@@ -201,7 +201,11 @@ def _export_savedmodel(onnx_artifact: Artifact, job: Job, out: str) -> tuple[dic
     with job.stage("wrap"):
         module, interface = build_wrapper(keras_model, onnx_artifact.path, inputs, outputs, feed, job.options.layout)
     with job.stage("save:savedmodel"), captured_output():
-        tf.saved_model.save(module, out, signatures={"serving_default": module.serve.get_concrete_function()})
+        concrete = module.serve.get_concrete_function()
+        # onnx2tf creates some variables outside Keras layers (e.g. depthwise conv kernels);
+        # tracking everything the function captures lets the SavedModel include them.
+        module.captured_variables = list(concrete.variables)
+        tf.saved_model.save(module, out, signatures={"serving_default": concrete})
     full = compose_interface(onnx_artifact.extra.get("interface"), interface)
     artifact = Artifact(
         path=out, format="savedmodel", inputs=_artifact_specs(onnx_artifact, interface, "inputs"),

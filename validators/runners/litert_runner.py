@@ -31,7 +31,7 @@ class LiteRTRunner(Runner):
         try:
             with captured_output():  # "Created TensorFlow Lite XNNPACK delegate" and friends
                 self.interpreter = litert.Interpreter(model_path=self.path, num_threads=self.threads or 1)
-            self.interpreter.allocate_tensors()
+                self.interpreter.allocate_tensors()
             # {signature: {"inputs": {name: tensor index}, "outputs": {...}}}; indices let us use
             # plain set_tensor/invoke/get_tensor (a SignatureRunner holds views that block invoke()).
             sigs = self.interpreter._get_full_signature_list()

@@ -91,18 +91,27 @@ class TorchRunner(Runner):
         ]
 
     def index_bounds(self) -> dict[str, int]:
-        """Integer inputs stay below the smallest embedding table; masks stay 0/1."""
+        """Integer inputs stay below the size of the embedding table they index.
+
+        An input is matched to an embedding by shared name parts (token_type_ids ->
+        token_type_embeddings); otherwise the first embedding registered (usually the token
+        table). Masks stay 0/1. TorchScript hides its modules' types: no bounds there.
+        """
         import torch
 
         module = self._fn
-        sizes = [m.num_embeddings for m in module.modules() if isinstance(m, torch.nn.Embedding)] \
-            if isinstance(module, torch.nn.Module) and not isinstance(module, torch.jit.ScriptModule) else []
+        if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
+            return {}
+        tables = [(name, m.num_embeddings) for name, m in module.named_modules() if isinstance(m, torch.nn.Embedding)]
         bounds = {}
-        for name in self.input_names():
-            if "mask" in name.lower():
-                bounds[name] = 2
-            elif sizes:
-                bounds[name] = min(sizes)
+        for inp in self.input_names():
+            words = {w for w in inp.lower().split("_") if w not in ("ids", "id", "input")}
+            if "mask" in words:
+                bounds[inp] = 2
+                continue
+            named = [size for name, size in tables if words and words <= set(name.lower().replace(".", "_").split("_"))]
+            if named or tables:
+                bounds[inp] = (named or [tables[0][1]])[0]
         return bounds
 
     def stage(self, feed: dict[str, np.ndarray]) -> list:
