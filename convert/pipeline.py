@@ -125,7 +125,12 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
             out = temps[output] if last else os.path.join(workdir, f"step{i}{TARGET_SUFFIX[edge.dst]}")
             current = edge.run(current, job, out)
         report = None
-        if options.validate:
+        flex = (current.ops or {}).get("flex")
+        if options.validate and flex:
+            # --allow-flex: plain LiteRT cannot run these, so there is no honest verdict to give here.
+            current.notes.append(f"NOT VALIDATED: plain LiteRT cannot run Select-TF ops ({', '.join(flex)}); "
+                                 "validate on a runtime linked with the Flex delegate")
+        elif options.validate:
             report = _validate(ref_runner, current, sample, job, validate_settings)
         ref_runner.deactivate()
         manifest = Manifest(

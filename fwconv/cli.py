@@ -191,6 +191,8 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
     from fwconv.errors import InputError, ParityError
     from fwconv.specs import specs_from_options
 
+    input_specs = specs_from_options(kw["input_shapes"], kw["input_dtypes"])  # cheap checks first
+    settings = validate_settings(kw, precision="fp16" if kw["fp16"] else "fp32")
     fmt = detect_format(source)
     if families and family_of(fmt) not in families:
         raise InputError(f"{source} is a {fmt} model; this command takes {' or '.join(families)} models",
@@ -199,10 +201,8 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
         opset=kw["opset"], fp16=kw["fp16"], layout=kw["layout"], allow_flex=kw["allow_flex"],
         exporter=kw["exporter"], trust_pickle=kw["trust_pickle"], force=kw["force"],
         validate=not kw["no_validate"], keep_failed=kw["keep_failed"],
-        input_specs=specs_from_options(kw["input_shapes"], kw["input_dtypes"]),
-        inputs_file=kw["inputs_file"], input_ranges=kw["input_ranges"],
+        input_specs=input_specs, inputs_file=kw["inputs_file"], input_ranges=kw["input_ranges"],
     )
-    settings = validate_settings(kw, precision="fp16" if kw["fp16"] else "fp32")
     try:
         result = convert(source, target, kw["output"], options, settings)
     except ParityError as exc:

@@ -44,10 +44,13 @@ class Tolerance:
         rtol = self.rtol if self.rtol is not None else d["rtol"]
         if atol is not None and rtol is None:
             rtol = 0.0
+        # Explicit --atol/--rtol govern on their own: the default cosine/SNR floors then step
+        # aside (they still apply when given, and always for int8, which has no atol default).
+        user_set = (self.atol is not None or self.rtol is not None) and d["atol_scaled"] is not None
         return {
             "atol": atol, "rtol": rtol,
-            "min_cosine": self.min_cosine if self.min_cosine is not None else d["min_cosine"],
-            "min_snr_db": self.min_snr_db if self.min_snr_db is not None else d["min_snr_db"],
+            "min_cosine": self.min_cosine if self.min_cosine is not None else (None if user_set else d["min_cosine"]),
+            "min_snr_db": self.min_snr_db if self.min_snr_db is not None else (None if user_set else d["min_snr_db"]),
         }
 
 
