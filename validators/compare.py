@@ -122,9 +122,12 @@ def compare_runners(reference, candidate, *, settings: ValidateSettings, ref_spe
     bounds = reference.index_bounds() if user_inputs is None else {}
     feeds = input_sets(specs, user=user_inputs, samples=settings.samples, seed=settings.seed,
                        ranges=settings.ranges, int_bounds=bounds)
-    cand_specs = {s.name: s for s in candidate.input_specs()}
+    try:
+        cand_specs = {s.name: s for s in candidate.input_specs()}
+    except InputError:  # e.g. a TorchScript candidate: names known, shapes not recorded
+        cand_specs = {n: None for n in candidate.input_names()[: len(specs)]}
     in_bindings = bind([s.name for s in specs], {s.name: s.shape for s in specs}, list(cand_specs),
-                       {n: s.shape for n, s in cand_specs.items()}, user_map=settings.user_map,
+                       {n: s.shape for n, s in cand_specs.items() if s is not None}, user_map=settings.user_map,
                        manifest_map=manifest_bindings(candidate_manifest, "inputs"), side="input")
 
     def to_candidate(feed):

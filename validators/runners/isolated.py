@@ -57,8 +57,15 @@ class IsolatedRunner(Runner):
         self._proc = None
         self._conn = None
 
+    def _crashed(self, method: str) -> RunnerError:
+        self._proc.join(5)
+        return RunnerError(f"the {self.label} runner crashed during '{method}' (exit code {self._proc.exitcode})")
+
     def _call(self, method: str, *args: Any) -> Any:
-        self._conn.send((method, args))
+        try:
+            self._conn.send((method, args))
+        except (BrokenPipeError, ConnectionError, OSError) as exc:
+            raise self._crashed(method) from exc
         if not self._conn.poll(self.timeout):
             self._proc.kill()
             self._proc.join(5)
@@ -66,9 +73,7 @@ class IsolatedRunner(Runner):
         try:
             status, payload = self._conn.recv()
         except (EOFError, ConnectionError) as exc:
-            self._proc.join(5)
-            code = self._proc.exitcode
-            raise RunnerError(f"the {self.label} runner crashed during '{method}' (exit code {code})") from exc
+            raise self._crashed(method) from exc
         if status == "error":
             cls_name, message, exit_code = payload
             raise (InputError if exit_code == 2 else RunnerError)(message)
@@ -87,6 +92,8 @@ class IsolatedRunner(Runner):
         self._call("activate")
 
     def _deactivate(self) -> None:
+        if self._proc is None or not self._proc.is_alive():
+            return
         try:
             self._call("close")
         except RunnerError:
