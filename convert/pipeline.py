@@ -81,11 +81,14 @@ def prepare_source(source: str, options: ConvertOptions):
     if family == "torch":
         from fwconv.convert.torch_source import load_torch_source
 
+        start = time.perf_counter()
         torch_source = load_torch_source(source, trust_pickle=options.trust_pickle)
+        loaded = time.perf_counter() - start
         runner = make_runner(torch_source)
     else:
-        runner = make_runner(source, fmt=fmt)
+        runner, loaded = make_runner(source, fmt=fmt), 0.0
     runner.activate()
+    runner.load_seconds += loaded  # the source was loaded before the runner wrapped it
     names = runner.input_names()
     if options.inputs_file:
         arrays = load_npz(options.inputs_file)
@@ -131,7 +134,7 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
             current.notes.append(f"NOT VALIDATED: plain LiteRT cannot run Select-TF ops ({', '.join(flex)}); "
                                  "validate on a runtime linked with the Flex delegate")
         elif options.validate:
-            report = _validate(ref_runner, current, sample, job, validate_settings)
+            report = _validate(ref_runner, current, sample, job, validate_settings, labels=(source, output))
         ref_runner.deactivate()
         manifest = Manifest(
             artifact=os.path.abspath(output), format=target,
@@ -173,7 +176,7 @@ def _validation_summary(report) -> dict | None:
             "latency_ratio": report.latency_ratio}
 
 
-def _validate(ref_runner, artifact: Artifact, sample: dict[str, np.ndarray], job: Job, settings):
+def _validate(ref_runner, artifact: Artifact, sample: dict[str, np.ndarray], job: Job, settings, *, labels: tuple[str, str]):
     from fwconv.manifest import Manifest as _M
     from fwconv.validators.compare import ValidateSettings, compare_runners
     from fwconv.validators.metrics import Tolerance
@@ -188,9 +191,9 @@ def _validate(ref_runner, artifact: Artifact, sample: dict[str, np.ndarray], job
             report = compare_runners(ref_runner, cand, settings=settings, user_inputs=user,
                                      ref_specs=None if user else [TensorSpec(n, list(a.shape), a.dtype.name) for n, a in sample.items()],
                                      candidate_manifest=interface,
-                                     labels=({"model": job.torch_source.path if job.torch_source else "source",
+                                     labels=({"model": labels[0],
                                               "runtime": ref_runner.name, "device": ref_runner.device},
-                                             {"model": os.path.basename(artifact.path), "runtime": cand.name, "device": cand.device}))
+                                             {"model": labels[1], "runtime": cand.name, "device": cand.device}))
         finally:
             cand.deactivate()
     return report
