@@ -91,9 +91,7 @@ register(Format("tflite", (".tflite",), False, _is_tflite, "TFLite / LiteRT flat
 register(Format("savedmodel", ("",), True, _is_savedmodel, "TensorFlow SavedModel directory"))
 register(Format("keras", (".keras",), False, _is_keras, "Keras 3 model archive"))
 
-# Families: the user says `--to torch`/`onnx`/`tflite`/`savedmodel`; sources are sniffed exactly.
-TORCH_FORMATS = ("torchscript", "exported", "torch-pickle", "factory")
-TARGETS = {"onnx": "onnx", "tflite": "tflite", "savedmodel": "savedmodel"}
+# What a target's default output is called, next to the source.
 TARGET_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model"}
 
 

@@ -98,6 +98,7 @@ def validation_options(fn):
                      help="Pair a reference tensor with a candidate tensor (and its layout)."),
         click.option("--threads", type=int, help="Threads for each runtime."),
         click.option("--warmup", default=3, show_default=True, help="Warm-up runs before timing."),
+        click.option("--warmup-seconds", default=0.0, show_default=True, help="Keep warming up for at least this long."),
         click.option("--runs", default=20, show_default=True, help="Timed runs (at least)."),
         click.option("--min-seconds", default=0.0, show_default=True, help="Keep timing for at least this long."),
         click.option("--no-latency", is_flag=True, help="Skip latency measurement."),
@@ -136,6 +137,8 @@ def _tolerances(atol, rtol, per_output, precision):
     from fwconv.errors import InputError
     from fwconv.validators.metrics import Tolerance
 
+    if (atol is not None and atol < 0) or (rtol is not None and rtol < 0):
+        raise InputError("--atol/--rtol must not be negative")
     base = Tolerance(precision=precision or "fp32", atol=atol, rtol=rtol)
     per = {}
     for text in per_output:
@@ -144,7 +147,9 @@ def _tolerances(atol, rtol, per_output, precision):
             parts = [float(v) for v in vals.split(",")]
             if not sep or not name or len(parts) not in (1, 2):
                 raise ValueError
-        except ValueError:
+            if min(parts) < 0:
+                raise InputError(f"bad --tolerance '{text}': tolerances must not be negative")
+        except ValueError:  # (InputError above is not a ValueError)
             raise InputError(f"bad --tolerance '{text}': expected OUTPUT=ATOL or OUTPUT=ATOL,RTOL") from None
         per[name] = Tolerance(precision=base.precision, atol=parts[0], rtol=parts[1] if len(parts) == 2 else (rtol or 0.0))
     return base, per
@@ -164,7 +169,7 @@ def validate_settings(kw, *, device="cpu", precision=None):
     return ValidateSettings(
         device=device, threads=kw["threads"], samples=kw["samples"], seed=kw["seed"],
         ranges=parse_ranges(kw["input_ranges"]), tolerance=tol, per_output=per,
-        latency=None if kw["no_latency"] else LatencySettings(kw["warmup"], 0.0, kw["runs"], kw["min_seconds"]),
+        latency=None if kw["no_latency"] else LatencySettings(kw["warmup"], kw["warmup_seconds"], kw["runs"], kw["min_seconds"]),
         max_latency_ratio=kw["max_latency_ratio"], user_map=parse_map(kw["maps"]),
     )
 

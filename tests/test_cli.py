@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -161,3 +160,36 @@ def test_main_job_on_bundled_example(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "verdict: PASS" in proc.stdout and out.exists()
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_onnx_source_commands_and_convert_planner(models_dir, convert_cached, tmp_path, sample):
+    import onnx
+    import tensorflow as tf
+
+    onnx_model = convert_cached(str(models_dir / "two_io.pt2"), "onnx").artifact
+    before = open(onnx_model, "rb").read()
+    out = tmp_path / "two_sm"
+    r = invoke("onnx2savedmodel", onnx_model, "-o", out, "--no-latency")
+    assert r.exit_code == 0, r.output
+    assert open(onnx_model, "rb").read() == before  # onnx2tf never sees the user's file
+    feed = sample("two_io")
+    outs = tf.saved_model.load(str(out)).signatures["serving_default"](**{k: tf.constant(v) for k, v in feed.items()})
+    assert sorted(outs) == ["output_0", "output_1"] and list(outs["output_0"].shape) == [1, 8, 16, 16]
+
+    r = invoke("convert", models_dir / "mlp.pt2", "--to", "onnx", "-o", tmp_path / "mlp17.onnx", "--opset", "17",
+               "--no-latency")
+    assert r.exit_code == 0, r.output
+    assert "via torch -> onnx" in r.output
+    assert {o.domain: o.version for o in onnx.load(tmp_path / "mlp17.onnx").opset_import}[""] == 17
+
+
+@pytest.mark.slow
+def test_per_output_tolerance_override(models_dir, convert_cached):
+    onnx_model = convert_cached(str(models_dir / "two_io.pt2"), "onnx").artifact
+    r = invoke("validate", models_dir / "two_io.pt2", onnx_model, "--in-process", "--no-latency",
+               "--tolerance", "output_1=1e-12")  # too tight for one output: only that one fails
+    assert r.exit_code == 3
+    assert "output 'output_1'" in r.output and "output 'output_0'" not in r.output
+    r = invoke("validate", models_dir / "two_io.pt2", onnx_model, "--tolerance", "output_1=-1")
+    assert r.exit_code == 2 and "must not be negative" in r.output

@@ -53,19 +53,25 @@ def summarize(samples_s: list[float], warmup_runs: int) -> LatencyStats:
     )
 
 
-def measure(call: Callable[[], object], settings: LatencySettings, synchronize: Callable[[], None] = lambda: None) -> LatencyStats:
+def measure(call: Callable[[], object], settings: LatencySettings,
+            synchronize: Callable[[], None] | None = None) -> LatencyStats:
+    """Time `call` after warm-up. `synchronize` (GPU runners) runs inside the timed region."""
     clock = time.perf_counter
+    body = call if synchronize is None else (lambda: (call(), synchronize()))
     warm = 0
     start = clock()
     while warm < settings.warmup_runs or clock() - start < settings.warmup_seconds:
-        call()
-        synchronize()
+        body()
         warm += 1
-    samples: list[float] = []
-    start = clock()
-    while len(samples) < max(settings.runs, 1) or clock() - start < settings.min_seconds:
+    runs = max(settings.runs, 1)
+    samples = [0.0] * runs
+    for i in range(runs):  # the count first, in a tight loop ...
         t0 = clock()
-        call()
-        synchronize()
+        body()
+        samples[i] = clock() - t0
+    deadline = clock() + settings.min_seconds - sum(samples)
+    while clock() < deadline:  # ... then top up to min_seconds
+        t0 = clock()
+        body()
         samples.append(clock() - t0)
     return summarize(samples, warm)

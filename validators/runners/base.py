@@ -62,7 +62,8 @@ class Runner:
     def measure_latency(self, feed: dict[str, np.ndarray], settings):
         from fwconv.validators.latency import measure
 
-        return measure(self.timed_call(feed), settings, self.synchronize)
+        syncs = type(self).synchronize is not Runner.synchronize  # only GPU runners need it
+        return measure(self.timed_call(feed), settings, self.synchronize if syncs else None)
 
     def memory_mb(self) -> tuple[float | None, str]:
         """In-process runners share the process: only isolated runners have a peak of their own."""
