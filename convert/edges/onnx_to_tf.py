@@ -9,13 +9,15 @@ onnx2tf builds a Keras model (NHWC inside). What we do around it, and why (see F
 - outputs come out channel-last or not, depending on internal layout: we pick each output's
   permutation from its shape (and, if both fit, from the numbers) and wrap the Keras model in a
   tf.function that restores the ONNX layout (or gives NHWC with --layout nhwc) under the ONNX names;
-- the SavedModel and the .tflite are exported from that wrapper; TFLITE_BUILTINS only unless
+- the SavedModel and the .tflite are exported from that wrapper (the .tflite straight from its
+  concrete function, no SavedModel round trip); TFLITE_BUILTINS only unless
   --allow-flex, so a Flex op is a named error, not a model that fails on the device.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 
@@ -195,44 +197,42 @@ def _artifact_specs(prev: Artifact, interface: dict, side: str) -> list[TensorSp
     return specs
 
 
-def _export_savedmodel(onnx_artifact: Artifact, job: Job, out: str) -> tuple[dict, Artifact]:
-    tf = require("tensorflow", "tflite")
+def _build(onnx_artifact: Artifact, job: Job):
+    """onnx2tf + the interface wrapper. Returns (module, concrete function, artifact template)."""
     keras_model, inputs, outputs, feed = run_onnx2tf(onnx_artifact.path, job)
     with job.stage("wrap"):
         module, interface = build_wrapper(keras_model, onnx_artifact.path, inputs, outputs, feed, job.options.layout)
-    with job.stage("save:savedmodel"), captured_output():
         concrete = module.serve.get_concrete_function()
         # onnx2tf creates some variables outside Keras layers (e.g. depthwise conv kernels);
-        # tracking everything the function captures lets the SavedModel include them.
+        # tracking everything the function captures lets SavedModel/TFLite export include them.
         module.captured_variables = list(concrete.variables)
-        tf.saved_model.save(module, out, signatures={"serving_default": concrete})
-    full = compose_interface(onnx_artifact.extra.get("interface"), interface)
-    artifact = Artifact(
-        path=out, format="savedmodel", inputs=_artifact_specs(onnx_artifact, interface, "inputs"),
+    template = Artifact(
+        path="", format="", inputs=_artifact_specs(onnx_artifact, interface, "inputs"),
         outputs=_artifact_specs(onnx_artifact, interface, "outputs"), tools=tool_versions(*TOOLS),
         notes=onnx_artifact.notes + [f"onnx2tf pseudo-ops: {', '.join(PSEUDO_OPS)}", f"layout: {job.options.layout}"],
-        extra={**onnx_artifact.extra, "interface": full, "signature": "serving_default"},
+        extra={**onnx_artifact.extra, "interface": compose_interface(onnx_artifact.extra.get("interface"), interface),
+               "signature": "serving_default"},
     )
-    return interface, artifact
+    return module, concrete, template
 
 
 def onnx_to_savedmodel(artifact: Artifact, job: Job, out: str) -> Artifact:
-    return _export_savedmodel(artifact, job, out)[1]
+    tf = require("tensorflow", "tflite")
+    module, concrete, template = _build(artifact, job)
+    with job.stage("save:savedmodel"), captured_output():
+        tf.saved_model.save(module, out, signatures={"serving_default": concrete})
+    return dataclasses.replace(template, path=out, format="savedmodel")
 
 
 def onnx_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
-    saved = os.path.join(job.workdir, "saved_model")
-    _, sm = _export_savedmodel(artifact, job, saved)
-    return savedmodel_to_tflite_file(sm, job, out)
-
-
-def savedmodel_to_tflite_file(sm: Artifact, job: Job, out: str) -> Artifact:
-    """TFLiteConverter on a SavedModel: builtin ops only unless --allow-flex; fp16 with --fp16."""
+    """Straight from the wrapper's concrete function (no SavedModel round trip on disk): the
+    signature keeps the source's input/output names."""
     tf = require("tensorflow", "tflite")
     from fwconv.convert.tflite_ops import op_summary
 
+    module, concrete, template = _build(artifact, job)
     with job.stage("convert:tflite") as record, captured_output() as cap:
-        converter = tf.lite.TFLiteConverter.from_saved_model(sm.path, signature_keys=["serving_default"])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
         ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if job.options.allow_flex:
             ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
@@ -256,11 +256,8 @@ def savedmodel_to_tflite_file(sm: Artifact, job: Job, out: str) -> Artifact:
     summary = op_summary(out)
     if (summary["flex"] or summary["custom"]) and not job.options.allow_flex:
         raise UnsupportedOpError(summary["flex"] + summary["custom"], stage="check")
-    return Artifact(
-        path=out, format="tflite", inputs=sm.inputs, outputs=sm.outputs, tools=sm.tools, ops=summary,
-        notes=sm.notes + (["precision: fp16 weights"] if job.options.fp16 else []),
-        extra=sm.extra,
-    )
+    notes = template.notes + (["precision: fp16 weights"] if job.options.fp16 else [])
+    return dataclasses.replace(template, path=out, format="tflite", ops=summary, notes=notes)
 
 
 EDGES = [
