@@ -10,8 +10,8 @@ import time
 import numpy as np
 
 from fwconv.convert.formats import TARGET_SUFFIX, detect_format
-from fwconv.convert.job import Artifact, ConvertOptions, Job
-from fwconv.convert.planner import family_of, plan
+from fwconv.convert.job import Artifact, ConvertOptions, Job, precision_of
+from fwconv.convert.planner import family_of
 from fwconv.errors import InputError, ParityError
 from fwconv.manifest import Manifest, manifest_path, sha256_of, size_of
 from fwconv.specs import TensorSpec, bind_arrays, load_npz
@@ -108,40 +108,118 @@ def prepare_source(source: str, options: ConvertOptions):
     return artifact, runner, torch_source, sample, reference_outputs
 
 
+@dataclasses.dataclass
+class RouteTry:
+    """One route's attempt, for `--via auto`'s side-by-side report."""
+
+    label: str
+    artifact: Artifact | None
+    job: Job
+    report: object | None = None
+    error: Exception | None = None
+
+    def summary(self) -> dict:
+        d = {"route": self.label, "status": "error" if self.error else (
+            "not validated" if self.report is None else self.report.status)}
+        if self.error:
+            d["error"] = getattr(self.error, "one_line", lambda: str(self.error))()
+        if self.artifact is not None:
+            d["size_bytes"] = size_of(self.artifact.path)
+        if self.report is not None and "candidate" in self.report.latency:
+            d["p50_ms"] = round(self.report.latency["candidate"].p50_ms, 4)
+            d["worst_scaled_err"] = max((o.metrics.get("scaled_max_err") or 0) for o in self.report.outputs)
+        return d
+
+
+def _most_telling_error(tries: list[RouteTry]):
+    """When every route failed: an unsupported op (exit 5) says most, then bad input, then the
+    rest; the other routes' errors go in the hint."""
+    from fwconv.errors import InputError, UnsupportedOpError
+
+    rank = lambda t: 0 if isinstance(t.error, UnsupportedOpError) else 1 if isinstance(t.error, InputError) else 2
+    best = min(tries, key=rank)
+    others = "; ".join(f"{t.label}: {t.error.one_line()}" for t in tries if t is not best)
+    best.error.hint = "; ".join(filter(None, [best.error.hint, f"other routes: {others}" if others else None]))
+    return best.error
+
+
+def _choose(tries: list[RouteTry]) -> RouteTry:
+    """The fastest artifact that passed parity; without latency, the first that passed (routes
+    are in preference order); with no validation, the first that converted."""
+    done = [t for t in tries if t.artifact is not None]
+    passed = [t for t in done if t.report is not None and t.report.parity_passed]
+    timed = [t for t in passed if "candidate" in t.report.latency]
+    if timed:
+        return min(timed, key=lambda t: t.report.latency["candidate"].p50_ms)
+    if passed:
+        return passed[0]
+    unvalidated = [t for t in done if t.report is None]
+    return unvalidated[0] if unvalidated else done[0]
+
+
 def convert(source: str, target: str, output: str | None = None, options: ConvertOptions | None = None,
             validate_settings=None) -> ConversionResult:
+    from fwconv.convert.planner import applicable_routes, plan_routes, route_label
+    from fwconv.errors import FwconvError
+
     options = options or ConvertOptions()
+    if options.fp16 and not options.quantize:
+        options.quantize = "fp16"
     fmt = detect_format(source)
-    route = plan(family_of(fmt), target)
+    routes = applicable_routes(plan_routes(family_of(fmt), target, via=options.via), fmt, options)
     output = resolve_output(output, source, target)
     is_dir_target = target == "savedmodel"
     finals = [output] if is_dir_target else [output, manifest_path(output)]
     check_writable(*finals, force=options.force)
+    if options.quantize == "int8" and not options.calibration:
+        raise InputError("--quantize int8 needs calibration data: --calibration FILE.npz (or a folder of samples)",
+                         hint="fwconv never calibrates on random data silently")
     t0 = time.perf_counter()
     artifact, ref_runner, torch_source, sample, ref_outputs = prepare_source(source, options)
     with scratch_dir() as workdir, staged_outputs(finals, force=options.force) as temps:
-        job = Job(options=options, workdir=workdir, sample=sample, reference_outputs=ref_outputs,
-                  torch_source=torch_source)
-        current = artifact
-        for i, edge in enumerate(route):
-            last = i == len(route) - 1
-            out = temps[output] if last else os.path.join(workdir, f"step{i}{TARGET_SUFFIX[edge.dst]}")
-            current = edge.run(current, job, out)
-        report = None
-        flex = (current.ops or {}).get("flex")
-        if options.validate and flex:
-            # --allow-flex: plain LiteRT cannot run these, so there is no honest verdict to give here.
-            current.notes.append(f"NOT VALIDATED: plain LiteRT cannot run Select-TF ops ({', '.join(flex)}); "
-                                 "validate on a runtime linked with the Flex delegate")
-        elif options.validate:
-            report = _validate(ref_runner, current, sample, job, validate_settings, labels=(source, output))
+        tries: list[RouteTry] = []
+        for k, route in enumerate(routes):
+            job = Job(options=options, workdir=os.path.join(workdir, f"route{k}"), sample=sample,
+                      reference_outputs=ref_outputs, torch_source=torch_source)
+            os.makedirs(job.workdir)
+            attempt = RouteTry(route_label(route), None, job)
+            tries.append(attempt)
+            try:
+                current = artifact
+                for i, edge in enumerate(route):
+                    last = i == len(route) - 1
+                    out = os.path.join(job.workdir, f"step{i}{TARGET_SUFFIX[edge.dst]}")
+                    if last and len(routes) == 1:
+                        out = temps[output]
+                    current = edge.run(current, job, out)
+                attempt.artifact = current
+                flex = (current.ops or {}).get("flex")
+                if options.validate and flex:
+                    # --allow-flex: plain LiteRT cannot run these, so there is no honest verdict here.
+                    current.notes.append(f"NOT VALIDATED: plain LiteRT cannot run Select-TF ops ({', '.join(flex)}); "
+                                         "validate on a runtime linked with the Flex delegate")
+                elif options.validate:
+                    attempt.report = _validate(ref_runner, current, sample, job, validate_settings,
+                                               labels=(source, output))
+            except FwconvError as exc:
+                if len(routes) == 1:
+                    raise
+                attempt.error = exc
+        if all(t.artifact is None for t in tries):
+            raise _most_telling_error(tries)
+        chosen = _choose(tries)
+        current, job, report = chosen.artifact, chosen.job, chosen.report
+        if len(routes) > 1:
+            os.replace(current.path, temps[output])
+            current.path = temps[output]
+            current.extra = {**current.extra, "routes": [t.summary() for t in tries], "chosen_route": chosen.label}
         ref_runner.deactivate()
         manifest = Manifest(
             artifact=os.path.abspath(output), format=target,
             source={"path": os.path.abspath(source) if os.path.exists(source) else source, "format": fmt,
                     "sha256": sha256_of(source) if os.path.exists(source) else None},
-            route=[family_of(fmt)] + [e.dst for e in route],
-            tools={k: v for e in route for k, v in (_tools_of(e)).items()} | current.tools,
+            route=[family_of(fmt)] + [e.dst for e in routes[tries.index(chosen)]],
+            tools={k: v for e in routes[tries.index(chosen)] for k, v in _tools_of(e).items()} | current.tools,
             inputs=current.inputs, outputs=current.outputs, ops=current.ops,
             size_bytes=size_of(current.path), sha256=sha256_of(current.path),
             stages=[dataclasses.asdict(s) for s in job.stages] + [{"stage": "total", "status": "ok",
@@ -182,7 +260,7 @@ def _validate(ref_runner, artifact: Artifact, sample: dict[str, np.ndarray], job
     from fwconv.validators.metrics import Tolerance
     from fwconv.validators.runners import make_runner
 
-    settings = settings or ValidateSettings(tolerance=Tolerance(precision="fp16" if job.options.fp16 else "fp32"))
+    settings = settings or ValidateSettings(tolerance=Tolerance(precision=precision_of(job.options)))
     interface = _M(artifact.path, artifact.format, {}, [], {}, [], [], extra=artifact.extra)
     with job.stage("validate"):
         cand = make_runner(artifact.path, fmt=artifact.format, threads=settings.threads).activate()

@@ -1,8 +1,11 @@
-"""Find a route (a list of edges) from a source format family to a target, breadth-first."""
+"""Find routes (lists of edges) from a source format family to a target.
+
+`plan_routes` lists every simple route, shortest first; `--via X` keeps the routes that pass
+through format X (e.g. onnx) or use an edge tagged X (e.g. litert). The pipeline converts
+along one route, or, with `--via auto`, along each and keeps the best validated artifact.
+"""
 
 from __future__ import annotations
-
-from collections import deque
 
 from fwconv.convert.edges import Edge, all_edges
 from fwconv.errors import InputError
@@ -10,28 +13,64 @@ from fwconv.errors import InputError
 FAMILY = {"torchscript": "torch", "exported": "torch", "torch-pickle": "torch", "factory": "torch",
           "onnx": "onnx", "tflite": "tflite", "savedmodel": "savedmodel", "keras": "keras"}
 TARGETS = ("onnx", "tflite", "savedmodel", "torch")
+MAX_HOPS = 3
 
 
 def family_of(fmt: str) -> str:
     return FAMILY[fmt]
 
 
-def plan(src_family: str, target: str, edges: list[Edge] | None = None) -> list[Edge]:
+def route_tags(route: list[Edge]) -> set[str]:
+    """What a route goes 'via': its intermediate formats and its edges' own tags."""
+    return {e.dst for e in route[:-1]} | {e.via for e in route if e.via}
+
+
+def route_label(route: list[Edge]) -> str:
+    return " -> ".join([route[0].src] + [e.dst for e in route]) + (
+        f" ({', '.join(sorted(e.via for e in route if e.via))})" if any(e.via for e in route) else "")
+
+
+def applicable_routes(routes: list[list[Edge]], fmt: str, options) -> list[list[Edge]]:
+    """Drop routes with an edge that cannot serve this source and these options; if none is
+    left, say why for each."""
+    reasons = {route_label(r): [why for e in r if (why := e.rejects(fmt, options))] for r in routes}
+    kept = [r for r in routes if not reasons[route_label(r)]]
+    if not kept:
+        raise InputError("no route can do this conversion: "
+                         + "; ".join(f"{label}: {', '.join(why)}" for label, why in reasons.items()))
+    return kept
+
+
+def plan_routes(src_family: str, target: str, *, via: str = "auto", edges: list[Edge] | None = None) -> list[list[Edge]]:
     if target not in TARGETS:
         raise InputError(f"unknown target format '{target}'", hint=f"choose one of: {', '.join(TARGETS)}")
     if src_family == target:
         raise InputError(f"the source is already {target}")
     edges = all_edges() if edges is None else edges
-    queue: deque[tuple[str, list[Edge]]] = deque([(src_family, [])])
-    seen = {src_family}
-    while queue:
-        node, path = queue.popleft()
+    found: list[list[Edge]] = []
+
+    def walk(node: str, path: list[Edge], seen: set[str]) -> None:
         for edge in edges:
-            if edge.src != node or edge.dst in seen:
+            if edge.src != node or edge.dst in seen or len(path) >= MAX_HOPS:
                 continue
-            route = path + [edge]
             if edge.dst == target:
-                return route
-            seen.add(edge.dst)
-            queue.append((edge.dst, route))
-    raise InputError(f"no conversion route from {src_family} to {target} in this version of fwconv")
+                found.append(path + [edge])
+            else:
+                walk(edge.dst, path + [edge], seen | {edge.dst})
+
+    walk(src_family, [], {src_family})
+    if not found:
+        raise InputError(f"no conversion route from {src_family} to {target} in this version of fwconv")
+    found.sort(key=len)
+    if via and via != "auto":
+        chosen = [r for r in found if via in route_tags(r)]
+        if not chosen:
+            raise InputError(f"no route from {src_family} to {target} via {via}",
+                             hint="routes: " + "; ".join(route_label(r) for r in found))
+        return chosen
+    return found
+
+
+def plan(src_family: str, target: str, edges: list[Edge] | None = None) -> list[Edge]:
+    """The default (first) route."""
+    return plan_routes(src_family, target, edges=edges)[0]

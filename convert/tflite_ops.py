@@ -27,11 +27,15 @@ def op_summary(path: str) -> dict[str, Any]:
                 codes.append(("custom", (oc.CustomCode() or b"?").decode()))
             else:
                 codes.append(("builtin", names.get(code, f"BUILTIN_{code}")))
+        type_names = {v: k for k, v in vars(fb.TensorType).items() if isinstance(v, int)}
         counts: Counter = Counter()
+        tensor_types: Counter = Counter()
         for s in range(model.SubgraphsLength()):
             sg = model.Subgraphs(s)
             for o in range(sg.OperatorsLength()):
                 counts[codes[sg.Operators(o).OpcodeIndex()]] += 1
+            for t in range(sg.TensorsLength()):
+                tensor_types[type_names.get(sg.Tensors(t).Type(), "?")] += 1
     except Exception as exc:  # a broken flatbuffer raises anything from struct.error to IndexError
         raise InputError(f"{path} is not a readable TFLite model: {first_line(exc)}") from exc
     builtin = {name: n for (kind, name), n in sorted(counts.items()) if kind == "builtin"}
@@ -42,4 +46,5 @@ def op_summary(path: str) -> dict[str, Any]:
         "flex": sorted(n for n in custom if n.startswith("Flex")),
         "custom": sorted(n for n in custom if not n.startswith("Flex")),
         "custom_counts": custom,
+        "tensor_types": dict(sorted(tensor_types.items())),  # e.g. INT8 tensors show quantization
     }

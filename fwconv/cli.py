@@ -117,7 +117,14 @@ def conversion_options(fn):
         click.option("--opset", default=18, show_default=True, help="ONNX opset for the export."),
         click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto",
                      show_default=True, help="PyTorch->ONNX exporter (auto tries dynamo, then TorchScript)."),
-        click.option("--fp16", is_flag=True, help="Half-precision weights (.tflite)."),
+        click.option("--fp16", is_flag=True, help="Half-precision weights (.tflite); same as --quantize fp16."),
+        click.option("--quantize", type=click.Choice(["fp16", "dynamic", "int8"]),
+                     help="TFLite quantization: fp16 weights, dynamic (int8 weights), int8 (full integer; needs --calibration)."),
+        click.option("--calibration", type=click.Path(), help="Calibration samples for --quantize int8 (.npz with a leading "
+                     "sample axis, or a folder of .npz/.npy samples)."),
+        click.option("--int8-io", is_flag=True, help="With --quantize int8: int8 input/output tensors too."),
+        click.option("--via", type=click.Choice(["auto", "onnx", "litert"]), default="auto", show_default=True,
+                     help="PyTorch->TFLite route: ONNX+onnx2tf, litert-torch, or auto (try both, keep the fastest that passes)."),
         click.option("--layout", type=click.Choice(["source", "nhwc"]), default="source", show_default=True,
                      help="I/O layout of the artifact: the source's (NCHW stays NCHW) or channel-last."),
         click.option("--allow-flex", is_flag=True, help="Allow Select-TF (Flex) ops instead of failing."),
@@ -190,14 +197,17 @@ def _emit(report, kw) -> None:
 
 def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | None = None) -> None:
     from fwconv.convert.formats import detect_format
-    from fwconv.convert.job import ConvertOptions
+    from fwconv.convert.job import ConvertOptions, precision_of
     from fwconv.convert.pipeline import convert
     from fwconv.convert.planner import family_of
     from fwconv.errors import InputError, ParityError
     from fwconv.specs import specs_from_options
 
     input_specs = specs_from_options(kw["input_shapes"], kw["input_dtypes"])  # cheap checks first
-    settings = validate_settings(kw, precision="fp16" if kw["fp16"] else "fp32")
+    if kw["int8_io"] and kw["quantize"] != "int8":
+        raise InputError("--int8-io goes with --quantize int8")
+    if kw["fp16"] and kw["quantize"] not in (None, "fp16"):
+        raise InputError(f"--fp16 and --quantize {kw['quantize']} contradict each other")
     fmt = detect_format(source)
     if families and family_of(fmt) not in families:
         raise InputError(f"{source} is a {fmt} model; this command takes {' or '.join(families)} models",
@@ -207,7 +217,10 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
         exporter=kw["exporter"], trust_pickle=kw["trust_pickle"], force=kw["force"],
         validate=not kw["no_validate"], keep_failed=kw["keep_failed"],
         input_specs=input_specs, inputs_file=kw["inputs_file"], input_ranges=kw["input_ranges"],
+        quantize=kw["quantize"] or ("fp16" if kw["fp16"] else None), int8_io=kw["int8_io"],
+        calibration=kw["calibration"], via=kw["via"],
     )
+    settings = validate_settings(kw, precision=precision_of(options))
     try:
         result = convert(source, target, kw["output"], options, settings)
     except ParityError as exc:
@@ -225,6 +238,13 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
         builtin = sum(m.ops["builtin"].values())
         click.echo(f"  ops: {builtin} builtin ({len(m.ops['builtin'])} kinds), flex: {m.ops['flex'] or 'none'}, "
                    f"custom: {m.ops['custom'] or 'none'}")
+    routes = m.extra.get("routes")
+    if routes:
+        click.echo(f"  routes tried (kept: {m.extra['chosen_route']}):")
+        for r in routes:
+            detail = r.get("error") or f"{r['status']}, {r.get('size_bytes', 0) / 1024:.1f} KiB" + (
+                f", p50 {r['p50_ms']:.3f} ms" if "p50_ms" in r else "")
+            click.echo(f"    {r['route']}: {detail}")
     stages = ", ".join(f"{s['stage']} {s['seconds']:.1f}s" for s in m.stages)
     click.echo(f"  stages: {stages}")
     if result.validation is not None:
@@ -286,8 +306,9 @@ def validate_command(reference, candidate, device, isolate, timeout, trust_pickl
 
     precision = None
     manifest = read_manifest(candidate)
-    if manifest is not None and any("fp16" in n for n in manifest.notes):
-        precision = "fp16"
+    if manifest is not None:
+        notes = " ".join(manifest.notes)
+        precision = "int8" if "int8" in notes else ("fp16" if "fp16" in notes else None)
     settings = validate_settings(kw, device=device, precision=precision)
     user = load_npz(kw["inputs_file"]) if kw["inputs_file"] else None
     specs = specs_from_options(kw["input_shapes"], kw["input_dtypes"]) or None
@@ -296,6 +317,22 @@ def validate_command(reference, candidate, device, isolate, timeout, trust_pickl
     report = validate(reference, candidate, settings=settings, ref_specs=specs, user_inputs=user,
                       isolate=isolate, timeout=timeout, trust_pickle=trust_pickle)
     _emit(report, kw)
+
+
+@main.command("inspect")
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--trust-pickle", is_flag=True, help="Allow loading pickled Python objects (runs code from the file).")
+@handle_errors
+def inspect_command(model, as_json, trust_pickle):
+    """Describe MODEL (.tflite, .onnx, SavedModel, .pt, .pt2): I/O names, shapes, dtypes, layouts,
+    quantization, signatures, ops, size and sha256."""
+    import json
+
+    from fwconv.convert.inspect import describe, to_text
+
+    info = describe(model, trust_pickle=trust_pickle)
+    click.echo(json.dumps(info, indent=2, default=str) if as_json else to_text(info))
 
 
 if __name__ == "__main__":  # pragma: no cover

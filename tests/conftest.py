@@ -59,7 +59,7 @@ _CACHE: dict = {}
 @pytest.fixture(scope="session")
 def convert_cached(tmp_path_factory):
     """convert_cached(source, target, **options) -> ConversionResult, converted once per session."""
-    from fwconv.convert.job import ConvertOptions
+    from fwconv.convert.job import ConvertOptions, precision_of
     from fwconv.convert.pipeline import convert
     from fwconv.validators.compare import ValidateSettings
     from fwconv.validators.metrics import Tolerance
@@ -71,8 +71,9 @@ def convert_cached(tmp_path_factory):
         if key not in _CACHE:
             suffix = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_sm"}[target]
             out = out_dir / f"m{len(_CACHE)}{suffix}"
-            settings = ValidateSettings(tolerance=Tolerance("fp16" if kw.get("fp16") else "fp32"), latency=None)
-            _CACHE[key] = convert(str(source), target, str(out), ConvertOptions(**kw), settings)
+            options = ConvertOptions(**kw)
+            settings = ValidateSettings(tolerance=Tolerance(precision_of(options)), latency=None)
+            _CACHE[key] = convert(str(source), target, str(out), options, settings)
         return _CACHE[key]
     return run
 

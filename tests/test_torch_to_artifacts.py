@@ -37,15 +37,17 @@ def _check_manifest(result, source: str, feed: dict[str, np.ndarray], torch_outs
     return manifest
 
 
-@pytest.mark.parametrize("kind", ["pt", "pt2"])
+@pytest.mark.parametrize("kind, via", [("pt", "onnx"), ("pt2", "onnx"), ("pt2", "litert")])
 @pytest.mark.parametrize("name", FIXTURES)
-def test_fixture_to_tflite_matches_torch(name, kind, models_dir, sample, convert_cached):
+def test_fixture_to_tflite_matches_torch(name, kind, via, models_dir, sample, convert_cached):
+    """Both routes (ONNX+onnx2tf, litert-torch) give builtin-only artifacts that match PyTorch."""
     source = str(models_dir / f"{name}.{kind}")
     feed = sample(name)
-    result = convert_cached(source, "tflite", inputs_file=str(models_dir / f"{name}.npz"))
+    result = convert_cached(source, "tflite", inputs_file=str(models_dir / f"{name}.npz"), via=via)
     assert result.validation.parity_passed
     torch_outs = run_torch(source, feed)
-    lite = run_litert(result.artifact, feed)  # plain interpreter: would refuse any Flex op
+    lite = run_litert(result.artifact, {k: v.astype(np.int32) if v.dtype == np.int64 and via == "litert" else v
+                                        for k, v in feed.items()})  # plain interpreter: refuses any Flex op
     manifest = _check_manifest(result, source, feed, torch_outs)
     out_names = [o["name"] for o in manifest["outputs"]]
     assert sorted(lite) == sorted(out_names)
@@ -53,7 +55,7 @@ def test_fixture_to_tflite_matches_torch(name, kind, models_dir, sample, convert
         assert lite[name_].shape == ref.shape  # NCHW stays NCHW
         assert scaled_error(ref, lite[name_]) <= FP32_LIMIT
     assert manifest["ops"]["flex"] == [] and manifest["ops"]["custom"] == []
-    assert manifest["route"] == ["torch", "onnx", "tflite"]
+    assert manifest["route"] == (["torch", "onnx", "tflite"] if via == "onnx" else ["torch", "tflite"])
 
 
 @pytest.mark.parametrize("name", ["two_io", "transformer"])
@@ -83,7 +85,7 @@ def test_fixture_to_onnx_and_savedmodel(name, models_dir, sample, convert_cached
 def test_fp16_tflite_is_smaller_and_close(models_dir, sample, convert_cached):
     source = str(models_dir / "cnn.pt2")
     feed = sample("cnn")
-    fp32 = convert_cached(source, "tflite", inputs_file=str(models_dir / "cnn.npz"))
+    fp32 = convert_cached(source, "tflite", inputs_file=str(models_dir / "cnn.npz"), via="onnx")
     fp16 = convert_cached(source, "tflite", inputs_file=str(models_dir / "cnn.npz"), fp16=True)
     assert os.path.getsize(fp16.artifact) < 0.75 * os.path.getsize(fp32.artifact)
     ref = run_torch(source, feed)[0]
@@ -115,8 +117,9 @@ THIRDPARTY = {
 }
 
 
+@pytest.mark.parametrize("via", ["onnx", "litert"])
 @pytest.mark.parametrize("arch", sorted(THIRDPARTY))
-def test_thirdparty_architecture_to_tflite(arch, convert_cached):
+def test_thirdparty_architecture_to_tflite(arch, via, convert_cached):
     """transformers models (random weights, no download) convert to builtin-only .tflite that matches."""
     pytest.importorskip("transformers")
     from fwconv.specs import specs_from_options
@@ -124,12 +127,13 @@ def test_thirdparty_architecture_to_tflite(arch, convert_cached):
 
     shapes, dtypes = THIRDPARTY[arch]
     source = os.path.join(REPO, "fixtures", f"thirdparty.py:build_{arch}")
-    result = convert_cached(source, "tflite", input_specs=specs_from_options(tuple(shapes), tuple(dtypes)))
+    result = convert_cached(source, "tflite", input_specs=specs_from_options(tuple(shapes), tuple(dtypes)), via=via)
     assert result.validation.parity_passed, result.validation.failures()
     specs = [s for s in result.manifest.inputs]
     feed = synthetic_inputs(specs, seed=7, int_bounds={"input_ids": 1000})  # a sample fwconv never saw
     torch_outs = run_torch(source, feed)
-    lite = run_litert(result.artifact, feed)
+    lite = run_litert(result.artifact, {k: v.astype(result.manifest.inputs[i].dtype)
+                                        for i, (k, v) in enumerate(feed.items())})
     for spec, ref in zip(result.manifest.outputs, torch_outs):
         assert lite[spec.name].shape == ref.shape
         assert scaled_error(ref, lite[spec.name]) <= FP32_LIMIT

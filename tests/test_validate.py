@@ -27,7 +27,7 @@ def cnn(models_dir, convert_cached):
     return {
         "pt2": src, "pt": str(models_dir / "cnn.pt"), "npz": npz,
         "onnx": convert_cached(src, "onnx", inputs_file=npz).artifact,
-        "tflite": convert_cached(src, "tflite", inputs_file=npz).artifact,
+        "tflite": convert_cached(src, "tflite", inputs_file=npz, via="onnx").artifact,
         "tflite16": convert_cached(src, "tflite", inputs_file=npz, fp16=True).artifact,
         "savedmodel": convert_cached(src, "savedmodel", inputs_file=npz).artifact,
     }

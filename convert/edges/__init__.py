@@ -12,7 +12,7 @@ from typing import Callable
 
 from fwconv.convert.job import Artifact, Job
 
-EDGE_MODULES = ("torch_to_onnx", "onnx_to_tf")
+EDGE_MODULES = ("torch_to_onnx", "onnx_to_tf", "torch_to_tflite")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +22,9 @@ class Edge:
     name: str
     run: Callable[[Artifact, Job, str], Artifact]
     tools: tuple[str, ...] = ()
+    via: str = ""  # a tag `--via` can select (e.g. "litert"); intermediate formats count too
+    # Why this edge cannot serve a conversion (source format, options), or None if it can.
+    rejects: Callable[[str, object], str | None] = lambda fmt, options: None
 
 
 def all_edges() -> list[Edge]:

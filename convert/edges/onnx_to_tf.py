@@ -237,9 +237,7 @@ def onnx_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
         if job.options.allow_flex:
             ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
         converter.target_spec.supported_ops = ops
-        if job.options.fp16:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
+        quant_notes = _configure_quantization(converter, job, template)
         try:
             flatbuffer = converter.convert()
         except Exception as exc:
@@ -256,8 +254,49 @@ def onnx_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
     summary = op_summary(out)
     if (summary["flex"] or summary["custom"]) and not job.options.allow_flex:
         raise UnsupportedOpError(summary["flex"] + summary["custom"], stage="check")
-    notes = template.notes + (["precision: fp16 weights"] if job.options.fp16 else [])
-    return dataclasses.replace(template, path=out, format="tflite", ops=summary, notes=notes)
+    from fwconv.validators.runners.litert_runner import LiteRTRunner
+
+    real = {}
+    if not (summary["flex"] or summary["custom"]):  # plain LiteRT cannot open a model with Flex ops
+        with LiteRTRunner(out) as runner:  # the stored dtypes and quantization parameters, for the app
+            real = {s.name: s for s in runner.tensor_specs("input") + runner.tensor_specs("output")}
+    for spec in template.inputs + template.outputs:
+        if spec.name in real:
+            spec.dtype, spec.quantization = real[spec.name].dtype, real[spec.name].quantization
+    return dataclasses.replace(template, path=out, format="tflite", ops=summary, notes=template.notes + quant_notes)
+
+
+def _configure_quantization(converter, job: Job, template: Artifact) -> list[str]:
+    """fp16 weights, dynamic-range int8 weights, or full int8 calibrated on the user's samples."""
+    tf = require("tensorflow", "tflite")
+    mode = job.options.quantize
+    if not mode:
+        return []
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+        return ["precision: fp16 weights"]
+    if mode == "dynamic":
+        return ["precision: dynamic-range int8 weights, float activations"]
+    from fwconv.convert.calibration import load_calibration
+
+    specs = [TensorSpec(n, list(a.shape), a.dtype.name) for n, a in job.sample.items()]
+    samples = load_calibration(job.options.calibration, specs)
+    entries = template.extra["interface"]["inputs"]
+
+    def representative():
+        for sample in samples:
+            yield [np.ascontiguousarray(sample[e["source"]].transpose(e["transpose"]) if e["transpose"]
+                                        else sample[e["source"]]).astype(np.float32) for e in entries]
+
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    notes = [f"precision: full int8, calibrated on {len(samples)} samples from {os.path.basename(job.options.calibration)}"]
+    if job.options.int8_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        notes.append("int8 input/output tensors (see each tensor's scale/zero_point)")
+    return notes
 
 
 EDGES = [

@@ -57,13 +57,26 @@ class LiteRTRunner(Runner):
         by_index = {d["index"]: d for d in details}
         return [(name, by_index[index]) for name, index in self._sig["inputs" if side == "input" else "outputs"].items()]
 
-    def input_specs(self) -> list[TensorSpec]:
+    def tensor_specs(self, side: str) -> list[TensorSpec]:
+        """The artifact's real I/O tensors: dtype as stored, with scale/zero-point if quantized."""
         specs = []
-        for name, d in self._details("input"):
+        for name, d in self._details(side):
             scale, zero = d.get("quantization", (0.0, 0))
             quant = {"scale": float(scale), "zero_point": int(zero)} if scale else {}
             specs.append(TensorSpec(name, [int(x) for x in d["shape"]], np.dtype(d["dtype"]).name, quantization=quant))
         return specs
+
+    def input_specs(self) -> list[TensorSpec]:
+        """The logical interface: a quantized (int8/uint8) input takes float values, which this
+        runner quantizes with the tensor's own scale/zero-point, as app code would."""
+        specs = self.tensor_specs("input")
+        for spec in specs:
+            if spec.quantization:
+                spec.dtype = "float32"
+        return specs
+
+    def output_specs(self) -> list[TensorSpec]:
+        return self.tensor_specs("output")
 
     def output_names(self) -> list[str]:
         return [name for name, _ in self._details("output")]
@@ -73,11 +86,11 @@ class LiteRTRunner(Runner):
             self.timed_call(feed)()
         except Exception as exc:
             raise RunnerError(f"LiteRT failed to run {self.path}: {first_line(exc)}") from exc
-        return {name: np.array(self.interpreter.get_tensor(d["index"])) for name, d in self._details("output")}
+        return {name: _dequantize(np.array(self.interpreter.get_tensor(d["index"])), d)
+                for name, d in self._details("output")}
 
     def timed_call(self, feed):
-        staged = {k: np.ascontiguousarray(v) for k, v in feed.items()}
-        inputs = [(d["index"], staged[name]) for name, d in self._details("input")]
+        inputs = [(d["index"], _quantize(np.ascontiguousarray(feed[name]), d)) for name, d in self._details("input")]
         interp = self.interpreter
 
         def call():
@@ -85,3 +98,19 @@ class LiteRTRunner(Runner):
                 interp.set_tensor(index, value)
             interp.invoke()
         return call
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if not scale or not np.issubdtype(dtype, np.integer) or np.issubdtype(x.dtype, np.integer):
+        return x
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def _dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if not scale or not np.issubdtype(q.dtype, np.integer):
+        return q
+    return ((q.astype(np.float32) - zero) * scale).astype(np.float32)

@@ -1,0 +1,120 @@
+"""Describe any model file for the app developer: format, size, sha256, signatures, each
+input/output (name, shape, dtype, layout, quantization), ops. fwconv-made or not: what the file
+itself says comes first; a fwconv manifest beside it adds route, tools and layouts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from fwconv.convert.formats import detect_format
+from fwconv.manifest import read_manifest, sha256_of, size_of
+from fwconv.specs import TensorSpec
+
+
+def _tflite(path: str) -> dict[str, Any]:
+    from fwconv.convert.tflite_ops import op_summary
+    from fwconv.validators.runners.litert_runner import LiteRTRunner
+
+    info: dict[str, Any] = {"ops": op_summary(path)}
+    try:
+        with LiteRTRunner(path) as runner:
+            info["signatures"] = list(runner.interpreter.get_signature_list())
+            info["inputs"] = runner.tensor_specs("input")
+            info["outputs"] = runner.tensor_specs("output")
+    except Exception as exc:  # e.g. Flex ops: the op list still tells what is inside
+        info["load_error"] = str(exc).splitlines()[0]
+    return info
+
+
+def _onnx(path: str) -> dict[str, Any]:
+    from fwconv.convert.onnx_utils import io_specs, load_onnx
+
+    model = load_onnx(path, check=False)
+    inputs, outputs = io_specs(model)
+    ops = Counter(n.op_type for n in model.graph.node)
+    return {"inputs": inputs, "outputs": outputs, "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
+            "producer": f"{model.producer_name} {model.producer_version}".strip(),
+            "ops": {"total": sum(ops.values()), "by_type": dict(sorted(ops.items()))}}
+
+
+def _savedmodel(path: str) -> dict[str, Any]:
+    from fwconv.validators.runners.tf_runner import TensorFlowRunner
+
+    runner = TensorFlowRunner(path).activate()
+    try:
+        sigs = {}
+        for key, fn in runner._model.signatures.items():
+            _, kwargs = fn.structured_input_signature
+            sigs[key] = {
+                "inputs": [TensorSpec(n, spec.shape.as_list(), spec.dtype.name) for n, spec in kwargs.items()],
+                "outputs": [TensorSpec(n, t.shape.as_list(), t.dtype.name) for n, t in fn.structured_outputs.items()],
+            }
+        default = sigs.get("serving_default") or next(iter(sigs.values()), {"inputs": [], "outputs": []})
+        return {"signatures": list(sigs), "inputs": default["inputs"], "outputs": default["outputs"]}
+    finally:
+        runner.deactivate()
+
+
+def _torch(path: str, trust_pickle: bool) -> dict[str, Any]:
+    from fwconv.validators.runners.torch_runner import TorchRunner
+    from fwconv.errors import InputError
+
+    runner = TorchRunner(path, trust_pickle=trust_pickle).activate()
+    info: dict[str, Any] = {"kind": runner.source.kind}
+    try:
+        info["inputs"] = runner.input_specs()
+    except InputError:
+        info["inputs"] = [TensorSpec(n, [], "?") for n in runner.input_names()]
+        info["note"] = "input shapes are not recorded in this file"
+    return info
+
+
+def describe(path: str, *, trust_pickle: bool = False) -> dict[str, Any]:
+    fmt = detect_format(path)
+    reader = {"tflite": _tflite, "onnx": _onnx, "savedmodel": _savedmodel}.get(fmt)
+    info = reader(path) if reader else (_torch(path, trust_pickle) if fmt in ("torchscript", "exported", "torch-pickle", "factory") else {})
+    manifest = read_manifest(path) if fmt != "factory" else None
+    if manifest is not None:  # layouts and the source mapping are only known to fwconv's manifest
+        layouts = {s.name: s.layout for s in manifest.inputs + manifest.outputs}
+        for spec in info.get("inputs", []) + info.get("outputs", []):
+            spec.layout = spec.layout or layouts.get(spec.name)
+    out = {"path": path, "format": fmt}
+    if fmt != "factory":
+        out.update({"size_bytes": size_of(path), "sha256": sha256_of(path)})
+    out.update({k: ([s.to_dict() for s in v] if k in ("inputs", "outputs") else v) for k, v in info.items()})
+    if manifest is not None:
+        out["fwconv"] = {"route": manifest.route, "tools": manifest.tools, "source": manifest.source,
+                         "interface": manifest.extra.get("interface"), "validation": manifest.validation,
+                         "notes": manifest.notes}
+    return out
+
+
+def to_text(info: dict[str, Any]) -> str:
+    lines = [f"{info['path']}: {info['format']}" + (f", {info['size_bytes'] / 1024:.1f} KiB" if "size_bytes" in info else "")]
+    if info.get("sha256"):
+        lines.append(f"  sha256: {info['sha256']}")
+    if info.get("signatures"):
+        lines.append(f"  signatures: {', '.join(info['signatures'])}")
+    for side in ("inputs", "outputs"):
+        for t in info.get(side, []):
+            quant = t.get("quantization")
+            q = f"  scale={quant['scale']:.6g} zero_point={quant['zero_point']}" if quant else ""
+            lines.append(f"  {side[:-1]:6} {t['name']}: {t['dtype']}{t['shape']}" + (f" {t['layout']}" if t.get("layout") else "") + q)
+    ops = info.get("ops")
+    if ops and "builtin" in ops:
+        lines.append(f"  ops: {ops['total']} ({', '.join(f'{k}×{v}' for k, v in ops['builtin'].items())})")
+        lines.append(f"  flex: {', '.join(ops['flex']) or 'none'}; custom: {', '.join(ops['custom']) or 'none'}")
+        if ops.get("tensor_types"):
+            lines.append(f"  tensor types: {', '.join(f'{k}×{v}' for k, v in ops['tensor_types'].items())}")
+    elif ops:
+        lines.append(f"  ops: {ops['total']} ({', '.join(f'{k}×{v}' for k, v in ops['by_type'].items())})")
+    if info.get("opset"):
+        lines.append(f"  opset: {info['opset']}")
+    for key in ("load_error", "note"):
+        if info.get(key):
+            lines.append(f"  {key.replace('_', ' ')}: {info[key]}")
+    if "fwconv" in info:
+        f = info["fwconv"]
+        lines.append(f"  made by fwconv: {' -> '.join(f['route'])}; validation: {(f['validation'] or {}).get('status', 'none')}")
+    return "\n".join(lines)
