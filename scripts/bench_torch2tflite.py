@@ -6,9 +6,11 @@ REPEATS times, and the median wall time is reported:
                SavedModel, fp32 and fp16 .tflite; with the venv on PATH it also runs onnxsim).
                A calibration .npy is placed in its cwd, else it downloads one and fails offline.
   raw-lean     the same with onnx2tf's onnxsim step off (the least a hand-written script does).
-  fwconv       `fwconv torch2tflite --no-validate` (export, onnxsim, onnx2tf, wrapper, SavedModel,
-               TFLiteConverter, manifest).
-  fwconv+val   `fwconv torch2tflite` with its default validation (parity + 20 timed runs).
+  fwconv       `fwconv torch2tflite --via onnx --no-validate` (the same tools: export, onnxsim,
+               onnx2tf, the interface wrapper, TFLiteConverter, manifest).
+  fwconv+val   `fwconv torch2tflite --via onnx` with its default validation (parity + 20 timed runs).
+  (`--via auto`, the default, also builds the litert-torch artifact and keeps the faster one:
+  see scripts/bench_routes.py for what that buys.)
 
     .venv/bin/python scripts/bench_torch2tflite.py [--repeats 3] [--json out/bench_torch2tflite.json]
 """
@@ -70,8 +72,9 @@ def main() -> None:
             variants = {
                 "raw-default": lambda w: [sys.executable, "-c", RAW, src, w, "0"],
                 "raw-lean": lambda w: [sys.executable, "-c", RAW, src, w, "1"],
-                "fwconv": lambda w: [fwconv, "torch2tflite", src, "-o", os.path.join(w, "m.tflite"), "--no-validate"],
-                "fwconv+val": lambda w: [fwconv, "torch2tflite", src, "-o", os.path.join(w, "m.tflite")],
+                "fwconv": lambda w: [fwconv, "torch2tflite", src, "--via", "onnx", "-o", os.path.join(w, "m.tflite"),
+                                     "--no-validate"],
+                "fwconv+val": lambda w: [fwconv, "torch2tflite", src, "--via", "onnx", "-o", os.path.join(w, "m.tflite")],
             }
             times = {k: [] for k in variants}
             for _ in range(opts.repeats):  # interleaved, so drift hits every variant alike
