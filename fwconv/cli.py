@@ -319,6 +319,110 @@ def validate_command(reference, candidate, device, isolate, timeout, trust_pickl
     _emit(report, kw)
 
 
+@main.command("gate")
+@click.argument("config", type=click.Path())
+@click.option("--jobs", "workers", default=1, show_default=True, help="Model x target jobs to run in parallel processes.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Run jobs as local processes or as Ray tasks.")
+@click.option("--ray-address", help="Ray cluster address for --executor ray (default: a local instance).")
+@click.option("--model", "only", multiple=True, help="Only these models (repeatable).")
+@click.option("--check-only", is_flag=True, help="Do not convert: validate the artifacts already in the output dir.")
+@click.option("--no-cache", is_flag=True, help="Run every job, even if nothing it depends on changed.")
+@click.option("--baseline", type=click.Path(), help="Latency baseline to check for regressions.")
+@click.option("--save-baseline", type=click.Path(), help="Write this run's latencies as the new baseline.")
+@click.option("--regression-threshold", default=0.25, show_default=True,
+              help="Least relative p50 increase that counts as a regression (raised for noisy timings).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False))
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False))
+@handle_errors
+def gate_command(config, workers, executor, ray_address, only, check_only, no_cache, baseline, save_baseline,
+                 regression_threshold, json_path, junit_path, markdown_path):
+    """Convert and validate every model x target in CONFIG (TOML, or pyproject.toml [tool.fwconv])."""
+    from fwconv.gate.baseline import check_regressions, load_baseline, save_baseline as write_baseline
+    from fwconv.gate.cache import GateCache, job_key
+    from fwconv.gate.config import jobs_from_config
+    from fwconv.gate.executors import execute
+    from fwconv.gate import report
+
+    jobs, meta = jobs_from_config(config, only=list(only) or None)
+    base = load_baseline(baseline) if baseline else None
+    cache = GateCache(meta["output_dir"])
+    todo, results, keys = [], [], {}
+    for job in (j.to_dict() for j in jobs):
+        keys[f"{job['model']}:{job['target']}"] = key = job_key(job, check_only)
+        hit = None if no_cache else cache.lookup(job, key)
+        (results.append(hit) if hit else todo.append(job))
+    total, done = len(jobs), [len(results)]
+    for r in results:
+        click.echo(f"[{'#' * done[0]:<{total}}] {done[0]}/{total} {r['id']}: {r['status']} (cached)")
+
+    def progress(result):
+        done[0] += 1
+        click.echo(f"[{'#' * done[0]:<{total}}] {done[0]}/{total} {result['id']}: {result['status']} "
+                   f"({result.get('seconds', 0):.0f}s)")
+
+    results += execute(todo, executor=executor, workers=workers, address=ray_address, check_only=check_only,
+                       on_result=progress)
+    by_id = {j.id: j.to_dict() for j in jobs}
+    results.sort(key=lambda r: list(by_id).index(r["id"]))
+    for r in results:
+        if not r.get("cached"):
+            cache.store(by_id[r["id"]], keys[r["id"]], r)
+    cache.save()
+    if base is not None:
+        check_regressions(results, base, regression_threshold)
+    if save_baseline:
+        click.echo(f"saved latency baseline for {write_baseline(save_baseline, results)} job(s) to {save_baseline}")
+    click.echo(report.to_text(results))
+    report.write(results, {"config": meta["config"], "executor": executor, "jobs": workers},
+                 json_path=json_path, junit_path=junit_path, markdown_path=markdown_path)
+    code = report.exit_code(results)
+    if code:
+        sys.exit(code)
+
+
+@main.group("golden")
+def golden_group():
+    """Golden inputs and reference outputs, to catch drift across framework upgrades."""
+
+
+def _golden(config: str, only: tuple[str, ...], update: bool) -> None:
+    from fwconv.errors import InputError
+    from fwconv.gate.config import jobs_from_config
+    from fwconv.gate.golden import save_golden
+
+    jobs, _ = jobs_from_config(config, only=list(only) or None)
+    seen = set()
+    for job in jobs:
+        if job.model in seen:
+            continue
+        seen.add(job.model)
+        if not job.golden:
+            raise InputError(f"model '{job.model}' has no golden directory",
+                             hint="set [gate] golden_dir or the model's golden = '...'")
+        save_golden(job.golden, job.source, job.settings, update=update)
+        click.echo(f"{'updated' if update else 'saved'} golden for {job.model}: {job.golden}")
+
+
+@golden_group.command("save")
+@click.argument("config", type=click.Path())
+@click.option("--model", "only", multiple=True, help="Only these models.")
+@handle_errors
+def golden_save(config, only):
+    """Write goldens for CONFIG's models (refuses to overwrite existing ones)."""
+    _golden(config, only, update=False)
+
+
+@golden_group.command("update")
+@click.argument("config", type=click.Path())
+@click.option("--model", "only", multiple=True, help="Only these models.")
+@handle_errors
+def golden_update(config, only):
+    """Refresh goldens deliberately (after a reviewed change in outputs)."""
+    _golden(config, only, update=True)
+
+
 @main.command("inspect")
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")

@@ -14,6 +14,8 @@ import sys
 import numpy as np
 import pytest
 
+pytest_plugins = ["pytester"]
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # for `fixtures.*` factories
 

@@ -1,0 +1,134 @@
+"""The gate config: a TOML file (or `[tool.fwconv]` in pyproject.toml), validated into jobs.
+
+    [gate]                        # optional defaults for every model
+    output_dir = "fwconv-artifacts"
+    golden_dir = "goldens"        # goldens/<model>/ (see `fwconv golden save`)
+    samples = 1
+    max_latency_ratio = 2.0
+
+    [[model]]
+    name = "classifier"
+    source = "models/classifier.pt2"      # or "models/net.py:build"
+    inputs = "models/sample.npz"          # or input_shape = ["1,3,224,224"], input_dtype = ["int64"]
+    targets = ["tflite", "onnx", "savedmodel"]
+    atol = 1e-4                           # optional; rtol, samples, max_latency_ratio too
+    tolerance = { logits = 1e-3 }         # per-output atol
+    [model.target.tflite]                 # per-target overrides (any of the above, and
+    quantize = "fp16"                     # conversion options: via, quantize, calibration, layout...)
+
+Relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from typing import Any
+
+from fwconv.errors import InputError
+
+TARGETS = ("onnx", "tflite", "savedmodel")
+TOLERANCE_KEYS = {"atol", "rtol", "tolerance", "samples", "max_latency_ratio", "precision"}
+CONVERT_KEYS = {"via", "quantize", "calibration", "int8_io", "layout", "opset", "exporter", "allow_flex"}
+MODEL_KEYS = {"name", "source", "inputs", "input_shape", "input_dtype", "targets", "golden", "target", "timeout"} \
+    | TOLERANCE_KEYS | CONVERT_KEYS
+GATE_KEYS = {"output_dir", "golden_dir", "timeout"} | TOLERANCE_KEYS | CONVERT_KEYS
+PATH_KEYS = ("source", "inputs", "calibration", "golden")
+
+
+@dataclasses.dataclass
+class Job:
+    """One model x target: everything a worker needs, as plain data (it crosses processes)."""
+
+    model: str
+    target: str
+    source: str
+    settings: dict[str, Any]
+    output: str
+    golden: str | None = None
+    timeout: float = 1800.0
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}:{self.target}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _abs(base: str, value: str) -> str:
+    if ":" in value and not os.path.exists(os.path.join(base, value)) and value.split(":")[0].endswith(".py"):
+        path, _, attr = value.rpartition(":")
+        return f"{os.path.normpath(os.path.join(base, path))}:{attr}"
+    return value if os.path.isabs(value) else os.path.normpath(os.path.join(base, value))
+
+
+def load_config(path: str) -> dict[str, Any]:
+    if not os.path.exists(path):
+        raise InputError(f"gate config not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path} is not valid TOML: {exc}") from exc
+    if os.path.basename(path) == "pyproject.toml":
+        data = data.get("tool", {}).get("fwconv")
+        if data is None:
+            raise InputError(f"{path} has no [tool.fwconv] table")
+    return data
+
+
+def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}", hint=f"allowed: {', '.join(sorted(allowed))}")
+
+
+def jobs_from_config(path: str, *, only: list[str] | None = None) -> tuple[list[Job], dict[str, Any]]:
+    data = load_config(path)
+    base = os.path.dirname(os.path.abspath(path))
+    gate = dict(data.get("gate", {}))
+    _check_keys(gate, GATE_KEYS, "[gate]")
+    models = data.get("model")
+    if not models:
+        raise InputError(f"{path} defines no [[model]]")
+    _check_keys(data, {"gate", "model"}, path)
+    output_dir = _abs(base, gate.pop("output_dir", "fwconv-artifacts"))
+    golden_dir = gate.pop("golden_dir", None)
+    default_timeout = float(gate.pop("timeout", 1800))
+    jobs: list[Job] = []
+    seen = set()
+    for i, model in enumerate(models):
+        where = f"model #{i + 1}" + (f" ({model.get('name')})" if model.get("name") else "")
+        _check_keys(model, MODEL_KEYS, where)
+        for key in ("name", "source", "targets"):
+            if key not in model:
+                raise InputError(f"{where}: '{key}' is required")
+        name = model["name"]
+        if name in seen:
+            raise InputError(f"model name '{name}' appears twice")
+        seen.add(name)
+        if only and name not in only:
+            continue
+        targets = model["targets"]
+        bad = [t for t in targets if t not in TARGETS]
+        if bad:
+            raise InputError(f"{where}: unknown target(s) {', '.join(bad)}", hint=f"choose from {', '.join(TARGETS)}")
+        per_target = model.get("target", {})
+        for t, table in per_target.items():
+            _check_keys(table, TOLERANCE_KEYS | CONVERT_KEYS, f"{where} target.{t}")
+        golden = model.get("golden") or (os.path.join(golden_dir, name) if golden_dir else None)
+        for target in targets:
+            settings = {k: v for k, v in gate.items()}
+            settings.update({k: v for k, v in model.items() if k in TOLERANCE_KEYS | CONVERT_KEYS | {"inputs", "input_shape", "input_dtype"}})
+            settings.update(per_target.get(target, {}))
+            for key in PATH_KEYS:
+                if isinstance(settings.get(key), str):
+                    settings[key] = _abs(base, settings[key])
+            suffix = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model"}[target]
+            jobs.append(Job(model=name, target=target, source=_abs(base, model["source"]), settings=settings,
+                            output=os.path.join(output_dir, name, f"{name}{suffix}"),
+                            golden=_abs(base, golden) if golden else None,
+                            timeout=float(model.get("timeout", default_timeout))))
+    return jobs, {"output_dir": output_dir, "config": os.path.abspath(path)}

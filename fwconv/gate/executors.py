@@ -1,0 +1,70 @@
+"""Run gate jobs: each in its own `python -m fwconv.gate.worker` process (a crash or hang is that
+job's error, never the gate's), serially, N at a time, or as Ray tasks on a cluster."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any, Callable, Iterator
+
+
+def run_isolated(job: dict[str, Any], check_only: bool = False) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="fwconv-gate-") as tmp:
+        job_file, result_file = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
+        with open(job_file, "w") as f:
+            json.dump({"job": job, "check_only": check_only}, f)
+        base = {"id": f"{job['model']}:{job['target']}", "model": job["model"], "target": job["target"],
+                "artifact": job["output"], "status": "error", "exit_code": 1}
+        try:
+            proc = subprocess.run([sys.executable, "-m", "fwconv.gate.worker", job_file, result_file],
+                                  capture_output=True, text=True, timeout=job["timeout"])
+        except subprocess.TimeoutExpired:
+            return base | {"messages": [f"timed out after {job['timeout']:g}s"], "seconds": job["timeout"]}
+        if proc.returncode != 0 or not os.path.exists(result_file):
+            tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
+            return base | {"messages": [f"worker crashed (exit code {proc.returncode}): {tail[0][:300]}"]}
+        with open(result_file) as f:
+            return json.load(f)
+
+
+def run_local(jobs: list[dict], *, workers: int, check_only: bool) -> Iterator[dict]:
+    """Yield results as they finish; `workers` processes at a time."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(run_isolated, job, check_only) for job in jobs]
+        for future in concurrent.futures.as_completed(futures):
+            yield future.result()
+
+
+def run_ray(jobs: list[dict], *, address: str | None, check_only: bool) -> Iterator[dict]:
+    """The same isolated job, as Ray tasks (`ray.init(address=...)`; a local instance without one)."""
+    from fwconv.errors import require
+
+    ray = require("ray", "ray")
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(run_isolated)
+        pending = [remote.remote(job, check_only) for job in jobs]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def execute(jobs: list[dict], *, executor: str, workers: int, address: str | None, check_only: bool,
+            on_result: Callable[[dict], None]) -> list[dict]:
+    run = run_ray(jobs, address=address, check_only=check_only) if executor == "ray" else \
+        run_local(jobs, workers=workers, check_only=check_only)
+    results = []
+    for result in run:
+        on_result(result)
+        results.append(result)
+    order = {f"{j['model']}:{j['target']}": i for i, j in enumerate(jobs)}
+    return sorted(results, key=lambda r: order[r["id"]])

@@ -1,0 +1,96 @@
+"""Golden files: a model's inputs and reference outputs, frozen with the versions that made them.
+
+`fwconv golden save` writes goldens/<model>/{inputs.npz, outputs.npz, golden.json}; the gate
+compares the source and every artifact against them, so a framework upgrade that shifts outputs
+is caught even when the source model did not change. A golden is itself a runner (GoldenRunner)
+so the comparator's alignment, metrics and tolerances apply unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+from fwconv.errors import InputError
+from fwconv.manifest import sha256_of, tool_versions
+from fwconv.specs import TensorSpec
+from fwconv.validators.runners.base import Runner
+
+FILES = ("inputs.npz", "outputs.npz", "golden.json")
+
+
+class GoldenRunner(Runner):
+    """Answers its stored inputs with its stored outputs; any other feed is an error."""
+
+    name = "golden"
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self.directory = directory
+
+    def _activate(self) -> None:
+        missing = [f for f in FILES if not os.path.exists(os.path.join(self.directory, f))]
+        if missing:
+            raise InputError(f"golden {self.directory} is incomplete (missing {', '.join(missing)})",
+                             hint="create it with: fwconv golden save CONFIG")
+        with np.load(os.path.join(self.directory, "inputs.npz"), allow_pickle=False) as d:
+            self.inputs = {k: d[k] for k in d.files}
+        with np.load(os.path.join(self.directory, "outputs.npz"), allow_pickle=False) as d:
+            self.outputs = {k: d[k] for k in d.files}
+
+    def input_specs(self):
+        return [TensorSpec(k, list(v.shape), v.dtype.name) for k, v in self.inputs.items()]
+
+    def output_names(self):
+        return list(self.outputs)
+
+    def _infer(self, feed):
+        for k, v in self.inputs.items():
+            if k not in feed or feed[k].tobytes() != v.tobytes():
+                raise InputError(f"golden {self.directory} only knows its own inputs")
+        return dict(self.outputs)
+
+
+def save_golden(directory: str, source: str, settings: dict, *, update: bool = False) -> dict:
+    """Run the source on the model's inputs (its .npz, or seeded synthetic) and freeze the result."""
+    from fwconv.convert.pipeline import prepare_source
+    from fwconv.gate.worker import convert_options
+
+    if os.path.exists(os.path.join(directory, "golden.json")) and not update:
+        raise InputError(f"golden exists: {directory}", hint="refresh it deliberately with: fwconv golden update")
+    _, runner, _, sample, outputs = prepare_source(source, convert_options(settings))
+    runner.deactivate()
+    os.makedirs(directory, exist_ok=True)
+    np.savez(os.path.join(directory, "inputs.npz"), **sample)
+    np.savez(os.path.join(directory, "outputs.npz"), **outputs)
+    info = {
+        "schema": "fwconv.golden", "schema_version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": {"path": source, "sha256": sha256_of(source.split(":")[0]) if os.path.exists(source.split(":")[0]) else None},
+        "device": "cpu", "machine": platform.machine(), "python": platform.python_version(),
+        "versions": tool_versions("torch", "onnx", "onnxruntime", "tensorflow", "onnx2tf", "ai-edge-litert", "litert-torch"),
+        "files": {f: sha256_of(os.path.join(directory, f)) for f in ("inputs.npz", "outputs.npz")},
+    }
+    with open(os.path.join(directory, "golden.json"), "w") as f:
+        json.dump(info, f, indent=2)
+    return info
+
+
+def compare_to_golden(directory: str, model, settings) -> object:
+    """A ValidationReport of `model` (artifact path or source) against the golden's outputs."""
+    from fwconv.manifest import read_manifest
+    from fwconv.validators.compare import compare_runners
+    from fwconv.validators.runners import make_runner
+
+    golden = GoldenRunner(directory).activate()
+    candidate = make_runner(model, threads=settings.threads).activate()
+    try:
+        return compare_runners(golden, candidate, settings=settings, user_inputs=dict(golden.inputs),
+                               candidate_manifest=read_manifest(model) if os.path.exists(model) else None,
+                               labels=({"model": directory, "runtime": "golden", "device": "cpu"},
+                                       {"model": model, "runtime": candidate.name, "device": candidate.device}))
+    finally:
+        candidate.deactivate()
