@@ -339,44 +339,21 @@ def validate_command(reference, candidate, device, isolate, timeout, trust_pickl
 def gate_command(config, workers, executor, ray_address, only, check_only, no_cache, baseline, save_baseline,
                  regression_threshold, json_path, junit_path, markdown_path):
     """Convert and validate every model x target in CONFIG (TOML, or pyproject.toml [tool.fwconv])."""
-    from fwconv.gate.baseline import check_regressions, load_baseline, save_baseline as write_baseline
-    from fwconv.gate.cache import GateCache, job_key
-    from fwconv.gate.config import jobs_from_config
-    from fwconv.gate.executors import execute
     from fwconv.gate import report
+    from fwconv.gate.baseline import save_baseline as write_baseline
+    from fwconv.gate.run import run_gate
 
-    jobs, meta = jobs_from_config(config, only=list(only) or None)
-    base = load_baseline(baseline) if baseline else None
-    cache = GateCache(meta["output_dir"])
-    todo, results, keys = [], [], {}
-    for job in (j.to_dict() for j in jobs):
-        keys[f"{job['model']}:{job['target']}"] = key = job_key(job, check_only)
-        hit = None if no_cache else cache.lookup(job, key)
-        (results.append(hit) if hit else todo.append(job))
-    total, done = len(jobs), [len(results)]
-    for r in results:
-        click.echo(f"[{'#' * done[0]:<{total}}] {done[0]}/{total} {r['id']}: {r['status']} (cached)")
+    def progress(result, done, total):
+        cached = " (cached)" if result.get("cached") else f" ({result.get('seconds', 0):.0f}s)"
+        click.echo(f"[{'#' * done:<{total}}] {done}/{total} {result['id']}: {result['status']}{cached}")
 
-    def progress(result):
-        done[0] += 1
-        click.echo(f"[{'#' * done[0]:<{total}}] {done[0]}/{total} {result['id']}: {result['status']} "
-                   f"({result.get('seconds', 0):.0f}s)")
-
-    results += execute(todo, executor=executor, workers=workers, address=ray_address, check_only=check_only,
-                       on_result=progress)
-    by_id = {j.id: j.to_dict() for j in jobs}
-    results.sort(key=lambda r: list(by_id).index(r["id"]))
-    for r in results:
-        if not r.get("cached"):
-            cache.store(by_id[r["id"]], keys[r["id"]], r)
-    cache.save()
-    if base is not None:
-        check_regressions(results, base, regression_threshold)
+    results, meta = run_gate(config, workers=workers, executor=executor, address=ray_address, only=list(only) or None,
+                             check_only=check_only, use_cache=not no_cache, baseline=baseline,
+                             regression_threshold=regression_threshold, on_result=progress)
     if save_baseline:
         click.echo(f"saved latency baseline for {write_baseline(save_baseline, results)} job(s) to {save_baseline}")
     click.echo(report.to_text(results))
-    report.write(results, {"config": meta["config"], "executor": executor, "jobs": workers},
-                 json_path=json_path, junit_path=junit_path, markdown_path=markdown_path)
+    report.write(results, meta, json_path=json_path, junit_path=junit_path, markdown_path=markdown_path)
     code = report.exit_code(results)
     if code:
         sys.exit(code)

@@ -59,12 +59,11 @@ def run_ray(jobs: list[dict], *, address: str | None, check_only: bool) -> Itera
 
 
 def execute(jobs: list[dict], *, executor: str, workers: int, address: str | None, check_only: bool,
-            on_result: Callable[[dict], None]) -> list[dict]:
+            on_result: Callable[[dict], None]) -> None:
+    """Run the jobs; each result goes to `on_result` as it finishes (in completion order)."""
+    if not jobs:
+        return
     run = run_ray(jobs, address=address, check_only=check_only) if executor == "ray" else \
         run_local(jobs, workers=workers, check_only=check_only)
-    results = []
     for result in run:
         on_result(result)
-        results.append(result)
-    order = {f"{j['model']}:{j['target']}": i for i, j in enumerate(jobs)}
-    return sorted(results, key=lambda r: order[r["id"]])
