@@ -92,7 +92,7 @@ register(Format("savedmodel", ("",), True, _is_savedmodel, "TensorFlow SavedMode
 register(Format("keras", (".keras",), False, _is_keras, "Keras 3 model archive"))
 
 # What a target's default output is called, next to the source.
-TARGET_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model"}
+TARGET_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model", "torch": ".pt"}
 
 
 def is_factory(spec: str) -> bool:

@@ -63,7 +63,13 @@ class Job:
     sample: dict[str, np.ndarray]  # example inputs, keyed by the source's input names
     reference_outputs: dict[str, np.ndarray] | None = None
     torch_source: Any = None  # the loaded TorchSource for torch-rooted routes
+    max_opset: int | None = None  # set by the pipeline from later edges' limits (e.g. onnx2torch)
     stages: list[StageRecord] = dataclasses.field(default_factory=list)
+
+    def opset(self, tool_max: int | None = None) -> int:
+        """The opset an ONNX-producing edge should emit: the user's, within what this tool and
+        every later edge of the route accept."""
+        return min(v for v in (self.options.opset, tool_max, self.max_opset) if v is not None)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[StageRecord]:

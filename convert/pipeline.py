@@ -86,7 +86,7 @@ def prepare_source(source: str, options: ConvertOptions):
         loaded = time.perf_counter() - start
         runner = make_runner(torch_source)
     else:
-        runner, loaded = make_runner(source, fmt=fmt), 0.0
+        runner, loaded = make_runner(source, fmt=fmt, trust_pickle=options.trust_pickle), 0.0
     runner.activate()
     runner.load_seconds += loaded  # the source was loaded before the runner wrapped it
     names = runner.input_names()
@@ -98,6 +98,9 @@ def prepare_source(source: str, options: ConvertOptions):
             recorded = runner.input_specs()
         except InputError:
             recorded = None
+        for spec in recorded or []:  # TF models often leave only the batch open: take 1
+            if spec.shape and spec.shape[0] is None and all(isinstance(d, int) for d in spec.shape[1:]):
+                spec.shape[0] = 1
         specs = _sample_specs(options, names, recorded)
         sample = synthetic_inputs(specs, seed=0, ranges=parse_ranges(options.input_ranges),
                                   int_bounds=runner.index_bounds())
@@ -187,6 +190,8 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
             try:
                 current = artifact
                 for i, edge in enumerate(route):
+                    limits = [e.max_opset for e in route[i + 1:] if e.max_opset]
+                    job.max_opset = min(limits) if limits else None
                     last = i == len(route) - 1
                     out = os.path.join(job.workdir, f"step{i}{TARGET_SUFFIX[edge.dst]}")
                     if last and len(routes) == 1:

@@ -125,11 +125,12 @@ def conversion_options(fn):
         click.option("--int8-io", is_flag=True, help="With --quantize int8: int8 input/output tensors too."),
         click.option("--via", type=click.Choice(["auto", "onnx", "litert"]), default="auto", show_default=True,
                      help="PyTorch->TFLite route: ONNX+onnx2tf, litert-torch, or auto (try both, keep the fastest that passes)."),
-        click.option("--layout", type=click.Choice(["source", "nhwc"]), default="source", show_default=True,
-                     help="I/O layout of the artifact: the source's (NCHW stays NCHW) or channel-last."),
+        click.option("--layout", type=click.Choice(["source", "nhwc", "nchw"]), default="source", show_default=True,
+                     help="I/O layout of the artifact: the source's (NCHW stays NCHW, NHWC stays NHWC), "
+                          "channel-last (PyTorch/ONNX -> TFLite/SavedModel) or channel-first (TF -> ONNX/PyTorch)."),
         click.option("--allow-flex", is_flag=True, help="Allow Select-TF (Flex) ops instead of failing."),
         click.option("--trust-pickle", is_flag=True,
-                     help="Allow loading pickled Python objects from the model file (runs code from it)."),
+                     help="Allow the model file to run code: pickled Python objects, Keras Lambda layers."),
         click.option("--force", is_flag=True, help="Replace an existing output."),
         click.option("--no-validate", is_flag=True, help="Skip validating the artifact against the source."),
         click.option("--keep-failed", is_flag=True, help="Write the artifact even if it fails parity (exit 3 still)."),
@@ -269,6 +270,13 @@ _conversion_command("torch2tflite", "tflite", TORCH, "PyTorch -> builtin-ops .tf
 _conversion_command("torch2savedmodel", "savedmodel", TORCH, "PyTorch -> TensorFlow SavedModel (via ONNX), validated.")
 _conversion_command("onnx2tflite", "tflite", ("onnx",), "ONNX -> builtin-ops .tflite (onnx2tf), validated.")
 _conversion_command("onnx2savedmodel", "savedmodel", ("onnx",), "ONNX -> TensorFlow SavedModel (onnx2tf), validated.")
+_conversion_command("savedmodel2onnx", "onnx", ("savedmodel",), "TensorFlow SavedModel -> ONNX (tf2onnx), validated.")
+_conversion_command("keras2onnx", "onnx", ("keras",), "Keras 3 .keras -> ONNX (tf2onnx), validated.")
+_conversion_command("tflite2onnx", "onnx", ("tflite",), "TFLite -> ONNX (tf2onnx), validated.")
+_conversion_command("savedmodel2torch", "torch", ("savedmodel",), "SavedModel -> TorchScript .pt (via ONNX), validated.")
+_conversion_command("keras2torch", "torch", ("keras",), "Keras 3 .keras -> TorchScript .pt (via ONNX), validated.")
+_conversion_command("tflite2torch", "torch", ("tflite",), "TFLite -> TorchScript .pt (via ONNX), validated.")
+_conversion_command("onnx2torch", "torch", ("onnx",), "ONNX -> TorchScript .pt (onnx2torch), validated.")
 
 
 @main.command("convert")

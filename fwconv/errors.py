@@ -67,12 +67,9 @@ class UnsupportedOpError(ConversionError):
 
     exit_code = 5
 
-    def __init__(self, ops: list[str], *, stage: str = "check", hint: str | None = None):
-        super().__init__(
-            stage,
-            "the model needs ops that are not TFLite builtins: " + ", ".join(sorted(ops)),
-            hint=hint,
-        )
+    def __init__(self, ops: list[str], *, stage: str = "check", hint: str | None = None,
+                 target: str = "TFLite builtins"):
+        super().__init__(stage, f"the model needs ops that are not {target}: " + ", ".join(sorted(ops)), hint=hint)
         self.ops = sorted(ops)
 
 

@@ -12,7 +12,15 @@ from typing import Callable
 
 from fwconv.convert.job import Artifact, Job
 
-EDGE_MODULES = ("torch_to_onnx", "onnx_to_tf", "torch_to_tflite")
+TORCH_SOURCES = ("torchscript", "exported", "torch-pickle", "factory")
+
+
+def needs_torch_source(fmt: str, options) -> str | None:
+    """For edges that start from a loaded PyTorch module (export, litert-torch)."""
+    return None if fmt in TORCH_SOURCES else "needs a PyTorch source (it exports the loaded module)"
+
+
+EDGE_MODULES = ("torch_to_onnx", "onnx_to_tf", "torch_to_tflite", "tf_to_onnx", "onnx_to_torch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +33,7 @@ class Edge:
     via: str = ""  # a tag `--via` can select (e.g. "litert"); intermediate formats count too
     # Why this edge cannot serve a conversion (source format, options), or None if it can.
     rejects: Callable[[str, object], str | None] = lambda fmt, options: None
+    max_opset: int | None = None  # the newest ONNX opset this edge takes as input (earlier edges comply)
 
 
 def all_edges() -> list[Edge]:

@@ -58,9 +58,7 @@ def _channel_last_perm(rank: int) -> list[int]:
 
 
 def _pick_perm(keras_out: np.ndarray, onnx_out: np.ndarray) -> list[int] | None:
-    rank = keras_out.ndim
-    candidates = [list(range(rank))] + ([_channel_last_perm(rank)] if rank >= 3 else [])
-    fitting = [p for p in candidates if keras_out.transpose(p).shape == onnx_out.shape]
+    fitting = _fitting(keras_out, onnx_out.shape)
     if not fitting:
         return None
     if len(fitting) == 1:
@@ -69,7 +67,7 @@ def _pick_perm(keras_out: np.ndarray, onnx_out: np.ndarray) -> list[int] | None:
     return fitting[int(np.argmin(errs))]
 
 
-def run_onnx2tf(onnx_path: str, job: Job):
+def run_onnx2tf(onnx_path: str, job: Job, exporter: str | None = None):
     """onnx2tf on a scratch copy; returns (keras model, onnx inputs, onnx outputs, sample feed)."""
     onnx = require("onnx", "tflite")
     onnx2tf = require("onnx2tf", "tflite")
@@ -83,7 +81,10 @@ def run_onnx2tf(onnx_path: str, job: Job):
     os.makedirs(work, exist_ok=True)
     copy = os.path.join(work, "model.onnx")
     with job.stage("prepare:onnxsim") as record:
-        model, record.detail = simplify(model)
+        if exporter == "dynamo":  # already optimized (constants folded) by the exporter's onnxscript pass
+            record.detail = "skipped: dynamo export is already optimized"
+        else:
+            model, record.detail = simplify(model)
         moved = constants_to_initializers(model)
         record.detail += f"; {moved} Constant nodes -> initializers" if moved else ""
     onnx.save(model, copy)  # external data inlined; the user's file is never touched
@@ -135,19 +136,34 @@ def _onnx_feed(job: Job, inputs: list[TensorSpec]) -> dict[str, np.ndarray]:
     return {s.name: v.astype(s.dtype) for s, v in zip(inputs, values)}
 
 
+def _reference_outputs(onnx_path: str, feed, outputs: list[TensorSpec], keras_outs) -> dict:
+    """What each output must look like. Static ONNX shapes settle most layouts; only when a
+    shape fits both readings (e.g. [1, 8, 8, 8]) are the numbers needed, so only then does
+    ONNX Runtime run."""
+    ambiguous = any(not spec.is_static or len(_fitting(y, spec.shape)) != 1 for spec, y in zip(outputs, keras_outs))
+    if not ambiguous:
+        return {spec.name: np.empty(spec.shape, np.float32) for spec in outputs}
+    ort = require("onnxruntime", "onnx")
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
+
+
+def _fitting(y: np.ndarray, shape) -> list[list[int]]:
+    candidates = [list(range(y.ndim))] + ([_channel_last_perm(y.ndim)] if y.ndim >= 3 else [])
+    return [p for p in candidates if list(y.transpose(p).shape) == list(shape)]
+
+
 def build_wrapper(keras_model, onnx_path: str, inputs, outputs, feed, layout: str):
     """A tf.Module whose serving function has the ONNX interface (or NHWC with layout='nhwc')."""
     tf = require("tensorflow", "tflite")
-    ort = require("onnxruntime", "onnx")
-    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    onnx_outs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
     keras_outs = keras_model([tf.constant(feed[s.name]) for s in inputs])
-    keras_outs = keras_outs if isinstance(keras_outs, (list, tuple)) else [keras_outs]
+    keras_outs = [np.asarray(y) for y in (keras_outs if isinstance(keras_outs, (list, tuple)) else [keras_outs])]
     if len(keras_outs) != len(outputs):
         raise ConversionError("convert", f"onnx2tf produced {len(keras_outs)} outputs for {len(outputs)} ONNX outputs")
+    onnx_outs = _reference_outputs(onnx_path, feed, outputs, keras_outs)
     perms = []
     for spec, y in zip(outputs, keras_outs):
-        perm = _pick_perm(np.asarray(y), onnx_outs[spec.name])
+        perm = _pick_perm(y, onnx_outs[spec.name])
         if perm is None:
             raise ConversionError("convert", f"onnx2tf output for '{spec.name}' has shape {list(np.shape(y))}, "
                                              f"which no layout maps to the ONNX shape {spec.shape}")
@@ -199,7 +215,7 @@ def _artifact_specs(prev: Artifact, interface: dict, side: str) -> list[TensorSp
 
 def _build(onnx_artifact: Artifact, job: Job):
     """onnx2tf + the interface wrapper. Returns (module, concrete function, artifact template)."""
-    keras_model, inputs, outputs, feed = run_onnx2tf(onnx_artifact.path, job)
+    keras_model, inputs, outputs, feed = run_onnx2tf(onnx_artifact.path, job, onnx_artifact.extra.get("exporter"))
     with job.stage("wrap"):
         module, interface = build_wrapper(keras_model, onnx_artifact.path, inputs, outputs, feed, job.options.layout)
         concrete = module.serve.get_concrete_function()

@@ -7,7 +7,7 @@ windowed-attention and some text models). Shapes are static: TFLite needs them.
 
 from __future__ import annotations
 
-from fwconv.convert.edges import Edge
+from fwconv.convert.edges import Edge, needs_torch_source
 from fwconv.convert.job import Artifact, Job
 from fwconv.convert.onnx_utils import io_specs, load_onnx
 from fwconv.errors import ConversionError, first_line, require
@@ -51,7 +51,7 @@ def torch_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
         with job.stage(f"export:{exporter}") as record:
             try:
                 with captured_output():
-                    _export(exporter, source, args, out, in_names, out_names, job.options.opset)
+                    _export(exporter, source, args, out, in_names, out_names, job.opset())
                 model = load_onnx(out)
             except Exception as exc:  # each exporter fails in its own way; the next one may work
                 record.status, record.detail = "failed", first_line(exc)
@@ -65,7 +65,7 @@ def torch_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
         return Artifact(
             path=out, format="onnx", inputs=inputs, outputs=outputs, tools=tool_versions(*TOOLS),
             notes=[f"exporter: {exporter}" + (f" (after {'; '.join(attempts)})" if attempts else "")],
-            extra={"exporter": exporter, "opset": job.options.opset, "interface": {
+            extra={"exporter": exporter, "opset": job.opset(), "interface": {
                 side: [{"source": s.name, "name": s.name, "transpose": None} for s in specs]
                 for side, specs in (("inputs", inputs), ("outputs", outputs))}},
         )
@@ -73,4 +73,4 @@ def torch_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
                           hint="run with --debug for the exporters' logs")
 
 
-EDGES = [Edge("torch", "onnx", "torch.onnx.export", torch_to_onnx, TOOLS)]
+EDGES = [Edge("torch", "onnx", "torch.onnx.export", torch_to_onnx, TOOLS, rejects=needs_torch_source)]

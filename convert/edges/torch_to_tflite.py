@@ -9,7 +9,7 @@ the manifest records the artifact's real dtypes and the validator casts the feed
 
 from __future__ import annotations
 
-from fwconv.convert.edges import Edge
+from fwconv.convert.edges import Edge, needs_torch_source
 from fwconv.convert.job import Artifact, Job
 from fwconv.errors import ConversionError, UnsupportedOpError, first_line, require
 from fwconv.manifest import tool_versions
@@ -35,6 +35,8 @@ def _named_module(module, input_names: list[str], output_names: list[str]):
 
 
 def rejects(fmt: str, options) -> str | None:
+    if needs_torch_source(fmt, options):
+        return needs_torch_source(fmt, options)
     if fmt == "torchscript":
         return "litert-torch needs a module torch.export accepts (.pt2 or a factory), not TorchScript"
     if options.quantize:

@@ -8,7 +8,7 @@ from fwconv.validators.runners.base import Runner
 
 RUNTIME_OF_FORMAT = {
     "torchscript": "torch", "exported": "torch", "torch-pickle": "torch", "factory": "torch",
-    "onnx": "onnxruntime", "tflite": "litert", "savedmodel": "tensorflow",
+    "onnx": "onnxruntime", "tflite": "litert", "savedmodel": "tensorflow", "keras": "keras",
 }
 
 
@@ -45,4 +45,8 @@ def make_runner(model, *, device: str = "cpu", threads: int | None = None, trust
         from fwconv.validators.runners.tf_runner import TensorFlowRunner
 
         return TensorFlowRunner(model, device=device, threads=threads)
+    if runtime == "keras":
+        from fwconv.validators.runners.keras_runner import KerasRunner
+
+        return KerasRunner(model, trust=trust_pickle)
     raise InputError(f"fwconv has no runner for {fmt} models")

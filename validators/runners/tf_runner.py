@@ -26,17 +26,19 @@ class TensorFlowRunner(Runner):
         return "/GPU:0" if self.device.startswith("cuda") else "/CPU:0"
 
     def _activate(self) -> None:
+        from fwconv.quiet import captured_output
+
         tf = require("tensorflow", "tf")
         self._tf = tf
-        if self.device.startswith("cuda") and not tf.config.list_physical_devices("GPU"):
+        with captured_output():  # the device probe logs a CUDA init failure on CPU-only machines
+            gpus = tf.config.list_physical_devices("GPU")
+        if self.device.startswith("cuda") and not gpus:
             raise RunnerError("--device cuda: TensorFlow sees no GPU on this machine")
         if self.threads:
             try:
                 tf.config.threading.set_intra_op_parallelism_threads(self.threads)
             except RuntimeError:
                 pass  # already initialized in this process
-        from fwconv.quiet import captured_output
-
         try:
             with tf.device(self._device_name()), captured_output():
                 self._model = tf.saved_model.load(self.path)

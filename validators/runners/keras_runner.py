@@ -1,0 +1,39 @@
+"""Keras 3 runner for `.keras` files, loaded with safe_mode (no Lambda code unless trusted)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fwconv.specs import TensorSpec, normalize_dtype
+from fwconv.validators.runners.base import Runner
+
+
+class KerasRunner(Runner):
+    name = "keras"
+
+    def __init__(self, path: str, *, trust: bool = False):
+        super().__init__()
+        self.path, self.trust = path, trust
+        self.model = None
+
+    def _activate(self) -> None:
+        from fwconv.convert.edges.tf_to_onnx import load_keras
+
+        self.model = load_keras(self.path, trust=self.trust)
+
+    def _deactivate(self) -> None:
+        self.model = None
+
+    def input_specs(self) -> list[TensorSpec]:
+        return [TensorSpec(t.name, list(t.shape), normalize_dtype(t.dtype)) for t in self.model.inputs]
+
+    def output_names(self) -> list[str]:
+        return list(self.model.output_names)
+
+    def _infer(self, feed):
+        names = [t.name for t in self.model.inputs]
+        out = self.model({n: feed[n] for n in names} if len(names) > 1 else feed[names[0]], training=False)
+        if isinstance(out, dict):
+            return {k: np.asarray(v) for k, v in out.items()}
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return {n: np.asarray(v) for n, v in zip(self.output_names(), out)}
