@@ -53,6 +53,12 @@ def onnx2torch():
     return module
 
 
+def convert_model(model):
+    """onnx2torch.convert, remembering the model's opset for the Loop bodies it converts."""
+    _LOADED["opset"] = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    return onnx2torch().convert(model)
+
+
 def refuse_torchvision_ops(model) -> None:
     found = sorted({n.op_type for n in model.graph.node if n.op_type in NEEDS_TORCHVISION})
     if found:
@@ -166,3 +172,75 @@ def _register_rnn_converters() -> None:
                 add_converter(operation_type=kind, version=version)(convert)
             except ValueError:
                 pass  # a newer onnx2torch registered its own
+    _register_loop_converter(add_converter, OnnxMapping, OnnxToTorchModule, OperationConverterResult)
+
+
+def _register_loop_converter(add_converter, OnnxMapping, OnnxToTorchModule, OperationConverterResult) -> None:
+    """ONNX Loop (what tf2onnx makes of a TF while-loop, e.g. a Keras 3 GRU or a TFLite WHILE).
+
+    The body graph is converted by onnx2torch itself, with the outer-scope values it reads made
+    explicit inputs, and run in a Python loop. Tracing to TorchScript unrolls it for the sample's
+    trip count: right for the static shapes fwconv produces, and said so in the manifest.
+    """
+    torch = require("torch", "torch")
+    onnx = require("onnx", "onnx")
+    from torch import nn
+
+    class OnnxLoop(nn.Module, OnnxToTorchModule):
+        def __init__(self, body, has_trip: bool, has_cond: bool, n_carried: int, n_scan: int):
+            super().__init__()
+            self.body, self.has_trip, self.has_cond = body, has_trip, has_cond
+            self.n_carried, self.n_scan = n_carried, n_scan
+
+        def forward(self, *args):
+            args = list(args)
+            trip = int(args.pop(0)) if self.has_trip else None
+            cond = args.pop(0) if self.has_cond else torch.tensor(True)
+            carried, outer = args[: self.n_carried], args[self.n_carried:]
+            scans = [[] for _ in range(self.n_scan)]
+            i = 0
+            while (trip is None or i < trip) and bool(cond):
+                outs = self.body(torch.tensor(i, dtype=torch.int64), cond, *carried, *outer)
+                outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+                cond, carried = outs[0], list(outs[1: 1 + self.n_carried])
+                for k in range(self.n_scan):
+                    scans[k].append(outs[1 + self.n_carried + k])
+                i += 1
+            results = carried + [torch.stack(s) if s else torch.empty(0) for s in scans]
+            return results[0] if len(results) == 1 else tuple(results)
+
+    def convert(node, graph):
+        body = next(a.g for a in node.proto.attribute if a.name == "body")
+        produced = {o for n in body.node for o in n.output} | {i.name for i in body.input} | {i.name for i in body.initializer}
+        outer = []
+        for n in body.node:
+            for name in n.input:
+                if name and name not in produced and name not in outer:
+                    outer.append(name)
+            if any(a.type == onnx.AttributeProto.GRAPH for a in n.attribute):
+                raise UnsupportedOpError(["Loop (nested subgraph in its body)"], stage="convert")
+        sub = onnx.GraphProto()
+        sub.CopyFrom(body)
+        for name in outer:  # outer-scope values the body reads become explicit body inputs
+            sub.input.append(onnx.helper.make_value_info(name, onnx.TypeProto()))
+        made = {o for n in sub.node for o in n.output}
+        for out in sub.output:  # a pass-through output (an input returned as is) needs a node for onnx2torch
+            if out.name not in made:
+                sub.node.append(onnx.helper.make_node("Identity", [out.name], [out.name + "__passthrough"]))
+                out.name += "__passthrough"
+        sub_model = onnx.helper.make_model(sub, opset_imports=[onnx.helper.make_opsetid("", _LOADED.get("opset", 17))])
+        body_module = onnx2torch().convert(sub_model)
+        inputs = list(node.input_values)
+        has_trip, has_cond = bool(inputs[0]), bool(inputs[1])
+        carried = inputs[2:]
+        n_scan = len(body.output) - 1 - len(carried)
+        module = OnnxLoop(body_module, has_trip, has_cond, len(carried), n_scan)
+        mapped = [x for x in inputs[:2] if x] + carried + outer
+        return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(
+            inputs=tuple(mapped), outputs=tuple(node.output_values)))
+
+    for version in (1, 11, 13, 16, 19, 21):
+        try:
+            add_converter(operation_type="Loop", version=version)(convert)
+        except ValueError:
+            pass

@@ -80,14 +80,14 @@ def _at_supported_opset(model, job: Job):
 
 def onnx_to_torch(artifact: Artifact, job: Job, out: str) -> Artifact:
     torch = require("torch", "torch")
-    from fwconv.convert.onnx2torch_compat import onnx2torch, refuse_torchvision_ops
+    from fwconv.convert.onnx2torch_compat import convert_model, refuse_torchvision_ops
 
     model = _at_supported_opset(load_onnx(artifact.path), job)
     refuse_torchvision_ops(model)
     inputs, outputs = io_specs(model)
     with job.stage("convert:onnx2torch") as record, captured_output():
         try:
-            graph_module = onnx2torch().convert(model)
+            graph_module = convert_model(model)
         except NotImplementedError as exc:
             ops = re.findall(r"operation_type='([^']+)', version=(\d+)", str(exc))
             raise UnsupportedOpError([f"{op} (opset {v})" for op, v in ops] or [first_line(exc)], stage="convert",
