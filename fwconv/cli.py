@@ -390,22 +390,17 @@ def _golden(config: str, only: tuple[str, ...], update: bool) -> None:
         click.echo(f"{'updated' if update else 'saved'} golden for {job.model}: {job.golden}")
 
 
-@golden_group.command("save")
-@click.argument("config", type=click.Path())
-@click.option("--model", "only", multiple=True, help="Only these models.")
-@handle_errors
-def golden_save(config, only):
-    """Write goldens for CONFIG's models (refuses to overwrite existing ones)."""
-    _golden(config, only, update=False)
+def _golden_command(name: str, update: bool, help_text: str) -> None:
+    @golden_group.command(name, help=help_text)
+    @click.argument("config", type=click.Path())
+    @click.option("--model", "only", multiple=True, help="Only these models.")
+    @handle_errors
+    def command(config, only):
+        _golden(config, only, update=update)
 
 
-@golden_group.command("update")
-@click.argument("config", type=click.Path())
-@click.option("--model", "only", multiple=True, help="Only these models.")
-@handle_errors
-def golden_update(config, only):
-    """Refresh goldens deliberately (after a reviewed change in outputs)."""
-    _golden(config, only, update=True)
+_golden_command("save", False, "Write goldens for CONFIG's models (refuses to overwrite existing ones).")
+_golden_command("update", True, "Refresh goldens deliberately (after a reviewed change in outputs).")
 
 
 @main.command("inspect")

@@ -8,7 +8,6 @@ import shutil
 import textwrap
 from xml.etree import ElementTree as ET
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import run_torch, scaled_error
+from conftest import run_torch
 from fwconv.cli import main
 
 pytestmark = pytest.mark.slow
