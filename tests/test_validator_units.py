@@ -145,3 +145,18 @@ def test_reports_render_in_every_format():
     assert "verdict: PARITY FAILED" in to_text(report)
     ok = _report(passed=True)
     assert ok.status == "latency_exceeded" and json.loads(to_json(ok))["status"] == "latency_exceeded"
+
+
+def test_gpu_paths_without_a_gpu():
+    """The CUDA choices are plain logic: checked here; the GPU run itself is marked `gpu`."""
+    from fwconv.errors import RunnerError
+    from fwconv.validators.runners.onnxrt_runner import providers_for
+
+    assert providers_for("cpu", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert providers_for("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
+    with pytest.raises(RunnerError, match="CUDAExecutionProvider"):
+        providers_for("cuda", ["CPUExecutionProvider"])
+    # GPU runners synchronize inside the timed region: every timed call is followed by a sync
+    events = []
+    measure(lambda: events.append("call"), LatencySettings(warmup_runs=1, runs=5), synchronize=lambda: events.append("sync"))
+    assert events == ["call", "sync"] * 6
