@@ -105,7 +105,7 @@ def run_onnx2tf(onnx_path: str, job: Job, exporter: str | None = None):
                 not_use_onnxsim=True, not_use_opname_auto_generate=True,
                 disable_model_save=True, verbosity="error",
             )
-        except SystemExit as exc:  # onnx2tf calls sys.exit(1) on many errors
+        except SystemExit as exc:  # onnx2tf exits the process (SystemExit) on many errors
             record.detail = tail(cap.text, 3)
             raise ConversionError("convert", f"onnx2tf stopped (exit {exc.code}): {tail(cap.text, 2) or 'no message'}",
                                   hint="run with --debug for its full log") from None
