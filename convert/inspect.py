@@ -70,15 +70,33 @@ def _torch(path: str, trust_pickle: bool) -> dict[str, Any]:
     return info
 
 
+def _keras(path: str, trust_pickle: bool) -> dict[str, Any]:
+    from fwconv.validators.runners.keras_runner import KerasRunner
+
+    with KerasRunner(path, trust=trust_pickle) as runner:
+        return {"inputs": runner.input_specs(),
+                "outputs": [TensorSpec(n, list(t.shape), str(t.dtype)) for n, t in
+                            zip(runner.output_names(), runner.model.outputs)]}
+
+
 def describe(path: str, *, trust_pickle: bool = False) -> dict[str, Any]:
     fmt = detect_format(path)
-    reader = {"tflite": _tflite, "onnx": _onnx, "savedmodel": _savedmodel}.get(fmt)
+    reader = {"tflite": _tflite, "onnx": _onnx, "savedmodel": _savedmodel,
+              "keras": lambda p: _keras(p, trust_pickle)}.get(fmt)
     info = reader(path) if reader else (_torch(path, trust_pickle) if fmt in ("torchscript", "exported", "torch-pickle", "factory") else {})
     manifest = read_manifest(path) if fmt != "factory" else None
-    if manifest is not None:  # layouts and the source mapping are only known to fwconv's manifest
-        layouts = {s.name: s.layout for s in manifest.inputs + manifest.outputs}
+    if manifest is not None:  # layouts (and shapes TorchScript does not record) come from the manifest
+        known = {s.name: s for s in manifest.inputs + manifest.outputs}
         for spec in info.get("inputs", []) + info.get("outputs", []):
-            spec.layout = spec.layout or layouts.get(spec.name)
+            recorded = known.get(spec.name)
+            if recorded is not None:
+                spec.layout = spec.layout or recorded.layout
+                if spec.dtype == "?":
+                    spec.shape, spec.dtype = recorded.shape, recorded.dtype
+        if info.get("note") and all(s.dtype != "?" for s in info.get("inputs", [])):
+            info["note"] = "input shapes from the fwconv manifest (TorchScript does not record them)"
+        if fmt in ("torchscript", "exported") and not info.get("outputs"):
+            info["outputs"] = list(manifest.outputs)
     out = {"path": path, "format": fmt}
     if fmt != "factory":
         out.update({"size_bytes": size_of(path), "sha256": sha256_of(path)})
