@@ -218,6 +218,7 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
             os.replace(current.path, temps[output])
             current.path = temps[output]
             current.extra = {**current.extra, "routes": [t.summary() for t in tries], "chosen_route": chosen.label}
+        current.extra = {**current.extra, "precision": precision_of(options)}  # the validator's default thresholds
         ref_runner.deactivate()
         manifest = Manifest(
             artifact=os.path.abspath(output), format=target,

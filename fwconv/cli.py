@@ -312,11 +312,8 @@ def validate_command(reference, candidate, device, isolate, timeout, trust_pickl
     from fwconv.specs import load_npz, specs_from_options
     from fwconv.validators import validate
 
-    precision = None
     manifest = read_manifest(candidate)
-    if manifest is not None:
-        notes = " ".join(manifest.notes)
-        precision = "int8" if "int8" in notes else ("fp16" if "fp16" in notes else None)
+    precision = (manifest.extra or {}).get("precision") if manifest is not None else None
     settings = validate_settings(kw, device=device, precision=precision)
     user = load_npz(kw["inputs_file"]) if kw["inputs_file"] else None
     specs = specs_from_options(kw["input_shapes"], kw["input_dtypes"]) or None
