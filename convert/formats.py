@@ -91,6 +91,9 @@ register(Format("tflite", (".tflite",), False, _is_tflite, "TFLite / LiteRT flat
 register(Format("savedmodel", ("",), True, _is_savedmodel, "TensorFlow SavedModel directory"))
 register(Format("keras", (".keras",), False, _is_keras, "Keras 3 model archive"))
 
+# The formats a PyTorch model arrives in (the "torch" family).
+TORCH_FORMATS = ("torchscript", "exported", "torch-pickle", "factory")
+
 # What a target's default output is called, next to the source.
 TARGET_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model", "torch": ".pt"}
 

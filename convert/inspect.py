@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from fwconv.convert.formats import detect_format
+from fwconv.convert.formats import TORCH_FORMATS, detect_format
 from fwconv.manifest import read_manifest, sha256_of, size_of
 from fwconv.specs import TensorSpec
 
@@ -83,7 +83,7 @@ def describe(path: str, *, trust_pickle: bool = False) -> dict[str, Any]:
     fmt = detect_format(path)
     reader = {"tflite": _tflite, "onnx": _onnx, "savedmodel": _savedmodel,
               "keras": lambda p: _keras(p, trust_pickle)}.get(fmt)
-    info = reader(path) if reader else (_torch(path, trust_pickle) if fmt in ("torchscript", "exported", "torch-pickle", "factory") else {})
+    info = reader(path) if reader else (_torch(path, trust_pickle) if fmt in TORCH_FORMATS else {})
     manifest = read_manifest(path) if fmt != "factory" else None
     if manifest is not None:  # layouts (and shapes TorchScript does not record) come from the manifest
         known = {s.name: s for s in manifest.inputs + manifest.outputs}

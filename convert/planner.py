@@ -8,9 +8,10 @@ along one route, or, with `--via auto`, along each and keeps the best validated 
 from __future__ import annotations
 
 from fwconv.convert.edges import Edge, all_edges
+from fwconv.convert.formats import TORCH_FORMATS
 from fwconv.errors import InputError
 
-FAMILY = {"torchscript": "torch", "exported": "torch", "torch-pickle": "torch", "factory": "torch",
+FAMILY = {**{fmt: "torch" for fmt in TORCH_FORMATS},
           "onnx": "onnx", "tflite": "tflite", "savedmodel": "savedmodel", "keras": "keras"}
 TARGETS = ("onnx", "tflite", "savedmodel", "torch")
 MAX_HOPS = 3

@@ -24,11 +24,11 @@ def fwconv_assert_parity():
 @pytest.fixture
 def fwconv_convert(tmp_path):
     def convert(source, target: str, **options):
+        from fwconv.convert.formats import TARGET_SUFFIX
         from fwconv.convert.job import ConvertOptions
         from fwconv.convert.pipeline import convert as run
 
-        suffix = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model"}[target]
-        out = tmp_path / f"{target}_{len(list(tmp_path.iterdir()))}{suffix}"
+        out = tmp_path / f"{target}_{len(list(tmp_path.iterdir()))}{TARGET_SUFFIX[target]}"
         return run(str(source), target, str(out), ConvertOptions(**options)).artifact
 
     return convert

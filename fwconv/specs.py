@@ -48,6 +48,15 @@ class TensorSpec:
         return all(isinstance(d, int) and d >= 0 for d in self.shape)
 
 
+def identifier(name: str, *, leading_underscore: bool = False) -> str:
+    """A tensor name made safe as a signature key / Python argument name (ASCII word characters,
+    starting with a letter, or an underscore where allowed)."""
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return safe if re.match(r"[A-Za-z_]" if leading_underscore else r"[A-Za-z]", safe) else f"t_{safe}"
+
+
 def normalize_dtype(name: str) -> str:
     """Map a dtype spelled by numpy, torch or TF ('torch.float32', 'tf.int64') to fwconv's name."""
     key = str(name).replace("torch.", "").replace("tf.", "").replace("<dtype: '", "").rstrip("'>")

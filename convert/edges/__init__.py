@@ -10,14 +10,12 @@ import dataclasses
 import importlib
 from typing import Callable
 
+from fwconv.convert.formats import TORCH_FORMATS
 from fwconv.convert.job import Artifact, Job
-
-TORCH_SOURCES = ("torchscript", "exported", "torch-pickle", "factory")
-
 
 def needs_torch_source(fmt: str, options) -> str | None:
     """For edges that start from a loaded PyTorch module (export, litert-torch)."""
-    return None if fmt in TORCH_SOURCES else "needs a PyTorch source (it exports the loaded module)"
+    return None if fmt in TORCH_FORMATS else "needs a PyTorch source (it exports the loaded module)"
 
 
 EDGE_MODULES = ("torch_to_onnx", "onnx_to_tf", "torch_to_tflite", "tf_to_onnx", "onnx_to_torch")

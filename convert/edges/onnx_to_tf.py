@@ -29,7 +29,7 @@ from fwconv.convert.onnx_utils import constants_to_initializers, io_specs, load_
 from fwconv.errors import ConversionError, InputError, UnsupportedOpError, first_line, require
 from fwconv.manifest import tool_versions
 from fwconv.quiet import captured_output, tail
-from fwconv.specs import TensorSpec
+from fwconv.specs import TensorSpec, identifier
 
 TOOLS = ("onnx2tf", "tensorflow", "onnx", "onnxruntime")
 PSEUDO_OPS = ["erf", "gelu"]
@@ -38,8 +38,7 @@ CALIBRATION_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 def tf_name(name: str) -> str:
     """A TensorFlow-safe signature key for an ONNX tensor name."""
-    safe = re.sub(r"[^A-Za-z0-9_]", "_", name)
-    return safe if re.match(r"[A-Za-z]", safe) else f"t_{safe}"
+    return identifier(name)
 
 
 @contextlib.contextmanager

@@ -18,13 +18,13 @@ from fwconv.convert.onnx_utils import io_specs, load_onnx
 from fwconv.errors import ConversionError, UnsupportedOpError, first_line, require
 from fwconv.manifest import tool_versions
 from fwconv.quiet import captured_output
+from fwconv.specs import identifier
 
 TOOLS = ("onnx2torch", "torch", "onnx")
 
 
 def py_name(name: str) -> str:
-    safe = re.sub(r"\W", "_", name)
-    return safe if re.match(r"[A-Za-z_]", safe) else f"t_{safe}"
+    return identifier(name, leading_underscore=True)
 
 
 def _named_module(graph_module, in_names: list[str], out_names: list[str]):

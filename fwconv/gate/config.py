@@ -26,6 +26,7 @@ import os
 import tomllib
 from typing import Any
 
+from fwconv.convert.formats import TARGET_SUFFIX
 from fwconv.errors import InputError
 
 TARGETS = ("onnx", "tflite", "savedmodel")
@@ -126,7 +127,7 @@ def jobs_from_config(path: str, *, only: list[str] | None = None) -> tuple[list[
             for key in PATH_KEYS:
                 if isinstance(settings.get(key), str):
                     settings[key] = _abs(base, settings[key])
-            suffix = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model"}[target]
+            suffix = TARGET_SUFFIX[target]
             jobs.append(Job(model=name, target=target, source=_abs(base, model["source"]), settings=settings,
                             output=os.path.join(output_dir, name, f"{name}{suffix}"),
                             golden=_abs(base, golden) if golden else None,
