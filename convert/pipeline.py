@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 
 import numpy as np
@@ -15,7 +16,7 @@ from fwconv.convert.planner import family_of
 from fwconv.errors import InputError, ParityError
 from fwconv.manifest import Manifest, manifest_path, sha256_of, size_of
 from fwconv.specs import TensorSpec, bind_arrays, load_npz
-from fwconv.staging import check_writable, scratch_dir, staged_outputs
+from fwconv.staging import check_writable, protected_paths, scratch_dir, staged_outputs
 
 
 @dataclasses.dataclass
@@ -146,24 +147,87 @@ def _most_telling_error(tries: list[RouteTry]):
     return best.error
 
 
+# Two routes' p50 latencies this close are a tie: on this machine kind a repeat run moves p50 by
+# up to ~10%, and picking by noise made `--via auto` give different artifacts run to run.
+TIE_RATIO = 0.10
+
+
 def _choose(tries: list[RouteTry]) -> RouteTry:
-    """The fastest artifact that passed parity; without latency, the first that passed (routes
-    are in preference order); with no validation, the first that converted."""
+    """The fastest artifact that passed parity; routes whose p50 is within TIE_RATIO (or two
+    standard deviations) of the fastest tie, and a tie goes to the smaller artifact, then to the
+    earlier route in preference order, so the same input gives the same artifact. Without
+    latency, the first that passed; with no validation, the first that converted."""
     done = [t for t in tries if t.artifact is not None]
     passed = [t for t in done if t.report is not None and t.report.parity_passed]
     timed = [t for t in passed if "candidate" in t.report.latency]
     if timed:
-        return min(timed, key=lambda t: t.report.latency["candidate"].p50_ms)
+        stats = lambda t: t.report.latency["candidate"]
+        fastest = min(stats(t).p50_ms for t in timed)
+        noise = max(TIE_RATIO * fastest, 2 * max(stats(t).std_ms or 0.0 for t in timed))
+        tied = [t for t in timed if stats(t).p50_ms <= fastest + noise]
+        return min(tied, key=lambda t: (size_of(t.artifact.path), tries.index(t)))
     if passed:
         return passed[0]
     unvalidated = [t for t in done if t.report is None]
     return unvalidated[0] if unvalidated else done[0]
 
 
+def _run_route(route, k: int, single: bool, artifact: Artifact, ctx: dict, final_temp: str) -> RouteTry:
+    """Convert along one route in its own scratch folder, then validate the result."""
+    from fwconv.convert.planner import route_label
+
+    options = ctx["options"]
+    job = Job(options=options, workdir=os.path.join(ctx["workdir"], f"route{k}"), sample=ctx["sample"],
+              reference_outputs=ctx["ref_outputs"], torch_source=ctx["torch_source"])
+    os.makedirs(job.workdir)
+    attempt = RouteTry(route_label(route), None, job)
+    current = artifact
+    for i, edge in enumerate(route):
+        limits = [e.max_opset for e in route[i + 1:] if e.max_opset]
+        job.max_opset = min(limits) if limits else None
+        last = i == len(route) - 1
+        out = final_temp if last and single else os.path.join(job.workdir, f"step{i}{TARGET_SUFFIX[edge.dst]}")
+        current = edge.run(current, job, out)
+    attempt.artifact = current
+    flex = (current.ops or {}).get("flex")
+    if options.validate and flex:
+        # --allow-flex: plain LiteRT cannot run these, so there is no honest verdict here.
+        current.notes.append(f"NOT VALIDATED: plain LiteRT cannot run Select-TF ops ({', '.join(flex)}); "
+                             "validate on a runtime linked with the Flex delegate")
+    elif options.validate:
+        attempt.report = _validate(ctx["ref_runner"], current, ctx["sample"], job, ctx["settings"],
+                                   labels=ctx["labels"])
+    return attempt
+
+
+def _try_routes(routes, artifact: Artifact, ctx: dict, final_temp: str) -> tuple[list[RouteTry], RouteTry]:
+    """Every applicable route (one error is final when there is one route), and the one kept."""
+    from fwconv.errors import FwconvError
+
+    tries: list[RouteTry] = []
+    for k, route in enumerate(routes):
+        try:
+            tries.append(_run_route(route, k, len(routes) == 1, artifact, ctx, final_temp))
+        except FwconvError as exc:
+            if len(routes) == 1:
+                raise
+            from fwconv.convert.planner import route_label
+
+            tries.append(RouteTry(route_label(route), None, None, error=exc))
+    if all(t.artifact is None for t in tries):
+        raise _most_telling_error(tries)
+    chosen = _choose(tries)
+    if len(routes) > 1:
+        shutil.move(chosen.artifact.path, final_temp)  # scratch may be on another filesystem (TMPDIR)
+        chosen.artifact.path = final_temp
+        chosen.artifact.extra = {**chosen.artifact.extra, "routes": [t.summary() for t in tries],
+                                 "chosen_route": chosen.label}
+    return tries, chosen
+
+
 def convert(source: str, target: str, output: str | None = None, options: ConvertOptions | None = None,
             validate_settings=None) -> ConversionResult:
-    from fwconv.convert.planner import applicable_routes, plan_routes, route_label
-    from fwconv.errors import FwconvError
+    from fwconv.convert.planner import applicable_routes, plan_routes
 
     options = options or ConvertOptions()
     if options.fp16 and not options.quantize:
@@ -173,59 +237,29 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
     output = resolve_output(output, source, target)
     is_dir_target = target == "savedmodel"
     finals = [output] if is_dir_target else [output, manifest_path(output)]
-    check_writable(*finals, force=options.force)
+    protected = protected_paths(source, options.inputs_file, options.calibration)
+    check_writable(*finals, force=options.force, protected=protected)
     if options.quantize == "int8" and not options.calibration:
         raise InputError("--quantize int8 needs calibration data: --calibration FILE.npz (or a folder of samples)",
                          hint="fwconv never calibrates on random data silently")
     t0 = time.perf_counter()
-    artifact, ref_runner, torch_source, sample, ref_outputs = prepare_source(source, options)
-    with scratch_dir() as workdir, staged_outputs(finals, force=options.force) as temps:
-        tries: list[RouteTry] = []
-        for k, route in enumerate(routes):
-            job = Job(options=options, workdir=os.path.join(workdir, f"route{k}"), sample=sample,
-                      reference_outputs=ref_outputs, torch_source=torch_source)
-            os.makedirs(job.workdir)
-            attempt = RouteTry(route_label(route), None, job)
-            tries.append(attempt)
-            try:
-                current = artifact
-                for i, edge in enumerate(route):
-                    limits = [e.max_opset for e in route[i + 1:] if e.max_opset]
-                    job.max_opset = min(limits) if limits else None
-                    last = i == len(route) - 1
-                    out = os.path.join(job.workdir, f"step{i}{TARGET_SUFFIX[edge.dst]}")
-                    if last and len(routes) == 1:
-                        out = temps[output]
-                    current = edge.run(current, job, out)
-                attempt.artifact = current
-                flex = (current.ops or {}).get("flex")
-                if options.validate and flex:
-                    # --allow-flex: plain LiteRT cannot run these, so there is no honest verdict here.
-                    current.notes.append(f"NOT VALIDATED: plain LiteRT cannot run Select-TF ops ({', '.join(flex)}); "
-                                         "validate on a runtime linked with the Flex delegate")
-                elif options.validate:
-                    attempt.report = _validate(ref_runner, current, sample, job, validate_settings,
-                                               labels=(source, output))
-            except FwconvError as exc:
-                if len(routes) == 1:
-                    raise
-                attempt.error = exc
-        if all(t.artifact is None for t in tries):
-            raise _most_telling_error(tries)
-        chosen = _choose(tries)
+    with staged_outputs(finals, force=options.force, protected=protected) as temps, scratch_dir() as workdir:
+        artifact, ref_runner, torch_source, sample, ref_outputs = prepare_source(source, options)
+        ctx = dict(options=options, workdir=workdir, sample=sample, ref_outputs=ref_outputs, torch_source=torch_source,
+                   ref_runner=ref_runner, settings=validate_settings, labels=(source, output))
+        try:
+            tries, chosen = _try_routes(routes, artifact, ctx, temps[output])
+        finally:
+            ref_runner.deactivate()
         current, job, report = chosen.artifact, chosen.job, chosen.report
-        if len(routes) > 1:
-            os.replace(current.path, temps[output])
-            current.path = temps[output]
-            current.extra = {**current.extra, "routes": [t.summary() for t in tries], "chosen_route": chosen.label}
         current.extra = {**current.extra, "precision": precision_of(options)}  # the validator's default thresholds
-        ref_runner.deactivate()
+        route = routes[tries.index(chosen)]
         manifest = Manifest(
             artifact=os.path.abspath(output), format=target,
             source={"path": os.path.abspath(source) if os.path.exists(source) else source, "format": fmt,
                     "sha256": sha256_of(source) if os.path.exists(source) else None},
-            route=[family_of(fmt)] + [e.dst for e in routes[tries.index(chosen)]],
-            tools={k: v for e in routes[tries.index(chosen)] for k, v in _tools_of(e).items()} | current.tools,
+            route=[family_of(fmt)] + [e.dst for e in route],
+            tools={k: v for e in route for k, v in _tools_of(e).items()} | current.tools,
             inputs=current.inputs, outputs=current.outputs, ops=current.ops,
             size_bytes=size_of(current.path), sha256=sha256_of(current.path),
             stages=[dataclasses.asdict(s) for s in job.stages] + [{"stage": "total", "status": "ok",

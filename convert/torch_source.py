@@ -7,17 +7,21 @@ and, only with trust, a pickled nn.Module (`torch.save(model)`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
 import inspect
+import io
 import os
+import pickle
+import re
 import sys
-from typing import Any
+from typing import Any, Iterator
 
-from fwconv.errors import InputError, UnsafeModelError, first_line, require
+from fwconv.errors import FwconvError, InputError, UnsafeModelError, first_line, require
 from fwconv.convert.formats import FACTORY_RE, detect_format
-from fwconv.convert.pickle_scan import unsafe_globals
+from fwconv.convert.pickle_scan import allowed, unsafe_globals
 
 
 @dataclasses.dataclass
@@ -40,7 +44,7 @@ def load_torch_source(spec: str, *, trust_pickle: bool = False) -> TorchSource:
         return _from_factory(spec)
     if fmt not in ("torchscript", "exported", "torch-pickle"):
         raise InputError(f"{spec} is a {fmt} model, not a PyTorch model")
-    bad = unsafe_globals(spec)
+    bad = unsafe_globals(spec)  # also enforces the size caps, trusted or not
     if bad and not trust_pickle:
         raise UnsafeModelError(
             f"{spec} contains pickled code references ({', '.join(bad[:4])}{'...' if len(bad) > 4 else ''}); "
@@ -48,22 +52,35 @@ def load_torch_source(spec: str, *, trust_pickle: bool = False) -> TorchSource:
             hint="save it as TorchScript/.pt2 or pass a factory; or --trust-pickle if you trust its author",
         )
     try:
-        if fmt == "torchscript":
-            model = torch.jit.load(spec, map_location="cpu").eval()
-            names = [v.debugName().split(".")[0] for v in list(model.graph.inputs())[1:]]
-            return TorchSource("torchscript", model, spec, names)
-        if fmt == "exported":
-            ep = torch.export.load(spec)
-            names = list(ep.graph_signature.user_inputs)
-            example = getattr(ep, "example_inputs", None)
-            args = tuple(example[0]) if example else None
-            return TorchSource("exported", ep, spec, names, args)
-        obj = torch.load(spec, map_location="cpu", weights_only=not trust_pickle)
+        with contextlib.nullcontext() if trust_pickle else restricted_unpickling(torch):
+            return _load_archive(torch, spec, fmt, trust_pickle)
+    except pickle.UnpicklingError as exc:
+        named = re.search(r"GLOBAL ([\w.]+)|global '([\w.]+)'", str(exc))
+        what = f" ({named[1] or named[2]})" if named else ""
+        raise UnsafeModelError(f"{spec} holds a pickled object that is not plain tensor data{what}; "
+                               "loading it would run code from the file",
+                               hint="--trust-pickle if you trust its author") from exc
     except (ImportError, AttributeError) as exc:
         raise InputError(f"cannot load {spec}: the pickle needs code that is not importable here ({first_line(exc)})",
                          hint="run from where the model's classes can be imported, or use a factory") from exc
-    except (RuntimeError, ValueError, OSError, EOFError) as exc:
-        raise InputError(f"cannot load {spec}: {first_line(exc)}") from exc
+    except FwconvError:
+        raise
+    except Exception as exc:  # any failure to read the user's file is bad input, whatever the loader raised
+        raise InputError(f"cannot load {spec} as {fmt}: {type(exc).__name__}: {first_line(exc)}") from exc
+
+
+def _load_archive(torch, spec: str, fmt: str, trust_pickle: bool) -> TorchSource:
+    if fmt == "torchscript":
+        model = torch.jit.load(spec, map_location="cpu").eval()
+        names = [v.debugName().split(".")[0] for v in list(model.graph.inputs())[1:]]
+        return TorchSource("torchscript", model, spec, names)
+    if fmt == "exported":
+        ep = torch.export.load(spec)
+        names = list(ep.graph_signature.user_inputs)
+        example = getattr(ep, "example_inputs", None)
+        args = tuple(example[0]) if example else None
+        return TorchSource("exported", ep, spec, names, args)
+    obj = torch.load(spec, map_location="cpu", weights_only=not trust_pickle)
     if isinstance(obj, dict):
         raise InputError(
             f"{spec} holds a state_dict (weights only, no architecture)",
@@ -72,6 +89,51 @@ def load_torch_source(spec: str, *, trust_pickle: bool = False) -> TorchSource:
     if not isinstance(obj, torch.nn.Module):
         raise InputError(f"{spec} holds a {type(obj).__name__}, not an nn.Module")
     return _module_source(obj.eval(), spec)
+
+
+class _AllowlistUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that resolves only the scan's allowlisted globals."""
+
+    def find_class(self, module: str, name: str):
+        if not allowed(module, name):
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+        return super().find_class(module, name)
+
+
+class _RestrictedPickleModule:
+    """Stands in for the `pickle` module inside torch's .pt2 reader: loads are allowlisted."""
+
+    def __getattr__(self, name: str):
+        return getattr(pickle, name)
+
+    @staticmethod
+    def loads(data: bytes, **_kw):
+        return _AllowlistUnpickler(io.BytesIO(data)).load()
+
+
+@contextlib.contextmanager
+def restricted_unpickling(torch) -> Iterator[None]:
+    """While loading an untrusted archive, every unpickling torch does is restricted.
+
+    torch.export.load unpickles nested blobs (sample inputs, weights and constants marked
+    use_pickle) with torch.load(weights_only=False), and opaque constants with pickle.loads.
+    Here torch.load is forced to weights_only=True (torch's own restricted unpickler) and
+    pickle.loads in the .pt2 reader to an allowlisted unpickler; both are restored after.
+    """
+    from torch.export.pt2_archive import _package
+
+    real_load, real_pickle = torch.load, _package.pickle
+
+    def weights_only_load(f, *args, **kwargs):
+        kwargs["weights_only"] = True
+        kwargs.pop("pickle_module", None)
+        return real_load(f, *args, **kwargs)
+
+    torch.load, _package.pickle = weights_only_load, _RestrictedPickleModule()
+    try:
+        yield
+    finally:
+        torch.load, _package.pickle = real_load, real_pickle
 
 
 def _from_factory(spec: str) -> TorchSource:

@@ -28,8 +28,10 @@ def handle_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from fwconv import signals
+
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except FwconvError as exc:
             if DEBUG["on"]:
                 traceback.print_exc()
@@ -39,6 +41,8 @@ def handle_errors(fn):
 
                 click.echo(to_text(report))
             _fail(exc.one_line(), exc.exit_code)
+        except signals.Interrupted as exc:
+            _fail(exc.one_line(), exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except Exception as exc:  # a bug or an unexpected library failure: still one line
@@ -46,6 +50,10 @@ def handle_errors(fn):
                 traceback.print_exc()
             _fail(f"unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
                   "(run with --debug for the traceback)", 1)
+        interrupted = signals.received()  # a library swallowed the signal: the run still failed
+        if interrupted is not None:
+            _fail(interrupted.one_line(), interrupted.exit_code)
+        return result
 
     return wrapper
 
@@ -53,14 +61,30 @@ def handle_errors(fn):
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="fwconv")
 @click.option("--debug", is_flag=True, help="Show tracebacks and the converters' own logs.")
-def main(debug: bool) -> None:
+@click.option("--max-size", metavar="SIZE", help="Largest archive member or tensor an input file may declare "
+              "(default 16G; 'none' lifts the cap). Larger ones are refused (exit 2).")
+def main(debug: bool, max_size: str | None) -> None:
     """Convert models between PyTorch, ONNX, TensorFlow and TFLite, and prove the result.
 
     \b
     Exit codes: 0 ok, 1 conversion/runtime error, 2 bad input or usage,
-    3 parity failed, 4 latency budget exceeded, 5 unsupported op (e.g. Flex).
+    3 parity failed, 4 latency budget exceeded, 5 unsupported op (e.g. Flex),
+    130 interrupted (SIGINT), 143 terminated (SIGTERM).
     """
+    import os
+
+    from fwconv import signals
+
+    signals.install()
     DEBUG["on"] = debug
+    if max_size is not None:
+        from fwconv.limits import ENV, parse_size
+
+        try:
+            parse_size(max_size)
+        except FwconvError as exc:
+            _fail(exc.one_line(), exc.exit_code)
+        os.environ[ENV] = max_size  # isolated runners and gate workers inherit it
     if debug:
         from fwconv import quiet
 
@@ -106,6 +130,8 @@ def validation_options(fn):
         click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON."),
         click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write the report as JUnit XML."),
         click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a Markdown summary."),
+        click.option("--force", is_flag=True, help="Replace existing outputs (a file, or a directory fwconv wrote); "
+                     "never an input."),
     ]):
         fn = opt(fn)
     return fn
@@ -131,7 +157,6 @@ def conversion_options(fn):
         click.option("--allow-flex", is_flag=True, help="Allow Select-TF (Flex) ops instead of failing."),
         click.option("--trust-pickle", is_flag=True,
                      help="Allow the model file to run code: pickled Python objects, Keras Lambda layers."),
-        click.option("--force", is_flag=True, help="Replace an existing output."),
         click.option("--no-validate", is_flag=True, help="Skip validating the artifact against the source."),
         click.option("--keep-failed", is_flag=True, help="Write the artifact even if it fails parity (exit 3 still)."),
     ]):
@@ -182,12 +207,30 @@ def validate_settings(kw, *, device="cpu", precision=None):
     )
 
 
-def _emit(report, kw) -> None:
+def _report_paths(kw) -> list[str]:
+    return [p for p in (kw["json_path"], kw["junit_path"], kw["markdown_path"]) if p]
+
+
+def _check_report_paths(kw, protected: list[str]) -> None:
+    """Before any work: report files follow the output rules (never an input, --force to replace)."""
+    from fwconv.staging import check_writable
+
+    check_writable(*_report_paths(kw), force=kw["force"], protected=protected)
+
+
+def _write_reports(report, kw, protected: list[str]) -> None:
+    from fwconv.validators.report import write_reports
+
+    write_reports(report, json_path=kw["json_path"], junit_path=kw["junit_path"], markdown_path=kw["markdown_path"],
+                  force=kw["force"], protected=protected)
+
+
+def _emit(report, kw, protected: list[str]) -> None:
     from fwconv.errors import LatencyBudgetError, ParityError
-    from fwconv.validators.report import to_text, write_reports
+    from fwconv.validators.report import to_text
 
     click.echo(to_text(report))
-    write_reports(report, json_path=kw["json_path"], junit_path=kw["junit_path"], markdown_path=kw["markdown_path"])
+    _write_reports(report, kw, protected)
     if not report.parity_passed:
         raise ParityError("parity failed: " + "; ".join(report.failures()))
     if not report.latency_passed:
@@ -199,10 +242,11 @@ def _emit(report, kw) -> None:
 def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | None = None) -> None:
     from fwconv.convert.formats import detect_format
     from fwconv.convert.job import ConvertOptions, precision_of
-    from fwconv.convert.pipeline import convert
+    from fwconv.convert.pipeline import convert, resolve_output
     from fwconv.convert.planner import family_of
     from fwconv.errors import InputError, ParityError
     from fwconv.specs import specs_from_options
+    from fwconv.staging import protected_paths
 
     input_specs = specs_from_options(kw["input_shapes"], kw["input_dtypes"])  # cheap checks first
     if kw["int8_io"] and kw["quantize"] != "int8":
@@ -222,14 +266,15 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
         calibration=kw["calibration"], via=kw["via"],
     )
     settings = validate_settings(kw, precision=precision_of(options))
+    inputs = protected_paths(source, kw["inputs_file"], kw["calibration"])
+    # the artifact is not a report's to overwrite either; an artifact this command replaces is no input
+    report_protected = inputs + [resolve_output(kw["output"], source, target)]
+    _check_report_paths(kw, report_protected)
     try:
         result = convert(source, target, kw["output"], options, settings)
     except ParityError as exc:
         if exc.report is not None:
-            from fwconv.validators.report import write_reports
-
-            write_reports(exc.report, json_path=kw["json_path"], junit_path=kw["junit_path"],
-                          markdown_path=kw["markdown_path"])
+            _write_reports(exc.report, kw, report_protected)
         raise
     m = result.manifest
     click.echo(f"wrote {result.artifact} ({m.size_bytes / 1024:.1f} KiB) via {' -> '.join(m.route)}")
@@ -250,7 +295,7 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
     click.echo(f"  stages: {stages}")
     if result.validation is not None:
         click.echo("")
-        _emit(result.validation, kw)
+        _emit(result.validation, kw, report_protected)
 
 
 def _conversion_command(name: str, target: str, families: tuple[str, ...] | None, help_text: str):
@@ -310,8 +355,11 @@ def validate_command(reference, candidate, device, isolate, timeout, trust_pickl
     from fwconv.errors import InputError
     from fwconv.manifest import read_manifest
     from fwconv.specs import load_npz, specs_from_options
+    from fwconv.staging import protected_paths
     from fwconv.validators import validate
 
+    protected = protected_paths(reference, candidate, kw["inputs_file"])
+    _check_report_paths(kw, protected)
     manifest = read_manifest(candidate)
     precision = (manifest.extra or {}).get("precision") if manifest is not None else None
     settings = validate_settings(kw, device=device, precision=precision)
@@ -321,7 +369,7 @@ def validate_command(reference, candidate, device, isolate, timeout, trust_pickl
         raise InputError("give either --inputs or --input-shape, not both")
     report = validate(reference, candidate, settings=settings, ref_specs=specs, user_inputs=user,
                       isolate=isolate, timeout=timeout, trust_pickle=trust_pickle)
-    _emit(report, kw)
+    _emit(report, kw, protected)
 
 
 @main.command("gate")
@@ -340,13 +388,19 @@ def validate_command(reference, candidate, device, isolate, timeout, trust_pickl
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False))
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace existing report files (never an input).")
 @handle_errors
 def gate_command(config, workers, executor, ray_address, only, check_only, no_cache, baseline, save_baseline,
-                 regression_threshold, json_path, junit_path, markdown_path):
+                 regression_threshold, json_path, junit_path, markdown_path, force):
     """Convert and validate every model x target in CONFIG (TOML, or pyproject.toml [tool.fwconv])."""
     from fwconv.gate import report
     from fwconv.gate.baseline import save_baseline as write_baseline
+    from fwconv.gate.config import input_paths
     from fwconv.gate.run import run_gate
+    from fwconv.staging import check_writable
+
+    protected = input_paths(config)
+    check_writable(*filter(None, (json_path, junit_path, markdown_path)), force=force, protected=protected)
 
     def progress(result, done, total):
         cached = " (cached)" if result.get("cached") else f" ({result.get('seconds', 0):.0f}s)"
@@ -358,7 +412,8 @@ def gate_command(config, workers, executor, ray_address, only, check_only, no_ca
     if save_baseline:
         click.echo(f"saved latency baseline for {write_baseline(save_baseline, results)} job(s) to {save_baseline}")
     click.echo(report.to_text(results))
-    report.write(results, meta, json_path=json_path, junit_path=junit_path, markdown_path=markdown_path)
+    report.write(results, meta, json_path=json_path, junit_path=junit_path, markdown_path=markdown_path, force=force,
+                 protected=protected)
     code = report.exit_code(results)
     if code:
         sys.exit(code)

@@ -97,6 +97,19 @@ class LatencyBudgetError(FwconvError):
         self.report = report
 
 
+def rebuild(class_name: str, message: str, exit_code: int) -> FwconvError:
+    """The same error type on this side of a process boundary (isolated runners, gate workers):
+    an unsupported op stays exit 5, bad input exit 2, whatever crossed the pipe."""
+    cls = globals().get(class_name)
+    if not (isinstance(cls, type) and issubclass(cls, FwconvError)):
+        cls = FwconvError
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.hint = None
+    error.exit_code = exit_code
+    return error
+
+
 def require(module: str, extra: str):
     """Import an optional framework lazily, or raise MissingDependencyError naming the extra."""
     import importlib

@@ -1,52 +1,148 @@
-"""Atomic outputs: build in a temporary sibling, move into place only when all went well.
+"""Every file fwconv writes goes through here: artifacts, manifests, reports, gate outputs.
 
-A failed or interrupted run never leaves a half-written artifact, and an existing output is
-never replaced unless the caller says force.
+The rules, in one place:
+- real paths first: an output that is, contains or lies inside a source or input (model file or
+  directory, inputs .npz, calibration data, gate config) is refused (exit 2), with or without
+  --force;
+- an existing output needs --force, and --force replaces only a file, a symbolic link (the link
+  itself, never what it points to) or a directory that fwconv wrote (it holds fwconv's manifest);
+  never an arbitrary directory such as the working directory;
+- outputs are built in a temporary sibling (same filesystem) and renamed into place at the end,
+  so a failed or interrupted run leaves no half-written artifact.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
-from typing import Iterator
+from typing import Iterable, Iterator
 
-from fwconv.errors import OutputExistsError
+from fwconv.errors import InputError, OutputExistsError
 
 
-def check_writable(*paths: str, force: bool) -> None:
+
+def _real(path: str) -> str:
+    return os.path.realpath(os.path.abspath(path))
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def protected_paths(*paths: str | None) -> list[str]:
+    """The existing files/dirs among `paths` (a factory `file.py:fn` counts as its file)."""
+    found = []
     for path in paths:
-        if os.path.lexists(path) and not force:
-            raise OutputExistsError(f"output already exists: {path}", hint="pass --force to replace it")
+        if not path:
+            continue
+        if not os.path.exists(path) and ":" in path:
+            path = path.rsplit(":", 1)[0]
+        if os.path.exists(path):
+            found.append(path)
+    return found
+
+
+def check_not_an_input(output: str, protected: Iterable[str]) -> None:
+    """Refuse an output that is, contains or lies inside any protected path."""
+    out = _real(output)
+    for path in protected:
+        real = _real(path)
+        if out == real:
+            raise InputError(f"output {output} is the input {path}: refusing to overwrite it")
+        if _inside(out, real):
+            raise InputError(f"output {output} lies inside the input {path}: refusing to write there")
+        if _inside(real, out):
+            raise InputError(f"output {output} contains the input {path}: refusing to replace it")
+
+
+def written_by_fwconv(folder: str) -> bool:
+    """A directory fwconv produced carries its manifest (generator 'fwconv')."""
+    from fwconv.manifest import manifest_path
+
+    try:
+        with open(manifest_path(folder)) as f:
+            return json.load(f).get("generator") == "fwconv"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_replaceable(path: str, *, force: bool) -> None:
+    if not os.path.lexists(path):
+        return
+    if not force:
+        raise OutputExistsError(f"output already exists: {path}", hint="pass --force to replace it")
+    if os.path.islink(path) or os.path.isfile(path):
+        return
+    if os.path.isdir(path):
+        if written_by_fwconv(path):
+            return
+        raise InputError(f"refusing to replace directory {path}: fwconv did not write it (no fwconv.json)",
+                         hint="name a new output path")
+    raise InputError(f"refusing to replace {path}: not a regular file or directory")
+
+
+def check_writable(*paths: str, force: bool, protected: Iterable[str] = ()) -> None:
+    protected = list(protected)
+    for path in paths:
+        check_not_an_input(path, protected)
+        check_replaceable(path, force=force)
+
+
+def _make_workdir(parent: str) -> str:
+    try:
+        os.makedirs(parent, exist_ok=True)
+        return tempfile.mkdtemp(prefix=".fwconv-", dir=parent)
+    except OSError as exc:
+        raise InputError(f"cannot write to {parent}: {exc.strerror or exc}") from exc
+
+
+def _publish(temp: str, final: str, workdir: str) -> None:
+    """Move `temp` to `final`; an old `final` is first moved aside, so a failure keeps it."""
+    os.makedirs(os.path.dirname(os.path.abspath(final)), exist_ok=True)
+    aside = None
+    if os.path.lexists(final):
+        aside = os.path.join(workdir, ".replaced-" + os.path.basename(final.rstrip(os.sep)))
+        os.replace(final, aside)
+    try:
+        os.replace(temp, final)
+    except OSError:
+        if aside:
+            os.replace(aside, final)
+        raise
 
 
 @contextlib.contextmanager
-def staged_outputs(final_paths: list[str], *, force: bool) -> Iterator[dict[str, str]]:
+def staged_outputs(final_paths: list[str], *, force: bool, protected: Iterable[str] = ()) -> Iterator[dict[str, str]]:
     """Yield {final: temp} paths inside one temp dir next to the first output; commit on success.
 
-    The temp dir sits on the same filesystem, so the final moves are renames.
+    The temp dir is made first, so an unwritable destination fails before any model loads.
+    It sits on the destination's filesystem, so the final moves are renames.
     """
-    check_writable(*final_paths, force=force)
-    parent = os.path.dirname(os.path.abspath(final_paths[0]))
-    os.makedirs(parent, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix=".fwconv-", dir=parent)
+    check_writable(*final_paths, force=force, protected=protected)
+    workdir = _make_workdir(os.path.dirname(os.path.abspath(final_paths[0])))
     try:
         temps = {p: os.path.join(workdir, f"{i}-{os.path.basename(p.rstrip(os.sep))}")
                  for i, p in enumerate(final_paths)}
         yield temps
+        from fwconv.signals import raise_if_interrupted
+
+        raise_if_interrupted()  # a converter that swallowed the signal must not get its artifact published
         for final, temp in temps.items():
-            if not os.path.lexists(temp):
-                continue
-            os.makedirs(os.path.dirname(os.path.abspath(final)), exist_ok=True)
-            if os.path.lexists(final):
-                if os.path.isdir(final) and not os.path.islink(final):
-                    shutil.rmtree(final)
-                else:
-                    os.remove(final)
-            os.replace(temp, final)
+            if os.path.lexists(temp):
+                _publish(temp, final, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def write_text(path: str, text: str, *, force: bool, protected: Iterable[str] = ()) -> None:
+    """A report file, by the same rules as an artifact (staged, --force, never an input, a
+    symbolic link replaced rather than written through)."""
+    with staged_outputs([path], force=force, protected=protected) as temps:
+        with open(temps[path], "w") as f:
+            f.write(text)
 
 
 def scratch_dir(prefix: str = "fwconv-") -> tempfile.TemporaryDirectory:

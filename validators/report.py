@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import re
 from xml.etree import ElementTree as ET
 
 from fwconv.validators.compare import ValidationReport
+
+
+_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(value) -> str:
+    """Text that is safe in an XML attribute or element: terminal colour codes (torch's exporter
+    messages carry them) and characters XML 1.0 forbids are removed."""
+    return _NOT_XML.sub("", _ANSI.sub("", str(value)))
 
 
 def _fmt(x, spec: str = ".3g") -> str:
@@ -84,10 +94,10 @@ def to_junit(report: ValidationReport, suite: str = "fwconv.validate") -> str:
     root = ET.Element("testsuites")
     cases = []
     for o in report.outputs:
-        case = ET.Element("testcase", classname=suite, name=f"parity[{o.name}]")
+        case = ET.Element("testcase", classname=suite, name=xml_text(f"parity[{o.name}]"))
         if not o.passed:
-            fail = ET.SubElement(case, "failure", message=o.failure or "parity failed", type="parity")
-            fail.text = json.dumps(o.metrics, default=str)
+            fail = ET.SubElement(case, "failure", message=xml_text(o.failure or "parity failed"), type="parity")
+            fail.text = xml_text(json.dumps(o.metrics, default=str))
         cases.append(case)
     if report.latency:
         case = ET.Element("testcase", classname=suite, name="latency")
@@ -118,9 +128,11 @@ def to_markdown(report: ValidationReport) -> str:
     return "\n".join(md) + "\n"
 
 
-def write_reports(report: ValidationReport, *, json_path=None, junit_path=None, markdown_path=None) -> None:
+def write_reports(report: ValidationReport, *, json_path=None, junit_path=None, markdown_path=None,
+                  force: bool = False, protected: list[str] = ()) -> None:
+    """Each report by fwconv's output rules (staged, --force to replace, never an input)."""
+    from fwconv.staging import write_text
+
     for path, render in ((json_path, to_json), (junit_path, to_junit), (markdown_path, to_markdown)):
         if path:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            with open(path, "w") as f:
-                f.write(render(report))
+            write_text(path, render(report), force=force, protected=protected)

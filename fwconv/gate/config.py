@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from typing import Any
 
@@ -36,6 +37,15 @@ MODEL_KEYS = {"name", "source", "inputs", "input_shape", "input_dtype", "targets
     | TOLERANCE_KEYS | CONVERT_KEYS
 GATE_KEYS = {"output_dir", "golden_dir", "timeout"} | TOLERANCE_KEYS | CONVERT_KEYS
 PATH_KEYS = ("source", "inputs", "calibration", "golden")
+_NUMBER = (int, float)
+KEY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str, "source": str, "inputs": str, "input_shape": (list, str), "input_dtype": (list, str),
+    "targets": list, "golden": str, "target": dict, "timeout": _NUMBER, "atol": _NUMBER, "rtol": _NUMBER,
+    "tolerance": dict, "samples": int, "max_latency_ratio": _NUMBER, "precision": str, "via": str, "quantize": str,
+    "calibration": str, "int8_io": bool, "layout": str, "opset": int, "exporter": str, "allow_flex": bool,
+    "output_dir": str, "golden_dir": str,
+}
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclasses.dataclass
@@ -68,11 +78,15 @@ def _abs(base: str, value: str) -> str:
 def load_config(path: str) -> dict[str, Any]:
     if not os.path.exists(path):
         raise InputError(f"gate config not found: {path}")
+    if not os.path.isfile(path):
+        raise InputError(f"gate config {path} is not a file")
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read gate config {path}: {exc.strerror or exc}") from exc
     if os.path.basename(path) == "pyproject.toml":
         data = data.get("tool", {}).get("fwconv")
         if data is None:
@@ -80,20 +94,44 @@ def load_config(path: str) -> dict[str, Any]:
     return data
 
 
-def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+def _check_keys(table: Any, allowed: set[str], where: str) -> None:
+    """Known keys only, each with a value of the right type (one clear line, exit 2, otherwise)."""
+    if not isinstance(table, dict):
+        raise InputError(f"{where} must be a table, not {type(table).__name__}")
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}", hint=f"allowed: {', '.join(sorted(allowed))}")
+    for key, value in table.items():
+        expected = KEY_TYPES.get(key)
+        wrong_bool = isinstance(value, bool) and expected is not bool and bool not in (
+            expected if isinstance(expected, tuple) else (expected,))
+        if expected and (not isinstance(value, expected) or wrong_bool):
+            names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+            raise InputError(f"{where}: '{key}' must be {names}, not {type(value).__name__} ({value!r})")
+    if isinstance(table.get("targets"), list) and not all(isinstance(t, str) for t in table["targets"]):
+        raise InputError(f"{where}: 'targets' must be a list of strings")
+    tolerance = table.get("tolerance") or {}
+    if not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in tolerance.values()):
+        raise InputError(f"{where}: 'tolerance' values must be numbers (output = atol)")
+
+
+def _check_name(name: str, where: str) -> None:
+    """Model names become directory and file names under output_dir: plain identifiers only."""
+    if not NAME_RE.fullmatch(name):
+        raise InputError(f"{where}: model name {name!r} is not a plain name",
+                         hint="use letters, digits, '_', '-' and '.', starting with a letter or digit")
 
 
 def jobs_from_config(path: str, *, only: list[str] | None = None) -> tuple[list[Job], dict[str, Any]]:
     data = load_config(path)
     base = os.path.dirname(os.path.abspath(path))
+    _check_keys(data.get("gate", {}), GATE_KEYS, "[gate]")
     gate = dict(data.get("gate", {}))
-    _check_keys(gate, GATE_KEYS, "[gate]")
     models = data.get("model")
     if not models:
         raise InputError(f"{path} defines no [[model]]")
+    if not isinstance(models, list):
+        raise InputError(f"{path}: 'model' must be an array of tables ([[model]]), not {type(models).__name__}")
     _check_keys(data, {"gate", "model"}, path)
     output_dir = _abs(base, gate.pop("output_dir", "fwconv-artifacts"))
     golden_dir = gate.pop("golden_dir", None)
@@ -101,12 +139,13 @@ def jobs_from_config(path: str, *, only: list[str] | None = None) -> tuple[list[
     jobs: list[Job] = []
     seen = set()
     for i, model in enumerate(models):
-        where = f"model #{i + 1}" + (f" ({model.get('name')})" if model.get("name") else "")
+        where = f"model #{i + 1}" + (f" ({model.get('name')})" if isinstance(model, dict) and model.get("name") else "")
         _check_keys(model, MODEL_KEYS, where)
         for key in ("name", "source", "targets"):
             if key not in model:
                 raise InputError(f"{where}: '{key}' is required")
         name = model["name"]
+        _check_name(name, where)
         if name in seen:
             raise InputError(f"model name '{name}' appears twice")
         seen.add(name)
@@ -133,3 +172,12 @@ def jobs_from_config(path: str, *, only: list[str] | None = None) -> tuple[list[
                             golden=_abs(base, golden) if golden else None,
                             timeout=float(model.get("timeout", default_timeout))))
     return jobs, {"output_dir": output_dir, "config": os.path.abspath(path)}
+
+
+def input_paths(path: str) -> list[str]:
+    """The config and every file its jobs read (sources, inputs, calibration): no output may touch them."""
+    from fwconv.staging import protected_paths
+
+    jobs, _ = jobs_from_config(path)
+    return protected_paths(path, *(j.source for j in jobs),
+                           *(j.settings.get(k) for j in jobs for k in ("inputs", "calibration")))

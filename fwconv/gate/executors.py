@@ -12,6 +12,20 @@ import tempfile
 from typing import Any, Callable, Iterator
 
 
+_RUNNING: set[subprocess.Popen] = set()
+
+
+def stop_workers() -> None:
+    """Terminate every running worker (on SIGINT/SIGTERM): each removes its own staging dirs."""
+    for proc in list(_RUNNING):
+        proc.terminate()
+    for proc in list(_RUNNING):
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def run_isolated(job: dict[str, Any], check_only: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fwconv-gate-") as tmp:
         job_file, result_file = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
@@ -19,24 +33,38 @@ def run_isolated(job: dict[str, Any], check_only: bool = False) -> dict[str, Any
             json.dump({"job": job, "check_only": check_only}, f)
         base = {"id": f"{job['model']}:{job['target']}", "model": job["model"], "target": job["target"],
                 "artifact": job["output"], "status": "error", "exit_code": 1}
+        proc = subprocess.Popen([sys.executable, "-m", "fwconv.gate.worker", job_file, result_file],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _RUNNING.add(proc)
         try:
-            proc = subprocess.run([sys.executable, "-m", "fwconv.gate.worker", job_file, result_file],
-                                  capture_output=True, text=True, timeout=job["timeout"])
+            _, stderr = proc.communicate(timeout=job["timeout"])
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
             return base | {"messages": [f"timed out after {job['timeout']:g}s"], "seconds": job["timeout"]}
+        finally:
+            _RUNNING.discard(proc)
         if proc.returncode != 0 or not os.path.exists(result_file):
-            tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
+            tail = (stderr or "").strip().splitlines()[-1:] or ["no output"]
             return base | {"messages": [f"worker crashed (exit code {proc.returncode}): {tail[0][:300]}"]}
         with open(result_file) as f:
             return json.load(f)
 
 
 def run_local(jobs: list[dict], *, workers: int, check_only: bool) -> Iterator[dict]:
-    """Yield results as they finish; `workers` processes at a time."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    """Yield results as they finish; `workers` processes at a time. On an interrupt, pending
+    jobs are cancelled and running workers terminated before the interrupt goes on."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
         futures = [pool.submit(run_isolated, job, check_only) for job in jobs]
         for future in concurrent.futures.as_completed(futures):
             yield future.result()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_workers()
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def run_ray(jobs: list[dict], *, address: str | None, check_only: bool) -> Iterator[dict]:
@@ -65,5 +93,10 @@ def execute(jobs: list[dict], *, executor: str, workers: int, address: str | Non
         return
     run = run_ray(jobs, address=address, check_only=check_only) if executor == "ray" else \
         run_local(jobs, workers=workers, check_only=check_only)
-    for result in run:
-        on_result(result)
+    try:
+        for result in run:
+            on_result(result)
+    except BaseException:  # an interrupt: no worker outlives the gate
+        run.close()
+        stop_workers()
+        raise

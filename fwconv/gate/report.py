@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from xml.etree import ElementTree as ET
+
+from fwconv.validators.report import xml_text
 
 # The gate's exit code: any parity failure wins (it is never downgraded), then errors,
 # unsupported ops, latency; 0 only when every job passed.
@@ -61,9 +62,9 @@ def to_junit(results: list[dict]) -> str:
     suite = ET.SubElement(root, "testsuite", name="fwconv.gate", tests=str(len(results)), failures=str(failures),
                           errors=str(errors))
     for r in results:
-        case = ET.SubElement(suite, "testcase", classname=f"fwconv.gate.{r['model']}", name=r["target"],
+        case = ET.SubElement(suite, "testcase", classname=xml_text(f"fwconv.gate.{r['model']}"), name=r["target"],
                              time=str(r.get("seconds", 0)))
-        message = "; ".join(r.get("messages", [])) or r["status"]
+        message = xml_text("; ".join(r.get("messages", [])) or r["status"])
         if r["status"] == "error":
             ET.SubElement(case, "error", message=message[:2000], type="error")
         elif r["status"] != "pass":
@@ -80,10 +81,12 @@ def to_markdown(results: list[dict]) -> str:
     return "\n".join(md + ([""] + problems if problems else [])) + "\n"
 
 
-def write(results: list[dict], meta: dict, *, json_path=None, junit_path=None, markdown_path=None) -> None:
+def write(results: list[dict], meta: dict, *, json_path=None, junit_path=None, markdown_path=None,
+          force: bool = False, protected: list[str] = ()) -> None:
+    """Each report by fwconv's output rules (staged, --force to replace, never an input)."""
+    from fwconv.staging import write_text
+
     for path, text in ((json_path, lambda: to_json(results, meta)), (junit_path, lambda: to_junit(results)),
                        (markdown_path, lambda: to_markdown(results))):
         if path:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            with open(path, "w") as f:
-                f.write(text())
+            write_text(path, text(), force=force, protected=protected)

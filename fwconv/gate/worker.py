@@ -110,6 +110,9 @@ def run_job(job: dict[str, Any], *, check_only: bool = False) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    from fwconv import signals
+
+    signals.install()  # SIGTERM from the gate: staging and scratch dirs are removed on the way out
     job_path, result_path = argv[1], argv[2]
     with open(job_path) as f:
         payload = json.load(f)

@@ -12,7 +12,7 @@ import multiprocessing as mp
 import resource
 from typing import Any
 
-from fwconv.errors import FwconvError, InputError, RunnerError
+from fwconv.errors import FwconvError, RunnerError, rebuild
 from fwconv.validators.runners.base import Runner
 
 
@@ -75,8 +75,7 @@ class IsolatedRunner(Runner):
         except (EOFError, ConnectionError) as exc:
             raise self._crashed(method) from exc
         if status == "error":
-            cls_name, message, exit_code = payload
-            raise (InputError if exit_code == 2 else RunnerError)(message)
+            raise rebuild(*payload)
         return payload
 
     @property
