@@ -13,7 +13,7 @@ import numpy as np
 from fwconv.convert.formats import TARGET_SUFFIX, detect_format
 from fwconv.convert.job import Artifact, ConvertOptions, Job, precision_of
 from fwconv.convert.planner import family_of
-from fwconv.errors import InputError, ParityError
+from fwconv.errors import ConversionError, InputError, ModelLoadError, ParityError
 from fwconv.manifest import Manifest, manifest_path, sha256_of, size_of
 from fwconv.specs import TensorSpec, bind_arrays, load_npz
 from fwconv.staging import check_writable, protected_paths, scratch_dir, staged_outputs
@@ -303,7 +303,10 @@ def _validate(ref_runner, artifact: Artifact, sample: dict[str, np.ndarray], job
     settings = settings or ValidateSettings(tolerance=Tolerance(precision=precision_of(job.options)))
     interface = _M(artifact.path, artifact.format, {}, [], {}, [], [], extra=artifact.extra)
     with job.stage("validate"):
-        cand = make_runner(artifact.path, fmt=artifact.format, threads=settings.threads).activate()
+        try:
+            cand = make_runner(artifact.path, fmt=artifact.format, threads=settings.threads).activate()
+        except ModelLoadError as exc:  # fwconv's own artifact: a converter failure, not the user's input
+            raise ConversionError("check", f"the converted artifact does not load: {exc}") from exc
         try:
             user = sample if job.options.inputs_file else None
             report = compare_runners(ref_runner, cand, settings=settings, user_inputs=user,

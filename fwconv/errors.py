@@ -77,6 +77,20 @@ class RunnerError(FwconvError):
     """A runtime failed to load or run a model (including a crash or hang in a subprocess)."""
 
 
+class ModelLoadError(InputError):
+    """A runtime cannot load a model file: truncated, corrupt, or not what its content claims."""
+
+
+def load_error(runtime: str, path: str, exc: BaseException) -> FwconvError:
+    """A load failure is the file's fault (exit 2) unless the runtime says it lacks an
+    implementation for something the file validly asks for (exit 1)."""
+    text = str(exc)
+    message = f"{runtime} cannot load {path}: {first_line(exc)}"
+    if "NOT_IMPLEMENTED" in text or "Could not find an implementation" in text:
+        return RunnerError(message)
+    return ModelLoadError(message)
+
+
 class ParityError(FwconvError):
     """A converted model does not match its reference. Carries the full report."""
 

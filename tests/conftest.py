@@ -119,3 +119,15 @@ def run_litert(path: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     interp = Interpreter(model_path=path)
     runner = interp.get_signature_runner("serving_default")
     return {k: np.array(v) for k, v in runner(**feed).items()}
+
+
+@pytest.fixture(autouse=True)
+def restore_signal_handlers():
+    """The CLI routes SIGINT/SIGTERM to its own handler; in-process CLI tests must not leave it
+    installed in pytest's process."""
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)

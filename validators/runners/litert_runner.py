@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fwconv.errors import RunnerError, UnsupportedOpError, first_line, require
+from fwconv.errors import RunnerError, UnsupportedOpError, first_line, load_error, require
 from fwconv.specs import TensorSpec
 from fwconv.validators.runners.base import Runner
 
@@ -38,13 +38,12 @@ class LiteRTRunner(Runner):
             if self.signature or len(sigs) == 1:
                 self._sig = sigs[self.signature or next(iter(sigs))]
         except Exception as exc:
-            msg = first_line(exc)
             if "Select TensorFlow op" in str(exc) or "Flex" in str(exc):
                 from fwconv.convert.tflite_ops import op_summary
 
                 raise UnsupportedOpError(op_summary(self.path)["flex"] or ["(unknown)"], stage="load",
                                          hint="plain LiteRT cannot run Select-TF (Flex) ops") from exc
-            raise RunnerError(f"LiteRT cannot load {self.path}: {msg}") from exc
+            raise load_error("LiteRT", self.path, exc) from exc
 
     def _deactivate(self) -> None:
         self._sig = None

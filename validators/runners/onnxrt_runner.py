@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fwconv.errors import RunnerError, first_line, require
+from fwconv.errors import RunnerError, first_line, load_error, require
 from fwconv.specs import TensorSpec
 from fwconv.validators.runners.base import Runner
 
@@ -42,7 +42,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             self.session = ort.InferenceSession(self.path, sess_options=opts, providers=providers)
         except Exception as exc:
-            raise RunnerError(f"onnxruntime cannot load {self.path}: {first_line(exc)}") from exc
+            raise load_error("onnxruntime", self.path, exc) from exc
 
     def _deactivate(self) -> None:
         self.session = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fwconv.errors import RunnerError, first_line, require
+from fwconv.errors import RunnerError, first_line, load_error, require
 from fwconv.specs import TensorSpec, normalize_dtype
 from fwconv.validators.runners.base import Runner
 
@@ -47,7 +47,7 @@ class TensorFlowRunner(Runner):
             raise RunnerError(f"{self.path} has no signature '{self.signature}' "
                               f"(has: {', '.join(self._model.signatures)})") from exc
         except Exception as exc:
-            raise RunnerError(f"TensorFlow cannot load {self.path}: {first_line(exc)}") from exc
+            raise load_error("TensorFlow", self.path, exc) from exc
 
     def _deactivate(self) -> None:
         self._fn = None

@@ -135,7 +135,7 @@ class TorchRunner(Runner):
     def _infer(self, feed):
         try:
             raw = self.run_staged(self.stage(feed))
-        except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+        except (RuntimeError, TypeError, ValueError, IndexError, AssertionError) as exc:  # .pt2 shape guards assert
             shapes = ", ".join(f"{k}{list(v.shape)}:{v.dtype}" for k, v in feed.items())
             raise InputError(f"the inputs ({shapes}) do not fit the model: {first_line(exc)}") from exc
         flat = flatten_outputs(raw)
