@@ -1,8 +1,10 @@
 """Calibration samples for full-integer quantization, from the user's data only.
 
-Accepted: one `.npz` whose arrays hold N samples along a leading axis (one array per input,
-matched by name, else in order), or a folder of per-sample files (`.npz` with one array per
-input, or `.npy` for single-input models). There is no fallback to random data: quantization
+Accepted: one `.npz` with one array per input (matched by name, else in order) holding N
+samples either along a new leading axis (`[N, 1, 3, 64, 64]` for a `[1, 3, 64, 64]` input) or
+stacked on the batch axis (`[N, 3, 64, 64]`, what onnx2tf and TF's representative datasets take).
+The rank tells them apart, so neither is a guess. Or a folder of per-sample files (`.npz` with one
+array per input, or `.npy` for single-input models). There is no fallback to random data: quantization
 ranges calibrated on noise are wrong in a way parity on noise would not show.
 """
 
@@ -15,6 +17,20 @@ import numpy as np
 
 from fwconv.errors import InputError
 from fwconv.specs import TensorSpec, bind_arrays, load_npz
+
+
+def _by_sample(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """[N, *shape] samples from an array with a sample axis (rank + 1) or stacked on the batch
+    axis (same rank, N x batch rows)."""
+    shape = list(spec.shape)
+    if arr.ndim == len(shape) + 1 and list(arr.shape[1:]) == shape:
+        return arr
+    batch = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+    if arr.ndim == len(shape) and batch and list(arr.shape[1:]) == shape[1:] and arr.shape[0] % batch == 0:
+        return arr.reshape([arr.shape[0] // batch] + shape)
+    dims = ", ".join(map(str, shape))
+    raise InputError(f"calibration array '{spec.name}' has shape {list(arr.shape)}; expected [N, {dims}] (a sample "
+                     f"axis) or [N*{batch or 'B'}, {', '.join(map(str, shape[1:]))}] (stacked on the batch axis)")
 
 
 def load_calibration(path: str, specs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
@@ -37,12 +53,7 @@ def load_calibration(path: str, specs: list[TensorSpec]) -> list[dict[str, np.nd
         counts = set()
         samples_by_name = {}
         for spec in specs:
-            arr = arrays[spec.name]
-            if list(arr.shape) == list(spec.shape):
-                arr = arr[None]
-            if list(arr.shape[1:]) != list(spec.shape):
-                raise InputError(f"calibration array '{spec.name}' has shape {list(arr.shape)}; expected "
-                                 f"[N, {', '.join(map(str, spec.shape))}] (N samples of the input)")
+            arr = _by_sample(arrays[spec.name], spec)
             counts.add(arr.shape[0])
             samples_by_name[spec.name] = arr
         if len(counts) != 1:

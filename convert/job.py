@@ -30,6 +30,7 @@ class ConvertOptions:
     input_specs: list[TensorSpec] = dataclasses.field(default_factory=list)
     inputs_file: str | None = None
     input_ranges: tuple[str, ...] = ()
+    outputs: str = "auto"  # -> torch: auto (tensor / tuple, or dict where the source returns one) | tuple | dict
 
 
 @dataclasses.dataclass
@@ -64,6 +65,7 @@ class Job:
     reference_outputs: dict[str, np.ndarray] | None = None
     torch_source: Any = None  # the loaded TorchSource for torch-rooted routes
     max_opset: int | None = None  # set by the pipeline from later edges' limits (e.g. onnx2torch)
+    source_returns_dict: bool = False  # the source model's call returns a dict of named outputs
     stages: list[StageRecord] = dataclasses.field(default_factory=list)
 
     def opset(self, tool_max: int | None = None) -> int:

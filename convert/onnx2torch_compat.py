@@ -173,6 +173,45 @@ def _register_rnn_converters() -> None:
             except ValueError:
                 pass  # a newer onnx2torch registered its own
     _register_loop_converter(add_converter, OnnxMapping, OnnxToTorchModule, OperationConverterResult)
+    _register_global_max_pool(add_converter, OnnxToTorchModule, OperationConverterResult)
+
+
+def _register_global_max_pool(add_converter, OnnxToTorchModule, OperationConverterResult) -> None:
+    """ONNX GlobalMaxPool (Keras GlobalMaxPooling via tf2onnx): the max over every spatial axis,
+    kept as size-1 axes."""
+    from torch import nn
+
+    class OnnxGlobalMaxPool(nn.Module, OnnxToTorchModule):
+        def forward(self, x):
+            return x.amax(dim=tuple(range(2, x.dim())), keepdim=True)
+
+    def convert(node, graph):
+        from onnx2torch.utils.common import onnx_mapping_from_node
+
+        return OperationConverterResult(torch_module=OnnxGlobalMaxPool(), onnx_mapping=onnx_mapping_from_node(node))
+
+    try:
+        add_converter(operation_type="GlobalMaxPool", version=1)(convert)
+    except ValueError:
+        pass  # a newer onnx2torch registered its own
+
+
+def relax_reshape_allowzero(model):
+    """`Reshape(allowzero=1)` (the dynamo exporter writes it) differs from the default only where
+    the target shape holds a 0. With a constant shape free of zeros, the attribute is dropped, so
+    onnx2torch (which refuses allowzero=1) converts it; other cases stay and are refused by name."""
+    from onnx import numpy_helper
+
+    constants = {t.name: t for t in model.graph.initializer}
+    constants.update({n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant"
+                      for a in n.attribute if a.name == "value"})
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in constants:
+            continue
+        flag = next((a for a in node.attribute if a.name == "allowzero"), None)
+        if flag is not None and flag.i == 1 and 0 not in numpy_helper.to_array(constants[node.input[1]]).tolist():
+            node.attribute.remove(flag)
+    return model
 
 
 def _register_loop_converter(add_converter, OnnxMapping, OnnxToTorchModule, OperationConverterResult) -> None:

@@ -178,7 +178,8 @@ def _run_route(route, k: int, single: bool, artifact: Artifact, ctx: dict, final
 
     options = ctx["options"]
     job = Job(options=options, workdir=os.path.join(ctx["workdir"], f"route{k}"), sample=ctx["sample"],
-              reference_outputs=ctx["ref_outputs"], torch_source=ctx["torch_source"])
+              reference_outputs=ctx["ref_outputs"], torch_source=ctx["torch_source"],
+              source_returns_dict=ctx["ref_runner"].returns_dict())
     os.makedirs(job.workdir)
     attempt = RouteTry(route_label(route), None, job)
     current = artifact

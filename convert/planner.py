@@ -1,8 +1,10 @@
 """Find routes (lists of edges) from a source format family to a target.
 
 `plan_routes` lists every simple route, shortest first; `--via X` keeps the routes that pass
-through format X (e.g. onnx) or use an edge tagged X (e.g. litert). The pipeline converts
-along one route, or, with `--via auto`, along each and keeps the best validated artifact.
+through (or produce) format X (e.g. onnx) or use an edge tagged X (e.g. litert); `--via auto`
+keeps the routes whose intermediates are all ONNX, the hub (torch -> tflite directly, or via
+ONNX; never torch -> tflite -> onnx). The pipeline converts along one route, or along each and
+keeps the best validated artifact.
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ def family_of(fmt: str) -> str:
     return FAMILY[fmt]
 
 
+HUB = "onnx"  # the interchange format: `auto` routes pass through nothing else
+
+
 def route_tags(route: list[Edge]) -> set[str]:
-    """What a route goes 'via': its intermediate formats and its edges' own tags."""
-    return {e.dst for e in route[:-1]} | {e.via for e in route if e.via}
+    """What a route goes 'via': the formats it produces (so `--via onnx` also names the direct
+    PyTorch -> ONNX export) and its edges' own tags."""
+    return {e.dst for e in route} | {e.via for e in route if e.via}
 
 
 def route_label(route: list[Edge]) -> str:
@@ -68,8 +74,10 @@ def plan_routes(src_family: str, target: str, *, via: str = "auto", edges: list[
         if not chosen:
             raise InputError(f"no route from {src_family} to {target} via {via}",
                              hint="routes: " + "; ".join(route_label(r) for r in found))
-        return chosen
-    return found
+        found = chosen
+    # A detour through another deployment format (torch -> tflite -> onnx) costs time and precision
+    # and runs converters the user did not ask for: prefer routes whose intermediates are the hub.
+    return [r for r in found if all(e.dst == HUB for e in r[:-1])] or found
 
 
 def plan(src_family: str, target: str, edges: list[Edge] | None = None) -> list[Edge]:

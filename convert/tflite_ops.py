@@ -48,3 +48,30 @@ def op_summary(path: str) -> dict[str, Any]:
         "custom_counts": custom,
         "tensor_types": dict(sorted(tensor_types.items())),  # e.g. INT8 tensors show quantization
     }
+
+
+def set_io_order(path: str, inputs: list[str], outputs: list[str], signature: str = "serving_default") -> None:
+    """Make the subgraph's input and output tensors (what index-based Android/iOS code uses) and
+    the signature's lists follow the source's order (`inputs`/`outputs`: signature keys).
+
+    TF's converter may list a function's outputs in any order: the signature keys stay right,
+    the tensor order does not. The flatbuffer is rewritten in place (object API, then packed).
+    Names that do not match the signature leave that side as the converter wrote it.
+    """
+    fb = require("ai_edge_litert.schema_py_generated", "tflite")
+    flatbuffers = require("flatbuffers", "tflite")
+    with open(path, "rb") as f:
+        model = fb.ModelT.InitFromPackedBuf(f.read(), 0)
+    sig = next((s for s in model.signatureDefs or [] if (s.signatureKey or b"").decode() == signature), None)
+    if sig is None:
+        return
+    graph = model.subgraphs[sig.subgraphIndex]
+    for side, names in (("inputs", inputs), ("outputs", outputs)):
+        by_name = {t.name.decode(): t for t in getattr(sig, side)}
+        if sorted(by_name) == sorted(names):
+            setattr(sig, side, [by_name[n] for n in names])
+            setattr(graph, side, [t.tensorIndex for t in getattr(sig, side)])
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    with open(path, "wb") as f:
+        f.write(builder.Output())

@@ -154,6 +154,9 @@ def conversion_options(fn):
         click.option("--layout", type=click.Choice(["source", "nhwc", "nchw"]), default="source", show_default=True,
                      help="I/O layout of the artifact: the source's (NCHW stays NCHW, NHWC stays NHWC), "
                           "channel-last (PyTorch/ONNX -> TFLite/SavedModel) or channel-first (TF -> ONNX/PyTorch)."),
+        click.option("--outputs", "outputs", type=click.Choice(["auto", "tuple", "dict"]), default="auto", show_default=True,
+                     help="What a converted PyTorch module returns: auto (a tensor, or a tuple in the source's order; "
+                          "a dict where the source returns one), tuple, or dict by output name."),
         click.option("--allow-flex", is_flag=True, help="Allow Select-TF (Flex) ops instead of failing."),
         click.option("--trust-pickle", is_flag=True,
                      help="Allow the model file to run code: pickled Python objects, Keras Lambda layers."),
@@ -263,7 +266,7 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
         validate=not kw["no_validate"], keep_failed=kw["keep_failed"],
         input_specs=input_specs, inputs_file=kw["inputs_file"], input_ranges=kw["input_ranges"],
         quantize=kw["quantize"] or ("fp16" if kw["fp16"] else None), int8_io=kw["int8_io"],
-        calibration=kw["calibration"], via=kw["via"],
+        calibration=kw["calibration"], via=kw["via"], outputs=kw["outputs"],
     )
     settings = validate_settings(kw, precision=precision_of(options))
     inputs = protected_paths(source, kw["inputs_file"], kw["calibration"])

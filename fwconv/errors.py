@@ -140,6 +140,14 @@ def require(module: str, extra: str):
         raise MissingDependencyError(exc.name or module, extra) from exc
 
 
+_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def strip_ansi(text: str) -> str:
+    """Terminal colour and link codes (torch's exporter messages carry them) removed."""
+    return _ANSI.sub("", text)
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The line of an exception's message that says what failed.
 
@@ -147,7 +155,7 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     ("The following operation failed in the TorchScript interpreter. ... RuntimeError: ..."),
     so there the last 'SomethingError: ...' line is the one that explains.
     """
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [line.strip() for line in strip_ansi(str(exc)).splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
     if "TorchScript interpreter" in lines[0]:

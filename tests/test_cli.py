@@ -42,8 +42,8 @@ def test_help_lists_exit_codes_and_commands():
     (["torch2tflite", "x.pt", "--bogus"], 2, "No such option"),
     (["torch2tflite", "x.pt", "--input-shape", "1,a,3"], 2, "bad shape"),
 ])
-def test_usage_errors(args, code, message, tmp_path):
-    os.chdir(tmp_path)
+def test_usage_errors(args, code, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     result = invoke(*args)
     assert result.exit_code == code
     assert message in result.output

@@ -119,9 +119,12 @@ def test_changed_artifact_is_caught_by_golden_check(serial_run, workspace):
     arr.flat[0] += 3.0
     t.CopyFrom(numpy_helper.from_array(arr, t.name))
     onnx.save(model, path)
-    r = invoke("gate", workspace / "fwconv.toml", "--check-only", "--model", "cnn")
+    report = workspace / "check.json"
+    r = invoke("gate", workspace / "fwconv.toml", "--check-only", "--model", "cnn", "--json", report, "--force")
     assert r.exit_code == 3, r.output
-    assert "cnn:onnx: golden (artifact)" in r.output and "cnn:tflite" in r.output
+    assert "cnn:onnx: golden (artifact)" in r.output
+    status = {res["id"]: res["status"] for res in json.loads(report.read_text())["results"]}
+    assert status == {"cnn:onnx": "golden_failed", "cnn:tflite": "pass"}  # only the tampered artifact fails
     invoke("gate", workspace / "fwconv.toml", "--model", "cnn", "--no-cache")  # restore for later tests
 
 

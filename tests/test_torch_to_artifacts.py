@@ -51,7 +51,7 @@ def test_fixture_to_tflite_matches_torch(name, kind, via, models_dir, sample, co
     manifest = _check_manifest(result, source, feed, torch_outs)
     out_names = [o["name"] for o in manifest["outputs"]]
     assert sorted(lite) == sorted(out_names)
-    for name_, ref in zip(out_names, torch_outs):
+    for name_, ref in zip(out_names, torch_outs, strict=True):
         assert lite[name_].shape == ref.shape  # NCHW stays NCHW
         assert scaled_error(ref, lite[name_]) <= FP32_LIMIT
     assert manifest["ops"]["flex"] == [] and manifest["ops"]["custom"] == []
@@ -69,7 +69,7 @@ def test_fixture_to_onnx_and_savedmodel(name, models_dir, sample, convert_cached
     onnx_result = convert_cached(source, "onnx", inputs_file=str(models_dir / f"{name}.npz"))
     session = ort.InferenceSession(onnx_result.artifact, providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == list(feed)
-    for ref, out in zip(torch_outs, session.run(None, feed)):
+    for ref, out in zip(torch_outs, session.run(None, feed), strict=True):
         assert scaled_error(ref, out) <= FP32_LIMIT
     _check_manifest(onnx_result, source, feed, torch_outs)
 
@@ -77,7 +77,7 @@ def test_fixture_to_onnx_and_savedmodel(name, models_dir, sample, convert_cached
     fn = tf.saved_model.load(sm_result.artifact).signatures["serving_default"]
     outs = fn(**{k: tf.constant(v) for k, v in feed.items()})
     manifest = _check_manifest(sm_result, source, feed, torch_outs)
-    for spec, ref in zip(manifest["outputs"], torch_outs):
+    for spec, ref in zip(manifest["outputs"], torch_outs, strict=True):
         assert outs[spec["name"]].shape == ref.shape
         assert scaled_error(ref, outs[spec["name"]].numpy()) <= FP32_LIMIT
 
@@ -134,7 +134,7 @@ def test_thirdparty_architecture_to_tflite(arch, via, convert_cached):
     torch_outs = run_torch(source, feed)
     lite = run_litert(result.artifact, {k: v.astype(result.manifest.inputs[i].dtype)
                                         for i, (k, v) in enumerate(feed.items())})
-    for spec, ref in zip(result.manifest.outputs, torch_outs):
+    for spec, ref in zip(result.manifest.outputs, torch_outs, strict=True):
         assert lite[spec.name].shape == ref.shape
         assert scaled_error(ref, lite[spec.name]) <= FP32_LIMIT
     assert result.manifest.ops["flex"] == []

@@ -10,14 +10,15 @@ from xml.etree import ElementTree as ET
 from fwconv.validators.compare import ValidationReport
 
 
-_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def xml_text(value) -> str:
     """Text that is safe in an XML attribute or element: terminal colour codes (torch's exporter
     messages carry them) and characters XML 1.0 forbids are removed."""
-    return _NOT_XML.sub("", _ANSI.sub("", str(value)))
+    from fwconv.errors import strip_ansi
+
+    return _NOT_XML.sub("", strip_ansi(str(value)))
 
 
 def _fmt(x, spec: str = ".3g") -> str:

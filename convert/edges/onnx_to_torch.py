@@ -1,13 +1,17 @@
 """ONNX -> PyTorch with onnx2torch, saved as TorchScript (`torch.jit.load`-able).
 
-The GraphModule onnx2torch builds is wrapped so that its inputs keep the ONNX names and its
-outputs come back as a dict under the ONNX output names, then traced with the job's sample
-(static shapes, recurrent loops unrolled) and saved. onnx2torch's torchvision import and its
+The GraphModule onnx2torch builds is wrapped so that it is called like the source (positional
+or keyword arguments under the source's input names) and returns what a PyTorch user expects:
+a tensor for one output, a tuple in the source's order for several, a dict only where the
+source returns one (a Keras model with dict outputs) or `--outputs dict` asks. The source's
+output names ride along as the module's `output_names` attribute and in the manifest. It is
+traced with the job's sample (static shapes, recurrent loops unrolled) and saved. onnx2torch's torchvision import and its
 missing LSTM/GRU converters are handled in convert/onnx2torch_compat.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -27,24 +31,60 @@ def py_name(name: str) -> str:
     return identifier(name, leading_underscore=True)
 
 
-def _named_module(graph_module, in_names: list[str], out_names: list[str]):
+@dataclasses.dataclass
+class OutputStructure:
+    """What the saved module returns: a tensor, a tuple, or a dict, in the source's order.
+
+    `order[i]` is the index of the ONNX output returned in place i; `names` the source's names
+    of what is returned, in that order (the manifest and the module's `output_names` carry them).
+    """
+
+    kind: str  # "tensor" | "tuple" | "dict"
+    order: list[int]
+    names: list[str]
+
+    def returned_names(self) -> list[str]:
+        """The names a reader of the returned structure sees (fwconv's runners name a tensor
+        `output` and tuple items `output_i`; a dict keeps its keys)."""
+        if self.kind == "dict":
+            return [py_name(n) for n in self.names]
+        return ["output"] if self.kind == "tensor" else [f"output_{i}" for i in range(len(self.order))]
+
+
+def output_structure(onnx_outputs: list[str], source_of: dict[str, str], job: Job) -> OutputStructure:
+    """Source order from the reference run; tensor/tuple unless the user or the source asks for a dict."""
+    source_order = list(job.reference_outputs or {})
+    rank = lambda i: source_order.index(source_of[onnx_outputs[i]]) if source_of.get(onnx_outputs[i]) in source_order \
+        else len(source_order) + i
+    order = sorted(range(len(onnx_outputs)), key=rank)
+    names = [source_of.get(onnx_outputs[i], onnx_outputs[i]) for i in order]
+    wanted = job.options.outputs
+    if wanted == "dict" or (wanted == "auto" and job.source_returns_dict):
+        return OutputStructure("dict", order, names)
+    return OutputStructure("tensor" if len(order) == 1 and wanted == "auto" else "tuple", order, names)
+
+
+def _named_module(graph_module, in_names: list[str], structure: OutputStructure):
     torch = require("torch", "torch")
     params = ", ".join(py_name(n) for n in in_names)
     namespace: dict = {}
-    exec(f"def forward(self, {params}):\n    return self._named(self.inner({params}))", namespace)  # a signature with the names
+    exec(f"def forward(self, {params}):\n    return self._structured(self.inner({params}))", namespace)  # named params
 
-    class NamedIO(torch.nn.Module):
+    class StructuredIO(torch.nn.Module):
         forward = namespace["forward"]
 
         def __init__(self):
             super().__init__()
             self.inner = graph_module
 
-        def _named(self, outs):
+        def _structured(self, outs):
             outs = outs if isinstance(outs, (tuple, list)) else (outs,)
-            return {py_name(n): o for n, o in zip(out_names, outs)}
+            picked = [outs[i] for i in structure.order]
+            if structure.kind == "dict":
+                return dict(zip(structure.returned_names(), picked, strict=True))
+            return picked[0] if structure.kind == "tensor" else tuple(picked)
 
-    return NamedIO().eval()
+    return StructuredIO().eval()
 
 
 def _feed(job: Job, prev: Artifact) -> list[np.ndarray]:
@@ -80,9 +120,9 @@ def _at_supported_opset(model, job: Job):
 
 def onnx_to_torch(artifact: Artifact, job: Job, out: str) -> Artifact:
     torch = require("torch", "torch")
-    from fwconv.convert.onnx2torch_compat import convert_model, refuse_torchvision_ops
+    from fwconv.convert.onnx2torch_compat import convert_model, refuse_torchvision_ops, relax_reshape_allowzero
 
-    model = _at_supported_opset(load_onnx(artifact.path), job)
+    model = relax_reshape_allowzero(_at_supported_opset(load_onnx(artifact.path), job))
     refuse_torchvision_ops(model)
     inputs, outputs = io_specs(model)
     with job.stage("convert:onnx2torch") as record, captured_output():
@@ -97,26 +137,41 @@ def onnx_to_torch(artifact: Artifact, job: Job, out: str) -> Artifact:
         except Exception as exc:
             record.detail = first_line(exc)
             raise ConversionError("convert", f"onnx2torch failed: {first_line(exc)}") from exc
-    wrapper = _named_module(graph_module, [s.name for s in inputs], [s.name for s in outputs])
-    example = tuple(torch.from_numpy(a) for a in _feed(job, artifact))
+    source_of = {e["name"]: e["source"] for e in (artifact.extra.get("interface") or {}).get("outputs", [])}
+    structure = output_structure([s.name for s in outputs], source_of, job)
+    wrapper = _named_module(graph_module, [s.name for s in inputs], structure)
+    _save_torchscript(torch, wrapper, tuple(torch.from_numpy(a) for a in _feed(job, artifact)), structure, job, out)
+    outputs = [outputs[i] for i in structure.order]
+    step = {"inputs": [{"source": s.name, "name": py_name(s.name), "transpose": None} for s in inputs],
+            "outputs": [{"source": s.name, "name": n, "transpose": None}
+                        for s, n in zip(outputs, structure.returned_names(), strict=True)]}
+    prev_layout = {s.name: s.layout for s in artifact.inputs + artifact.outputs}
+    for spec in inputs + outputs:
+        spec.layout = prev_layout.get(spec.name)
+    for spec in inputs:
+        spec.name = py_name(spec.name)
+    for spec, name in zip(outputs, structure.returned_names(), strict=True):
+        spec.name = name
+    returns = {"tensor": "a tensor", "tuple": f"a tuple ({', '.join(structure.names)})",
+               "dict": f"a dict ({', '.join(structure.returned_names())})"}[structure.kind]
+    return Artifact(path=out, format="torchscript", inputs=inputs, outputs=outputs, tools=tool_versions(*TOOLS),
+                    notes=artifact.notes + [f"saved as TorchScript (torch.jit.load); returns {returns}; "
+                                            "recurrent ops unrolled over the sample's sequence length"],
+                    extra={"interface": compose_interface(artifact.extra.get("interface"), step),
+                           "output_structure": structure.kind, "output_names": structure.names})
+
+
+def _save_torchscript(torch, wrapper, example: tuple, structure: OutputStructure, job: Job, out: str) -> None:
+    """Trace with the sample and save; the module carries `input_names` and `output_names`."""
     with job.stage("save:torchscript") as record, captured_output():
         try:
             traced = torch.jit.trace(wrapper, example, strict=False, check_trace=False)
+            string_list = torch._C.ListType(torch._C.StringType.get())
+            traced._c._register_attribute("output_names", string_list, list(structure.names))
             traced.save(out)
         except Exception as exc:
             record.detail = first_line(exc)
             raise ConversionError("save", f"tracing the converted module to TorchScript failed: {first_line(exc)}") from exc
-    step = {side: [{"source": s.name, "name": py_name(s.name), "transpose": None} for s in specs]
-            for side, specs in (("inputs", inputs), ("outputs", outputs))}
-    for spec in inputs + outputs:
-        spec.name = py_name(spec.name)
-    prev_layout = {py_name(s.name): s.layout for s in artifact.inputs + artifact.outputs}
-    for spec in inputs + outputs:
-        spec.layout = prev_layout.get(spec.name)
-    return Artifact(path=out, format="torchscript", inputs=inputs, outputs=outputs, tools=tool_versions(*TOOLS),
-                    notes=artifact.notes + ["saved as TorchScript (torch.jit.load); recurrent ops unrolled over the "
-                                            "sample's sequence length"],
-                    extra={"interface": compose_interface(artifact.extra.get("interface"), step)})
 
 
 EDGES = [Edge("onnx", "torch", "onnx2torch", onnx_to_torch, TOOLS, max_opset=ONNX2TORCH_MAX_OPSET)]

@@ -37,6 +37,9 @@ def _nchw_names(specs, want: bool) -> list[str]:
 
 def _convert(job: Job, run, what: str):
     tf2onnx = require("tf2onnx", "tf")
+    from fwconv.convert.tf2onnx_compat import register
+
+    register()
     with job.stage("convert:tf2onnx") as record, captured_output() as cap:
         try:
             return run(tf2onnx)

@@ -2,7 +2,7 @@
 
 The dynamo exporter handles modules and ExportedPrograms; the TorchScript-based exporter is
 the only way for a ScriptModule and a fallback when dynamo decomposition fails (seen on
-windowed-attention and some text models). Shapes are static: TFLite needs them.
+windowed-attention and T5-style text encoders), for a `.pt2` too (its unlifted module is traced). Shapes are static: TFLite needs them.
 """
 
 from __future__ import annotations
@@ -36,8 +36,18 @@ def _export(exporter: str, source, args: tuple, out: str, in_names, out_names, o
         torch.onnx.export(model, args, out, dynamo=True, opset_version=opset, input_names=in_names,
                           output_names=out_names, external_data=False, optimize=True, verbose=False)
     else:
-        torch.onnx.export(source.callable(), args, out, dynamo=False, opset_version=opset,
+        torch.onnx.export(_traceable(source), args, out, dynamo=False, opset_version=opset,
                           input_names=in_names, output_names=out_names, do_constant_folding=True)
+
+
+def _traceable(source):
+    """The module the TorchScript exporter traces. An ExportedProgram's module refuses train()
+    ("Calling train() is not supported yet"), which that exporter calls to set eval mode; its
+    mode was fixed when it was exported, so train() becomes a no-op on this one instance."""
+    module = source.callable()
+    if source.kind == "exported":
+        module.train = lambda mode=True: module
+    return module
 
 
 def torch_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:

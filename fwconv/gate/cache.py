@@ -17,7 +17,7 @@ from fwconv.manifest import sha256_of, tool_versions
 
 CACHE_FILE = ".fwconv-gate-cache.json"
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx2tf", "onnxsim", "tensorflow", "ai-edge-litert",
-         "litert-torch", "numpy")
+         "litert-torch", "tf2onnx", "onnx2torch", "keras", "tf-keras", "numpy")
 
 
 def _file_hash(path: str) -> str | None:

@@ -80,6 +80,12 @@ class Runner:
     def input_names(self) -> list[str]:
         return [s.name for s in self.input_specs()]
 
+    def returns_dict(self) -> bool:
+        """Whether the model's own call returns its outputs by name (a Keras model built with a
+        dict of outputs). Converted PyTorch modules keep that structure; others give a tensor
+        or a tuple, as PyTorch users expect."""
+        return False
+
     def output_names(self) -> list[str]:
         raise NotImplementedError
 

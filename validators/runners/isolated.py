@@ -112,6 +112,9 @@ class IsolatedRunner(Runner):
     def output_names(self):
         return self._call("output_names")
 
+    def returns_dict(self):
+        return self._call("returns_dict")
+
     def index_bounds(self):
         return self._call("index_bounds")
 

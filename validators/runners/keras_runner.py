@@ -27,6 +27,9 @@ class KerasRunner(Runner):
     def input_specs(self) -> list[TensorSpec]:
         return [TensorSpec(t.name, list(t.shape), normalize_dtype(t.dtype)) for t in self.model.inputs]
 
+    def returns_dict(self) -> bool:
+        return isinstance(self.model.output, dict)
+
     def output_names(self) -> list[str]:
         return list(self.model.output_names)
 
