@@ -420,9 +420,6 @@ def test_convert_to_torch_from_onnx(mlp_onnx, tmp_path):
     assert scaled_error(ref, run_torchscript(pt, feed)["output"]) <= FP32_LIMIT
 
 
-@pytest.mark.xfail(strict=True, reason="onnx2torch cannot take the ONNX fwconv's own torch2onnx writes for the cnn: "
-                                       "the dynamo exporter emits Reshape(allowzero=1), onnx2torch has no converter "
-                                       "for it, exit 5")
 def test_onnx2torch_takes_what_torch2onnx_wrote(cnn_onnx, tmp_path):
     pt = tmp_path / "cnn.pt"
     r = invoke("onnx2torch", cnn_onnx, "-o", pt, "--no-latency")
