@@ -9,28 +9,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from fwconv.convert.options import ConvertOptions
 from fwconv.specs import TensorSpec
-
-
-@dataclasses.dataclass
-class ConvertOptions:
-    opset: int = 18
-    fp16: bool = False  # same as quantize="fp16"
-    quantize: str | None = None  # None | "fp16" | "dynamic" | "int8"
-    int8_io: bool = False  # with quantize="int8": int8 input/output tensors too
-    calibration: str | None = None  # .npz or a folder of .npz/.npy samples, for quantize="int8"
-    via: str = "auto"  # route choice for targets with several routes: auto | onnx | litert
-    layout: str = "source"  # "source" keeps the source's I/O layout; "nhwc" opts into channel-last
-    allow_flex: bool = False
-    exporter: str = "auto"  # torch->onnx: auto | dynamo | torchscript
-    trust_pickle: bool = False
-    force: bool = False
-    validate: bool = True
-    keep_failed: bool = False  # publish an artifact that failed parity (exit code still 3)
-    input_specs: list[TensorSpec] = dataclasses.field(default_factory=list)
-    inputs_file: str | None = None
-    input_ranges: tuple[str, ...] = ()
-    outputs: str = "auto"  # -> torch: auto (tensor / tuple, or dict where the source returns one) | tuple | dict
 
 
 @dataclasses.dataclass
@@ -107,9 +87,3 @@ def compose_interface(previous: dict | None, step: dict) -> dict:
             composed[side].append({"source": origin["source"] if origin else entry["source"],
                                    "name": entry["name"], "transpose": perm})
     return composed
-
-
-def precision_of(options: ConvertOptions) -> str:
-    """The candidate precision the validator's default thresholds are chosen for."""
-    q = options.quantize or ("fp16" if options.fp16 else None)
-    return {"fp16": "fp16", "dynamic": "int8", "int8": "int8"}.get(q, "fp32")

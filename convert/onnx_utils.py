@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import tempfile
+import time
+import weakref
+
+import numpy as np
+
 from fwconv.errors import InputError, first_line, require
 from fwconv.specs import TensorSpec
 
@@ -74,3 +82,240 @@ def constants_to_initializers(model) -> int:
         del model.graph.node[:]
         model.graph.node.extend(kept)
     return moved
+
+
+# -- Preparing old graphs for today's runtimes ---------------------------------------------------
+# ONNX Runtime 1.31 has no kernels for many opset < 7 ops ("Could not find an implementation for
+# AveragePool(1)"), and onnx2tf reads old attribute forms wrongly (Pad-2's `value`). ONNX's own
+# version converter brings such graphs forward; fwconv does it once, on a private copy, before
+# the reference runner and onnx2tf see the graph, and records it in the manifest.
+UPGRADE_BELOW = 7  # graphs older than this are upgraded: ORT only guarantees opset >= 7
+TARGET_OPSET = 13  # what they are upgraded to: both ORT and onnx2tf take it well (measured)
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+PREPARE_STAGES = "prepare_stages"  # Artifact.extra key: stage records made before any Job existed
+
+
+def default_opset(model) -> int | None:
+    """The opset of the default ONNX domain, or None if the graph does not import it."""
+    versions = [o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS]
+    return versions[0] if versions else None
+
+
+@dataclasses.dataclass
+class PreparedOnnx:
+    """An ONNX source as the runtimes will see it: the user's path, or a private upgraded copy
+    (deleted with `cleanup`, or when the object it is `bind`-ed to is garbage-collected)."""
+
+    path: str
+    stage: dict | None = None  # a StageRecord's fields, for the manifest
+    notes: list[str] = dataclasses.field(default_factory=list)
+    _dir: tempfile.TemporaryDirectory | None = None
+
+    def bind(self, owner) -> None:
+        if self._dir is not None:
+            weakref.finalize(owner, self._dir.cleanup)
+
+    def annotate(self, artifact) -> None:
+        """Point the source artifact at the copy; its notes and stage record travel with it."""
+        artifact.path = self.path
+        artifact.notes = artifact.notes + self.notes
+        if self.stage:
+            artifact.extra = {**artifact.extra, PREPARE_STAGES: [self.stage]}
+
+    def cleanup(self) -> None:
+        if self._dir is not None:
+            self._dir.cleanup()
+
+
+def prepare_onnx_source(path: str) -> PreparedOnnx:
+    """Load and check the user's ONNX file (a corrupt one is exit 2); if its opset is older than
+    today's runtimes take, upgrade a copy. The user's file is only read."""
+    model = load_onnx(path)
+    opset = default_opset(model)
+    if opset is None or opset >= UPGRADE_BELOW:
+        return PreparedOnnx(path)
+    start = time.perf_counter()
+    upgraded, details = upgrade_model(model, TARGET_OPSET)
+    stage = {"stage": "prepare:opset", "status": "ok" if upgraded is not None else "failed",
+             "seconds": 0.0, "detail": "; ".join(details)}
+    if upgraded is None:  # the runtimes get the original graph and may still take it
+        stage["seconds"] = round(time.perf_counter() - start, 4)
+        return PreparedOnnx(path, stage, [f"ONNX opset {opset} could not be upgraded: {details[-1]}"])
+    folder = tempfile.TemporaryDirectory(prefix="fwconv-onnx-")
+    copy = os.path.join(folder.name, os.path.basename(path) if path.endswith(".onnx") else "model.onnx")
+    save_onnx(upgraded, copy)
+    stage["seconds"] = round(time.perf_counter() - start, 4)
+    note = (f"ONNX opset {opset} upgraded to {TARGET_OPSET} with onnx.version_converter "
+            f"({'; '.join(details[1:]) or 'no other change'}), on a copy: the source file is unchanged")
+    return PreparedOnnx(copy, stage, [note], folder)
+
+
+def upgrade_model(model, target: int) -> tuple[object | None, list[str]]:
+    """(upgraded model, what changed) or (None, [why not]). The version converter keeps IR 3,
+    which requires every initializer to be a graph input, while its own adapters add new
+    initializers (Pad's pads); so the IR version moves to what the new opset needs and the
+    initializers stop being listed as inputs (IR 3 forced that listing, not the exporter)."""
+    onnx = require("onnx", "onnx")
+    opset = default_opset(model)
+    try:
+        upgraded = onnx.version_converter.convert_version(model, target)
+    except Exception as exc:  # no adapter for some op, or a graph the converter cannot read
+        return None, [f"opset {opset} -> {target} failed: {first_line(exc)}"]
+    details = [f"opset {opset} -> {target}"]
+    ir = max(upgraded.ir_version, onnx.helper.find_min_ir_version_for(list(upgraded.opset_import)))
+    if ir != upgraded.ir_version:
+        details.append(f"IR {upgraded.ir_version} -> {ir}")
+        upgraded.ir_version = ir
+    dropped = drop_initializer_inputs(upgraded)
+    if dropped:
+        details.append(f"{dropped} initializers no longer listed as graph inputs")
+    if opset < 7:
+        reshaped = per_channel_prelu_slopes(upgraded)
+        if reshaped:
+            details.append(f"{reshaped} PRelu slopes made per-channel (opset 6 semantics)")
+    try:
+        onnx.checker.check_model(upgraded)
+    except Exception as exc:
+        return None, [f"opset {opset} -> {target} gave an invalid graph: {first_line(exc)}"]
+    return upgraded, details
+
+
+def drop_initializer_inputs(model) -> int:
+    """Remove initializers from the graph inputs (in place); returns how many. From IR 4 on, a
+    listed initializer is an overridable input: runtimes and onnx2tf would treat weights as inputs."""
+    init = {i.name for i in model.graph.initializer}
+    kept = [v for v in model.graph.input if v.name not in init]
+    dropped = len(model.graph.input) - len(kept)
+    if dropped:
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+    return dropped
+
+
+def per_channel_prelu_slopes(model) -> int:
+    """Opset-6 PRelu applies a 1-D slope of size C per channel (axis 1); from opset 7 a slope
+    broadcasts numpy-style, against the last axis. The version converter does not adapt this,
+    so reshape such slopes (initializers) to [C, 1, ...] where X has rank > 2 and C channels."""
+    onnx = require("onnx", "onnx")
+    shapes = _shapes(model)
+    init = {i.name: i for i in model.graph.initializer}
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "PRelu" or len(node.input) != 2 or node.input[1] not in init:
+            continue
+        slope, shape = init[node.input[1]], shapes.get(node.input[0])
+        if len(slope.dims) != 1 or slope.dims[0] == 1 or not shape or len(shape) <= 2 or shape[1] != slope.dims[0]:
+            continue
+        name = f"{slope.name}__per_channel"
+        if name not in init:
+            array = onnx.numpy_helper.to_array(slope).reshape([-1] + [1] * (len(shape) - 2))
+            init[name] = onnx.numpy_helper.from_array(array, name)
+            model.graph.initializer.append(init[name])
+        node.input[1] = name
+        changed += 1
+    return changed
+
+
+def _shapes(model) -> dict[str, list[int | None]]:
+    """Tensor shapes known from the graph's inputs and shape inference."""
+    onnx = require("onnx", "onnx")
+    try:
+        graph = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:
+        graph = model.graph
+    values = list(graph.input) + list(graph.value_info) + list(graph.output)
+    return {v.name: _spec(v).shape for v in values if v.type.tensor_type.HasField("shape")}
+
+
+def save_onnx(model, path: str) -> None:
+    """Save a model; one over protobuf's 2 GB limit keeps its weights in a side file."""
+    onnx = require("onnx", "onnx")
+    large = model.ByteSize() > 1_800_000_000
+    onnx.save_model(model, path, save_as_external_data=large,
+                    location=os.path.basename(path) + ".data" if large else None)
+
+
+# -- Rewrites that onnx2tf needs (on its private copy only) --------------------------------------
+def name_nodes(model) -> int:
+    """Give every unnamed or duplicate-named node a unique name (in place); returns how many.
+    onnx2tf keys its layers by node name (fwconv turns off its own renaming, which rewrites the
+    file): two unnamed Reshapes overwrite each other and give a wrong model without an error."""
+    seen = {n.name for n in model.graph.node if n.name}
+    taken, renamed = set(), 0
+    for i, node in enumerate(model.graph.node):
+        if node.name and node.name not in taken:
+            taken.add(node.name)
+            continue
+        base = f"{node.op_type}_{i}"
+        name, k = base, 0
+        while name in seen or name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        node.name = name
+        taken.add(name)
+        renamed += 1
+    return renamed
+
+
+def decompose_prelu(model) -> int:
+    """PRelu(x, s) -> Relu(x) - s * Relu(-x) (exact, no broadcasting of its own) where onnx2tf or
+    TFLite cannot take it: a per-channel slope ([C, 1, ...]: onnx2tf 1.28 fails on "Layer weight
+    shape") or an input of rank > 4 (TFLite's PRELU stops at 4). A scalar or last-axis slope on
+    a rank <= 4 input keeps the builtin PRelu."""
+    onnx = require("onnx", "onnx")
+    make = onnx.helper.make_node
+    shapes = _shapes(model)
+    shapes.update({i.name: list(i.dims) for i in model.graph.initializer})
+    nodes, changed = [], 0
+    for node in model.graph.node:
+        x_shape, slope_shape = (shapes.get(n) for n in (list(node.input) + ["", ""])[:2])
+        if node.op_type != "PRelu" or (x_shape and len(x_shape) <= 4 and slope_shape is not None and len(slope_shape) <= 1):
+            nodes.append(node)
+            continue
+        (x, s), y, t = node.input, node.output[0], node.name or f"prelu{changed}"
+        nodes += [make("Relu", [x], [f"{t}__pos"], name=f"{t}__relu"),
+                  make("Neg", [x], [f"{t}__negx"], name=f"{t}__neg"),
+                  make("Relu", [f"{t}__negx"], [f"{t}__negpart"], name=f"{t}__relu_neg"),
+                  make("Mul", [f"{t}__negpart", s], [f"{t}__scaled"], name=f"{t}__mul"),
+                  make("Sub", [f"{t}__pos", f"{t}__scaled"], [y], name=f"{t}__sub")]
+        changed += 1
+    if changed:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return changed
+
+
+def split_strided_dilated_convs(model) -> int:
+    """Conv with strides > 1 and dilations > 1 -> Conv with stride 1, then a strided Slice: the
+    same values (every s-th output of the stride-1 conv), which TensorFlow can build; its
+    convolution refuses strides and dilations together, so onnx2tf fails on such a Conv.
+    Needs Slice's `steps` (opset >= 10); explicit pads only (SAME auto_pad depends on stride)."""
+    onnx = require("onnx", "onnx")
+    if (default_opset(model) or 0) < 10:
+        return 0
+    nodes, changed = [], 0
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        strides, dilations = list(attrs.get("strides") or []), list(attrs.get("dilations") or [])
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        if (node.op_type != "Conv" or max(strides or [1]) == 1 or max(dilations or [1]) == 1
+                or auto_pad not in (b"NOTSET", b"VALID")):
+            nodes.append(node)
+            continue
+        tag, out = node.name or f"conv{changed}", node.output[0]
+        for a in node.attribute:
+            if a.name == "strides":
+                a.ClearField("ints")
+                a.ints.extend([1] * len(strides))
+        node.output[0] = f"{tag}__dense"
+        axes = list(range(2, 2 + len(strides)))
+        consts = {"starts": [0] * len(axes), "ends": [np.iinfo(np.int64).max] * len(axes), "axes": axes, "steps": strides}
+        for key, values in consts.items():
+            model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(values, np.int64), f"{tag}__{key}"))
+        nodes += [node, onnx.helper.make_node("Slice", [f"{tag}__dense"] + [f"{tag}__{k}" for k in consts], [out],
+                                              name=f"{tag}__stride")]
+        changed += 1
+    if changed:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return changed

@@ -10,8 +10,9 @@ import time
 
 import numpy as np
 
-from fwconv.convert.formats import TARGET_SUFFIX, detect_format
-from fwconv.convert.job import Artifact, ConvertOptions, Job, precision_of
+from fwconv.models.formats import TARGET_SUFFIX, detect_format
+from fwconv.convert.job import Artifact, Job
+from fwconv.convert.options import ConvertOptions
 from fwconv.convert.planner import family_of
 from fwconv.errors import ConversionError, InputError, ModelLoadError, ParityError
 from fwconv.manifest import Manifest, manifest_path, sha256_of, size_of
@@ -74,20 +75,24 @@ def prepare_source(source: str, options: ConvertOptions):
 
     fmt = detect_format(source)
     family = family_of(fmt)
-    torch_source = None
+    torch_source, prepared = None, None
     if fmt == "onnx":
-        from fwconv.convert.onnx_utils import load_onnx
+        from fwconv.convert.onnx_utils import prepare_onnx_source
 
-        load_onnx(source)  # a corrupt file is the user's input error, not a runtime failure
+        # A corrupt file is the user's input error, not a runtime failure. An opset older than the
+        # runtimes take is upgraded once, on a private copy that the runner and the edges read.
+        prepared = prepare_onnx_source(source)
     if family == "torch":
-        from fwconv.convert.torch_source import load_torch_source
+        from fwconv.models.torch_source import load_torch_source
 
         start = time.perf_counter()
         torch_source = load_torch_source(source, trust_pickle=options.trust_pickle)
         loaded = time.perf_counter() - start
         runner = make_runner(torch_source)
     else:
-        runner, loaded = make_runner(source, fmt=fmt, trust_pickle=options.trust_pickle), 0.0
+        runner, loaded = make_runner(prepared.path if prepared else source, fmt=fmt, trust_pickle=options.trust_pickle), 0.0
+    if prepared:
+        prepared.bind(runner)  # the copy lives as long as the reference runner
     runner.activate()
     runner.load_seconds += loaded  # the source was loaded before the runner wrapped it
     names = runner.input_names()
@@ -109,6 +114,8 @@ def prepare_source(source: str, options: ConvertOptions):
     inputs = [TensorSpec(n, list(a.shape), a.dtype.name, _layout_of(a.shape, family)) for n, a in sample.items()]
     outputs = [TensorSpec(n, list(a.shape), a.dtype.name, _layout_of(a.shape, family)) for n, a in reference_outputs.items()]
     artifact = Artifact(path=source, format=fmt, inputs=inputs, outputs=outputs)
+    if prepared:
+        prepared.annotate(artifact)
     return artifact, runner, torch_source, sample, reference_outputs
 
 
@@ -231,8 +238,6 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
     from fwconv.convert.planner import applicable_routes, plan_routes
 
     options = options or ConvertOptions()
-    if options.fp16 and not options.quantize:
-        options.quantize = "fp16"
     fmt = detect_format(source)
     routes = applicable_routes(plan_routes(family_of(fmt), target, via=options.via), fmt, options)
     output = resolve_output(output, source, target)
@@ -240,9 +245,6 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
     finals = [output] if is_dir_target else [output, manifest_path(output)]
     protected = protected_paths(source, options.inputs_file, options.calibration)
     check_writable(*finals, force=options.force, protected=protected)
-    if options.quantize == "int8" and not options.calibration:
-        raise InputError("--quantize int8 needs calibration data: --calibration FILE.npz (or a folder of samples)",
-                         hint="fwconv never calibrates on random data silently")
     t0 = time.perf_counter()
     with staged_outputs(finals, force=options.force, protected=protected) as temps, scratch_dir() as workdir:
         artifact, ref_runner, torch_source, sample, ref_outputs = prepare_source(source, options)
@@ -253,7 +255,7 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
         finally:
             ref_runner.deactivate()
         current, job, report = chosen.artifact, chosen.job, chosen.report
-        current.extra = {**current.extra, "precision": precision_of(options)}  # the validator's default thresholds
+        current.extra = {**current.extra, "precision": options.precision}  # the validator's default thresholds
         route = routes[tries.index(chosen)]
         manifest = Manifest(
             artifact=os.path.abspath(output), format=target,
@@ -301,7 +303,7 @@ def _validate(ref_runner, artifact: Artifact, sample: dict[str, np.ndarray], job
     from fwconv.validators.metrics import Tolerance
     from fwconv.validators.runners import make_runner
 
-    settings = settings or ValidateSettings(tolerance=Tolerance(precision=precision_of(job.options)))
+    settings = settings or ValidateSettings(tolerance=Tolerance(precision=job.options.precision))
     interface = _M(artifact.path, artifact.format, {}, [], {}, [], [], extra=artifact.extra)
     with job.stage("validate"):
         try:

@@ -10,7 +10,7 @@ keeps the best validated artifact.
 from __future__ import annotations
 
 from fwconv.convert.edges import Edge, all_edges
-from fwconv.convert.formats import TORCH_FORMATS
+from fwconv.models.formats import TORCH_FORMATS
 from fwconv.errors import InputError
 
 FAMILY = {**{fmt: "torch" for fmt in TORCH_FORMATS},

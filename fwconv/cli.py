@@ -1,8 +1,5 @@
 """The `fwconv` command line. Thin over fwconv.convert / fwconv.validators; imports no framework
-at start-up, so --help and usage errors are instant.
-
-Exit codes: 0 ok · 1 conversion/runtime error · 2 bad input or usage · 3 parity failed ·
-4 latency budget exceeded · 5 unsupported op (e.g. Flex ops in a builtin-only .tflite).
+at start-up, so --help and usage errors are instant. Exit codes: fwconv.errors.EXIT_CODES.
 """
 
 from __future__ import annotations
@@ -13,7 +10,7 @@ import traceback
 
 import click
 
-from fwconv.errors import FwconvError
+from fwconv.errors import EXIT_CODES, FwconvError
 
 DEBUG = {"on": False}
 
@@ -58,19 +55,17 @@ def handle_errors(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+MAIN_HELP = ("Convert models between PyTorch, ONNX, TensorFlow and TFLite, and prove the result.\n\n\b\nExit codes:\n"
+             + "\n".join(f"  {code:>3} {meaning}" for code, meaning in EXIT_CODES.items()))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, help=MAIN_HELP)
 @click.version_option(package_name="fwconv")
 @click.option("--debug", is_flag=True, help="Show tracebacks and the converters' own logs.")
 @click.option("--max-size", metavar="SIZE", help="Largest archive member or tensor an input file may declare "
               "(default 16G; 'none' lifts the cap). Larger ones are refused (exit 2).")
 def main(debug: bool, max_size: str | None) -> None:
-    """Convert models between PyTorch, ONNX, TensorFlow and TFLite, and prove the result.
-
-    \b
-    Exit codes: 0 ok, 1 conversion/runtime error, 2 bad input or usage,
-    3 parity failed, 4 latency budget exceeded, 5 unsupported op (e.g. Flex),
-    130 interrupted (SIGINT), 143 terminated (SIGTERM).
-    """
+    """Global options (see MAIN_HELP for the help text)."""
     import os
 
     from fwconv import signals
@@ -169,45 +164,17 @@ def conversion_options(fn):
 
 # -- settings builders ---------------------------------------------------------------------
 
-def _tolerances(atol, rtol, per_output, precision):
-    from fwconv.errors import InputError
-    from fwconv.validators.metrics import Tolerance
-
-    if (atol is not None and atol < 0) or (rtol is not None and rtol < 0):
-        raise InputError("--atol/--rtol must not be negative")
-    base = Tolerance(precision=precision or "fp32", atol=atol, rtol=rtol)
-    per = {}
-    for text in per_output:
-        name, sep, vals = text.partition("=")
-        try:
-            parts = [float(v) for v in vals.split(",")]
-            if not sep or not name or len(parts) not in (1, 2):
-                raise ValueError
-            if min(parts) < 0:
-                raise InputError(f"bad --tolerance '{text}': tolerances must not be negative")
-        except ValueError:  # (InputError above is not a ValueError)
-            raise InputError(f"bad --tolerance '{text}': expected OUTPUT=ATOL or OUTPUT=ATOL,RTOL") from None
-        per[name] = Tolerance(precision=base.precision, atol=parts[0], rtol=parts[1] if len(parts) == 2 else (rtol or 0.0))
-    return base, per
-
-
 def validate_settings(kw, *, device="cpu", precision=None):
-    from fwconv.validators.align import parse_map
-    from fwconv.validators.compare import ValidateSettings
-    from fwconv.validators.inputs import parse_ranges
+    """The validation settings the options in `kw` describe (checked in fwconv.validators.settings)."""
     from fwconv.validators.latency import LatencySettings
+    from fwconv.validators.settings import build_settings
 
-    if kw["samples"] < 1:
-        from fwconv.errors import InputError
-
-        raise InputError("--samples must be at least 1")
-    tol, per = _tolerances(kw["atol"], kw["rtol"], kw["per_output"], kw["precision"] or precision)
-    return ValidateSettings(
-        device=device, threads=kw["threads"], samples=kw["samples"], seed=kw["seed"],
-        ranges=parse_ranges(kw["input_ranges"]), tolerance=tol, per_output=per,
-        latency=None if kw["no_latency"] else LatencySettings(kw["warmup"], kw["warmup_seconds"], kw["runs"], kw["min_seconds"]),
-        max_latency_ratio=kw["max_latency_ratio"], user_map=parse_map(kw["maps"]),
-    )
+    latency = None if kw["no_latency"] else LatencySettings(kw["warmup"], kw["warmup_seconds"], kw["runs"],
+                                                            kw["min_seconds"])
+    return build_settings(precision=kw["precision"] or precision or "fp32", atol=kw["atol"], rtol=kw["rtol"],
+                          per_output=kw["per_output"], samples=kw["samples"], seed=kw["seed"],
+                          input_ranges=kw["input_ranges"], maps=kw["maps"], threads=kw["threads"], device=device,
+                          latency=latency, max_latency_ratio=kw["max_latency_ratio"])
 
 
 def _report_paths(kw) -> list[str]:
@@ -243,32 +210,24 @@ def _emit(report, kw, protected: list[str]) -> None:
 # -- conversion commands -------------------------------------------------------------------
 
 def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | None = None) -> None:
-    from fwconv.convert.formats import detect_format
-    from fwconv.convert.job import ConvertOptions, precision_of
+    from fwconv.convert.options import ConvertOptions
     from fwconv.convert.pipeline import convert, resolve_output
     from fwconv.convert.planner import family_of
     from fwconv.errors import InputError, ParityError
-    from fwconv.specs import specs_from_options
+    from fwconv.models.formats import detect_format
     from fwconv.staging import protected_paths
 
-    input_specs = specs_from_options(kw["input_shapes"], kw["input_dtypes"])  # cheap checks first
-    if kw["int8_io"] and kw["quantize"] != "int8":
-        raise InputError("--int8-io goes with --quantize int8")
-    if kw["fp16"] and kw["quantize"] not in (None, "fp16"):
-        raise InputError(f"--fp16 and --quantize {kw['quantize']} contradict each other")
+    options = ConvertOptions.from_strings(  # cheap checks first: no model is read before these pass
+        kw["input_shapes"], kw["input_dtypes"], opset=kw["opset"], fp16=kw["fp16"], quantize=kw["quantize"],
+        layout=kw["layout"], allow_flex=kw["allow_flex"], exporter=kw["exporter"], trust_pickle=kw["trust_pickle"],
+        force=kw["force"], validate=not kw["no_validate"], keep_failed=kw["keep_failed"],
+        inputs_file=kw["inputs_file"], input_ranges=kw["input_ranges"], int8_io=kw["int8_io"],
+        calibration=kw["calibration"], via=kw["via"], outputs=kw["outputs"])
+    settings = validate_settings(kw, precision=options.precision)
     fmt = detect_format(source)
     if families and family_of(fmt) not in families:
         raise InputError(f"{source} is a {fmt} model; this command takes {' or '.join(families)} models",
                          hint=f"use: fwconv convert {source} --to {target}")
-    options = ConvertOptions(
-        opset=kw["opset"], fp16=kw["fp16"], layout=kw["layout"], allow_flex=kw["allow_flex"],
-        exporter=kw["exporter"], trust_pickle=kw["trust_pickle"], force=kw["force"],
-        validate=not kw["no_validate"], keep_failed=kw["keep_failed"],
-        input_specs=input_specs, inputs_file=kw["inputs_file"], input_ranges=kw["input_ranges"],
-        quantize=kw["quantize"] or ("fp16" if kw["fp16"] else None), int8_io=kw["int8_io"],
-        calibration=kw["calibration"], via=kw["via"], outputs=kw["outputs"],
-    )
-    settings = validate_settings(kw, precision=precision_of(options))
     inputs = protected_paths(source, kw["inputs_file"], kw["calibration"])
     # the artifact is not a report's to overwrite either; an artifact this command replaces is no input
     report_protected = inputs + [resolve_output(kw["output"], source, target)]
@@ -468,7 +427,7 @@ def inspect_command(model, as_json, trust_pickle):
     quantization, signatures, ops, size and sha256."""
     import json
 
-    from fwconv.convert.inspect import describe, to_text
+    from fwconv.models.describe import describe, to_text
 
     info = describe(model, trust_pickle=trust_pickle)
     click.echo(json.dumps(info, indent=2, default=str) if as_json else to_text(info))

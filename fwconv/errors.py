@@ -1,17 +1,21 @@
-"""Typed errors. The CLI maps each class to one documented exit code and prints one line.
-
-Exit codes (also in the README):
-  0  success (and parity passed, where validated)
-  1  conversion or runtime error (a converter or runtime failed)
-  2  bad input or usage (missing/corrupt file, unknown format, shape mismatch, output exists)
-  3  parity failed: a converted model does not match its reference
-  4  latency budget exceeded (--max-latency-ratio)
-  5  unsupported op: the model needs ops the target cannot express (e.g. Flex ops)
-"""
+"""Typed errors. The CLI maps each class to one documented exit code (EXIT_CODES, the one
+table the CLI help and the gate use; the README repeats it for readers) and prints one line."""
 
 from __future__ import annotations
 
 import re
+
+
+EXIT_CODES = {
+    0: "ok (and parity passed, where validated)",
+    1: "conversion or runtime error",
+    2: "bad input or usage",
+    3: "parity failed",
+    4: "latency budget exceeded",
+    5: "unsupported op (e.g. Flex)",
+    130: "interrupted (SIGINT)",
+    143: "terminated (SIGTERM)",
+}
 
 
 class FwconvError(Exception):

@@ -24,8 +24,8 @@ def fwconv_assert_parity():
 @pytest.fixture
 def fwconv_convert(tmp_path):
     def convert(source, target: str, **options):
-        from fwconv.convert.formats import TARGET_SUFFIX
-        from fwconv.convert.job import ConvertOptions
+        from fwconv.models.formats import TARGET_SUFFIX
+        from fwconv.convert.options import ConvertOptions
         from fwconv.convert.pipeline import convert as run
 
         out = tmp_path / f"{target}_{len(list(tmp_path.iterdir()))}{TARGET_SUFFIX[target]}"

@@ -20,15 +20,14 @@ def assert_parity(reference: Any, candidate: Any, *, inputs: str | dict | None =
                   max_latency_ratio: float | None = None, isolate: bool = False):
     from fwconv.specs import load_npz, specs_from_options
     from fwconv.validators import validate
-    from fwconv.validators.compare import ValidateSettings
     from fwconv.validators.latency import LatencySettings
-    from fwconv.validators.metrics import Tolerance
     from fwconv.validators.report import to_text
+    from fwconv.validators.settings import build_settings
 
     user = load_npz(inputs) if isinstance(inputs, str) else ({k: np.asarray(v) for k, v in inputs.items()} if inputs else None)
-    settings = ValidateSettings(samples=samples, seed=seed, tolerance=Tolerance(precision, atol=atol, rtol=rtol),
-                                latency=LatencySettings(runs=10) if max_latency_ratio else None,
-                                max_latency_ratio=max_latency_ratio)
+    settings = build_settings(precision=precision, atol=atol, rtol=rtol, samples=samples, seed=seed,
+                              latency=LatencySettings(runs=10) if max_latency_ratio else None,
+                              max_latency_ratio=max_latency_ratio)
     report = validate(str(reference), str(candidate), settings=settings, user_inputs=user,
                       ref_specs=specs_from_options(input_shapes, input_dtypes) or None, isolate=isolate)
     if report.status != "pass":

@@ -56,7 +56,7 @@ def main() -> None:
     opts = ap.parse_args()
     sys.path.insert(0, REPO)
     from fixtures.generate import generate
-    from fwconv.convert.job import ConvertOptions
+    from fwconv.convert.options import ConvertOptions
     from fwconv.convert.pipeline import convert
     from fwconv.quiet import captured_output
     from fwconv.validators.inputs import synthetic_inputs

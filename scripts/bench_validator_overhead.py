@@ -73,7 +73,7 @@ def main() -> None:
     opts = ap.parse_args()
     sys.path.insert(0, REPO)
     from fixtures.generate import generate
-    from fwconv.convert.job import ConvertOptions
+    from fwconv.convert.options import ConvertOptions
     from fwconv.convert.pipeline import convert
 
     with tempfile.TemporaryDirectory() as tmp:

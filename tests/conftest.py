@@ -61,7 +61,7 @@ _CACHE: dict = {}
 @pytest.fixture(scope="session")
 def convert_cached(tmp_path_factory):
     """convert_cached(source, target, **options) -> ConversionResult, converted once per session."""
-    from fwconv.convert.job import ConvertOptions, precision_of
+    from fwconv.convert.options import ConvertOptions
     from fwconv.convert.pipeline import convert
     from fwconv.validators.compare import ValidateSettings
     from fwconv.validators.metrics import Tolerance
@@ -74,7 +74,7 @@ def convert_cached(tmp_path_factory):
             suffix = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_sm"}[target]
             out = out_dir / f"m{len(_CACHE)}{suffix}"
             options = ConvertOptions(**kw)
-            settings = ValidateSettings(tolerance=Tolerance(precision_of(options)), latency=None)
+            settings = ValidateSettings(tolerance=Tolerance(options.precision), latency=None)
             _CACHE[key] = convert(str(source), target, str(out), options, settings)
         return _CACHE[key]
     return run

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fwconv.convert.formats import detect_format, is_factory
-from fwconv.convert.pickle_scan import unsafe_globals
+from fwconv.models.formats import detect_format, is_factory
+from fwconv.models.pickle_scan import unsafe_globals
 from fwconv.errors import InputError
 
 

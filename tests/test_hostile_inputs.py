@@ -110,7 +110,7 @@ def test_crafted_pickles_never_run(clean_models, sandbox):
 def test_scanner_sees_through_every_trick(clean_models, tmp_path):
     """The static scan alone: protocol 0, memo'd STACK_GLOBAL behind decoys, nested torch.save
     zips and the allowlisted-looking torch.storage._load_from_bytes are all found, by name."""
-    from fwconv.convert.pickle_scan import unsafe_globals
+    from fwconv.models.pickle_scan import unsafe_globals
 
     files = _hostile_files(clean_models, tmp_path, tmp_path / "CANARY")
     for name, path in files.items():
@@ -124,7 +124,7 @@ def test_loader_is_restricted_even_without_the_scan(clean_models, tmp_path, monk
     nothing but tensor data (torch.load forced to weights_only, pickle.loads allowlisted)."""
     import torch
 
-    import fwconv.convert.torch_source as ts
+    import fwconv.models.torch_source as ts
     from fwconv.errors import UnsafeModelError
 
     canary = tmp_path / "CANARY"

@@ -28,7 +28,7 @@ def calibration(tmp_path_factory, models_dir):
 
 
 def test_auto_keeps_the_fastest_passing_route(models_dir, tmp_path):
-    from fwconv.convert.job import ConvertOptions
+    from fwconv.convert.options import ConvertOptions
     from fwconv.convert.pipeline import convert
     from fwconv.validators.compare import ValidateSettings
     from fwconv.validators.latency import LatencySettings

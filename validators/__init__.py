@@ -32,12 +32,12 @@ def validate(reference, candidate, *, settings: ValidateSettings | None = None, 
     def runner_for(model):
         common = dict(device=settings.device, threads=settings.threads, trust_pickle=trust_pickle)
         if isolate and isinstance(model, str):
-            from fwconv.convert.formats import detect_format
-            from fwconv.validators.runners import RUNTIME_OF_FORMAT
+            from fwconv.models.formats import detect_format
+            from fwconv.validators.runners import runner_class
 
             fmt = detect_format(model)
             proxy = IsolatedRunner(timeout=timeout, model=model, fmt=fmt, **common)
-            proxy.name = f"{RUNTIME_OF_FORMAT.get(fmt, fmt)} (isolated)"
+            proxy.name = f"{runner_class(fmt).name} (isolated)"
             return proxy
         return make_runner(model, **common)
 

@@ -35,8 +35,6 @@ class Tolerance:
     precision: str = "fp32"
     atol: float | None = None  # absolute; None -> default scaled by the output's magnitude
     rtol: float | None = None
-    min_cosine: float | None = None
-    min_snr_db: float | None = None
 
     def resolved(self, scale: float) -> dict[str, float | None]:
         d = DEFAULT_TOLERANCES[self.precision]
@@ -49,8 +47,8 @@ class Tolerance:
         user_set = (self.atol is not None or self.rtol is not None) and d["atol_scaled"] is not None
         return {
             "atol": atol, "rtol": rtol,
-            "min_cosine": self.min_cosine if self.min_cosine is not None else (None if user_set else d["min_cosine"]),
-            "min_snr_db": self.min_snr_db if self.min_snr_db is not None else (None if user_set else d["min_snr_db"]),
+            "min_cosine": None if user_set else d["min_cosine"],
+            "min_snr_db": None if user_set else d["min_snr_db"],
         }
 
 

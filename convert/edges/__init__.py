@@ -10,7 +10,7 @@ import dataclasses
 import importlib
 from typing import Callable
 
-from fwconv.convert.formats import TORCH_FORMATS
+from fwconv.models.formats import TORCH_FORMATS
 from fwconv.convert.job import Artifact, Job
 
 def needs_torch_source(fmt: str, options) -> str | None:

@@ -24,8 +24,9 @@ import re
 import numpy as np
 
 from fwconv.convert.edges import Edge
-from fwconv.convert.job import Artifact, Job, compose_interface
-from fwconv.convert.onnx_utils import constants_to_initializers, io_specs, load_onnx
+from fwconv.convert.job import Artifact, Job, StageRecord, compose_interface
+from fwconv.convert.onnx_utils import (PREPARE_STAGES, constants_to_initializers, decompose_prelu, io_specs,
+                                       load_onnx, name_nodes, split_strided_dilated_convs)
 from fwconv.errors import ConversionError, InputError, UnsupportedOpError, first_line, require
 from fwconv.manifest import tool_versions
 from fwconv.quiet import captured_output, tail
@@ -79,13 +80,7 @@ def run_onnx2tf(onnx_path: str, job: Job, exporter: str | None = None):
     work = os.path.join(job.workdir, "onnx2tf")
     os.makedirs(work, exist_ok=True)
     copy = os.path.join(work, "model.onnx")
-    with job.stage("prepare:onnxsim") as record:
-        if exporter == "dynamo":  # already optimized (constants folded) by the exporter's onnxscript pass
-            record.detail = "skipped: dynamo export is already optimized"
-        else:
-            model, record.detail = simplify(model)
-        moved = constants_to_initializers(model)
-        record.detail += f"; {moved} Constant nodes -> initializers" if moved else ""
+    model = _prepare_copy(model, job, exporter)
     onnx.save(model, copy)  # external data inlined; the user's file is never touched
     np.save(os.path.join(work, CALIBRATION_FILE), np.zeros((1, 8, 8, 3), np.float32))
     feed = _onnx_feed(job, inputs)
@@ -112,6 +107,23 @@ def run_onnx2tf(onnx_path: str, job: Job, exporter: str | None = None):
             raise ConversionError("convert", f"onnx2tf failed: {first_line(exc)}",
                                   hint="run with --debug for its full log") from exc
     return keras_model, inputs, outputs, feed
+
+
+def _prepare_copy(model, job: Job, exporter: str | None):
+    """What onnx2tf's copy of the graph goes through first: onnxsim, then the rewrites onnx2tf
+    needs (each exact, each counted in the stage record)."""
+    with job.stage("prepare:onnxsim") as record:
+        if exporter == "dynamo":  # already optimized (constants folded) by the exporter's onnxscript pass
+            record.detail = "skipped: dynamo export is already optimized"
+        else:
+            model, record.detail = simplify(model)
+        moved = constants_to_initializers(model)
+        record.detail += f"; {moved} Constant nodes -> initializers" if moved else ""
+    with job.stage("prepare:onnx2tf") as record:
+        done = [(name_nodes(model), "nodes named"), (decompose_prelu(model), "PRelu -> Relu arithmetic"),
+                (split_strided_dilated_convs(model), "strided dilated Conv -> Conv + strided Slice")]
+        record.detail = "; ".join(f"{n} {what}" for n, what in done if n) or "nothing to rewrite"
+    return model
 
 
 def simplify(model):
@@ -212,8 +224,16 @@ def _artifact_specs(prev: Artifact, interface: dict, side: str) -> list[TensorSp
     return specs
 
 
+def adopt_prepare_stages(onnx_artifact: Artifact, job: Job) -> None:
+    """Stages done to the source before this job existed (e.g. prepare:opset) go first in its
+    record, so the manifest shows them."""
+    records = [StageRecord(**r) for r in onnx_artifact.extra.get(PREPARE_STAGES, [])]
+    job.stages[:0] = [r for r in records if r not in job.stages]
+
+
 def _build(onnx_artifact: Artifact, job: Job):
     """onnx2tf + the interface wrapper. Returns (module, concrete function, artifact template)."""
+    adopt_prepare_stages(onnx_artifact, job)
     keras_model, inputs, outputs, feed = run_onnx2tf(onnx_artifact.path, job, onnx_artifact.extra.get("exporter"))
     with job.stage("wrap"):
         module, interface = build_wrapper(keras_model, onnx_artifact.path, inputs, outputs, feed, job.options.layout)
@@ -225,7 +245,7 @@ def _build(onnx_artifact: Artifact, job: Job):
         path="", format="", inputs=_artifact_specs(onnx_artifact, interface, "inputs"),
         outputs=_artifact_specs(onnx_artifact, interface, "outputs"), tools=tool_versions(*TOOLS),
         notes=onnx_artifact.notes + [f"onnx2tf pseudo-ops: {', '.join(PSEUDO_OPS)}", f"layout: {job.options.layout}"],
-        extra={**onnx_artifact.extra, "interface": compose_interface(onnx_artifact.extra.get("interface"), interface),
+        extra={**{k: v for k, v in onnx_artifact.extra.items() if k != PREPARE_STAGES}, "interface": compose_interface(onnx_artifact.extra.get("interface"), interface),
                "signature": "serving_default"},
     )
     return module, concrete, template
@@ -243,7 +263,7 @@ def onnx_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
     """Straight from the wrapper's concrete function (no SavedModel round trip on disk): the
     signature keeps the source's input/output names."""
     tf = require("tensorflow", "tflite")
-    from fwconv.convert.tflite_ops import op_summary
+    from fwconv.models.tflite import op_summary
 
     module, concrete, template = _build(artifact, job)
     with job.stage("convert:tflite") as record, captured_output() as cap:

@@ -18,6 +18,7 @@ import re
 from fwconv.convert.edges import Edge
 from fwconv.convert.job import Artifact, Job
 from fwconv.convert.onnx_utils import io_specs, load_onnx
+from fwconv.models.keras import load_keras
 from fwconv.errors import ConversionError, InputError, UnsupportedOpError, first_line, require
 from fwconv.manifest import tool_versions
 from fwconv.quiet import captured_output
@@ -98,18 +99,6 @@ def savedmodel_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
     return _from_savedmodel(artifact.path, job, artifact, out)
 
 
-def load_keras(path: str, *, trust: bool):
-    keras = require("keras", "tf")
-    try:
-        with captured_output():
-            return keras.saving.load_model(path, safe_mode=not trust, compile=False)
-    except ValueError as exc:
-        if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
-            raise InputError(f"{path} contains Python code (a Lambda layer); loading it would run that code",
-                             hint="pass --trust-pickle if you trust its author") from exc
-        raise InputError(f"cannot load {path}: {first_line(exc)}") from exc
-
-
 def keras_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
     model = load_keras(artifact.path, trust=job.options.trust_pickle)
     saved = os.path.join(job.workdir, "keras_saved_model")
@@ -119,12 +108,9 @@ def keras_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
 
 
 def tflite_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
-    from fwconv.validators.runners.litert_runner import LiteRTRunner
+    from fwconv.models.tflite import read_io
 
-    with LiteRTRunner(artifact.path) as runner:  # signature key -> the tflite tensor's own name
-        details = {d["index"]: d["name"] for d in runner.interpreter.get_input_details() + runner.interpreter.get_output_details()}
-        sig = runner._sig or {"inputs": {}, "outputs": {}}
-        rename = {details[i]: key for side in ("inputs", "outputs") for key, i in sig[side].items()}
+    rename = {raw: key for key, raw in read_io(artifact.path)["tensor_names"].items()}  # raw tensor name -> key
     want = job.options.layout == "nchw"
     back = {v: k for k, v in rename.items()}
     nchw_in, nchw_out = _nchw_names(artifact.inputs, want), _nchw_names(artifact.outputs, want)

@@ -20,7 +20,7 @@ TOOLS = ("torch", "litert-torch", "ai-edge-litert")
 
 def _named_module(module, input_names: list[str], output_names: list[str]):
     torch = require("torch", "litert")
-    from fwconv.validators.runners.torch_runner import flatten_outputs
+    from fwconv.models.torch_source import flatten_outputs
 
     class NamedIO(torch.nn.Module):
         def __init__(self):
@@ -50,8 +50,8 @@ def torch_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
     torch = require("torch", "litert")
     source = job.torch_source
     litert_torch = require("litert_torch", "litert")
-    from fwconv.convert.tflite_ops import op_summary
-    from fwconv.validators.runners.litert_runner import LiteRTRunner
+    from fwconv.models.tflite import op_summary
+    from fwconv.models.tflite import read_io
 
     names_in, names_out = list(job.sample), list(job.reference_outputs)
     module = _named_module(source.callable(), names_in, names_out)
@@ -66,9 +66,8 @@ def torch_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
     summary = op_summary(out)
     if (summary["flex"] or summary["custom"]) and not job.options.allow_flex:
         raise UnsupportedOpError(summary["flex"] + summary["custom"], stage="check")
-    with LiteRTRunner(out) as runner:
-        inputs = {s.name: s for s in runner.tensor_specs("input")}
-        outputs = {s.name: s for s in runner.tensor_specs("output")}
+    io = read_io(out)
+    inputs, outputs = ({s.name: s for s in io[side]} for side in ("inputs", "outputs"))
     for spec_map, src_specs in ((inputs, artifact.inputs), (outputs, artifact.outputs)):
         for src in src_specs:
             if src.name in spec_map:

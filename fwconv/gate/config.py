@@ -27,7 +27,7 @@ import re
 import tomllib
 from typing import Any
 
-from fwconv.convert.formats import TARGET_SUFFIX
+from fwconv.models.formats import TARGET_SUFFIX
 from fwconv.errors import InputError
 
 TARGETS = ("onnx", "tflite", "savedmodel")
@@ -181,3 +181,26 @@ def input_paths(path: str) -> list[str]:
     jobs, _ = jobs_from_config(path)
     return protected_paths(path, *(j.source for j in jobs),
                            *(j.settings.get(k) for j in jobs for k in ("inputs", "calibration")))
+
+
+def convert_options(settings: dict[str, Any]):
+    from fwconv.convert.options import ConvertOptions
+
+    return ConvertOptions.from_strings(
+        settings.get("input_shape", ()), settings.get("input_dtype", ()),
+        opset=settings.get("opset", 18), quantize=settings.get("quantize"), int8_io=settings.get("int8_io", False),
+        calibration=settings.get("calibration"), via=settings.get("via", "auto"), layout=settings.get("layout", "source"),
+        exporter=settings.get("exporter", "auto"), allow_flex=settings.get("allow_flex", False), force=True,
+        keep_failed=True, inputs_file=settings.get("inputs"))
+
+
+def gate_settings(settings: dict[str, Any], precision: str):
+    """The job's validation settings, by the same builder the CLI uses."""
+    from fwconv.validators.latency import LatencySettings
+    from fwconv.validators.settings import build_settings
+
+    return build_settings(precision=settings.get("precision", precision), atol=settings.get("atol"),
+                          rtol=settings.get("rtol"), per_output=settings.get("tolerance") or {},
+                          samples=settings.get("samples", 1), threads=settings.get("threads"),
+                          latency=LatencySettings(warmup_runs=5, runs=int(settings.get("latency_runs", 30))),
+                          max_latency_ratio=settings.get("max_latency_ratio"))

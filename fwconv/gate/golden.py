@@ -58,7 +58,7 @@ class GoldenRunner(Runner):
 def save_golden(directory: str, source: str, settings: dict, *, update: bool = False) -> dict:
     """Run the source on the model's inputs (its .npz, or seeded synthetic) and freeze the result."""
     from fwconv.convert.pipeline import prepare_source
-    from fwconv.gate.worker import convert_options
+    from fwconv.gate.config import convert_options
 
     if os.path.exists(os.path.join(directory, "golden.json")) and not update:
         raise InputError(f"golden exists: {directory}", hint="refresh it deliberately with: fwconv golden update")

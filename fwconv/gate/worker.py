@@ -14,53 +14,27 @@ import time
 import traceback
 from typing import Any
 
-STATUS_CODE = {"pass": 0, "error": 1, "parity_failed": 3, "golden_failed": 3, "latency_exceeded": 4,
-               "latency_regressed": 4, "unsupported_op": 5}
+def _status_codes() -> dict[str, int]:
+    from fwconv.errors import FwconvError, LatencyBudgetError, ParityError, UnsupportedOpError
+
+    return {"pass": 0, "error": FwconvError.exit_code, "parity_failed": ParityError.exit_code,
+            "golden_failed": ParityError.exit_code, "latency_exceeded": LatencyBudgetError.exit_code,
+            "latency_regressed": LatencyBudgetError.exit_code, "unsupported_op": UnsupportedOpError.exit_code}
 
 
-def convert_options(settings: dict[str, Any]):
-    from fwconv.convert.job import ConvertOptions
-    from fwconv.specs import specs_from_options
-
-    return ConvertOptions(
-        opset=settings.get("opset", 18), quantize=settings.get("quantize"), int8_io=settings.get("int8_io", False),
-        calibration=settings.get("calibration"), via=settings.get("via", "auto"), layout=settings.get("layout", "source"),
-        exporter=settings.get("exporter", "auto"), allow_flex=settings.get("allow_flex", False), force=True,
-        keep_failed=True, inputs_file=settings.get("inputs"),
-        input_specs=specs_from_options(tuple(settings.get("input_shape", ())), tuple(settings.get("input_dtype", ()))),
-    )
-
-
-def validate_settings(settings: dict[str, Any], precision: str):
-    from fwconv.validators.compare import ValidateSettings
-    from fwconv.validators.latency import LatencySettings
-    from fwconv.validators.metrics import Tolerance
-
-    precision = settings.get("precision", precision)
-    per = {name: Tolerance(precision, atol=float(v), rtol=settings.get("rtol"))
-           for name, v in (settings.get("tolerance") or {}).items()}
-    return ValidateSettings(
-        samples=int(settings.get("samples", 1)), threads=settings.get("threads"),
-        tolerance=Tolerance(precision, atol=settings.get("atol"), rtol=settings.get("rtol")), per_output=per,
-        latency=LatencySettings(warmup_runs=5, runs=int(settings.get("latency_runs", 30))),
-        max_latency_ratio=settings.get("max_latency_ratio"),
-    )
-
-
-def _status_of(report) -> str:
-    return {"pass": "pass", "parity_failed": "parity_failed", "latency_exceeded": "latency_exceeded"}[report.status]
+STATUS_CODE = _status_codes()
 
 
 def run_job(job: dict[str, Any], *, check_only: bool = False) -> dict[str, Any]:
-    from fwconv.convert.job import precision_of
     from fwconv.errors import FwconvError, ParityError, UnsupportedOpError
+    from fwconv.gate.config import convert_options, gate_settings
 
     start = time.perf_counter()
     result: dict[str, Any] = {"id": f"{job['model']}:{job['target']}", "model": job["model"], "target": job["target"],
                               "artifact": job["output"], "status": "pass", "messages": []}
     try:
         options = convert_options(job["settings"])
-        settings = validate_settings(job["settings"], precision_of(options))
+        settings = gate_settings(job["settings"], options.precision)
         if check_only:
             from fwconv.validators import validate
 
@@ -81,7 +55,7 @@ def run_job(job: dict[str, Any], *, check_only: bool = False) -> dict[str, Any]:
             except ParityError as exc:  # kept on disk (keep_failed) so it can be inspected
                 report = exc.report
         result["validation"] = report.to_dict()
-        result["status"] = _status_of(report)
+        result["status"] = report.status
         result["messages"] += report.failures()
         if "candidate" in report.latency:
             result["latency"] = {k: report.latency["candidate"].to_dict()[k] for k in ("p50_ms", "p90_ms", "p99_ms", "runs")}

@@ -1,52 +1,50 @@
-"""One runner per runtime; `make_runner` picks it from the model's sniffed format."""
+"""One runner per runtime. Each runner class declares the formats it runs and the devices it
+supports; `make_runner` picks the class for a model's sniffed format (or a named runtime).
+
+Adding a runtime is one module with a `RUNNERS` list, named in RUNNER_MODULES (a second runtime
+for one format, e.g. ONNX Runtime's CUDA provider or ExecuTorch, is chosen with `runtime=`).
+Runner modules import their framework lazily, so listing them costs nothing.
+"""
 
 from __future__ import annotations
 
-from fwconv.convert.formats import detect_format
+import importlib
+
 from fwconv.errors import InputError
 from fwconv.validators.runners.base import Runner
 
-RUNTIME_OF_FORMAT = {
-    "torchscript": "torch", "exported": "torch", "torch-pickle": "torch", "factory": "torch",
-    "onnx": "onnxruntime", "tflite": "litert", "savedmodel": "tensorflow", "keras": "keras",
-}
+RUNNER_MODULES = ("torch_runner", "onnxrt_runner", "litert_runner", "tf_runner", "keras_runner")
+
+
+def runner_classes() -> list[type[Runner]]:
+    classes: list[type[Runner]] = []
+    for name in RUNNER_MODULES:
+        classes.extend(importlib.import_module(f"{__name__}.{name}").RUNNERS)
+    return classes
+
+
+def runner_class(fmt: str, runtime: str | None = None) -> type[Runner]:
+    """The first runner that runs `fmt` (and is called `runtime`, when given)."""
+    for cls in runner_classes():
+        if fmt in cls.formats and runtime in (None, cls.name):
+            return cls
+    wanted = f" with runtime {runtime}" if runtime else ""
+    raise InputError(f"fwconv has no runner for {fmt} models{wanted}")
 
 
 def make_runner(model, *, device: str = "cpu", threads: int | None = None, trust_pickle: bool = False,
-                fmt: str | None = None) -> Runner:
-    """A runner for a path (format sniffed) or an already-loaded TorchSource."""
-    from fwconv.convert.torch_source import TorchSource
+                fmt: str | None = None, runtime: str | None = None) -> Runner:
+    """A runner for a path (format sniffed unless given) or an already-loaded TorchSource."""
+    from fwconv.models.torch_source import TorchSource
 
     if isinstance(model, TorchSource):
-        from fwconv.validators.runners.torch_runner import TorchRunner
+        fmt = "factory" if model.kind == "module" else model.kind
+    else:
+        from fwconv.models.formats import detect_format
 
-        return TorchRunner(model, device=device)
-    fmt = fmt or detect_format(model)
-    runtime = RUNTIME_OF_FORMAT.get(fmt)
-    if runtime == "torch":
-        from fwconv.validators.runners.torch_runner import TorchRunner
-
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-        return TorchRunner(model, device=device, trust_pickle=trust_pickle)
-    if runtime == "onnxruntime":
-        from fwconv.validators.runners.onnxrt_runner import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(model, device=device, threads=threads)
-    if runtime == "litert":
-        from fwconv.validators.runners.litert_runner import LiteRTRunner
-
-        if device != "cpu":
-            raise InputError("LiteRT runs on the CPU here: --device cuda does not apply to a .tflite model")
-        return LiteRTRunner(model, threads=threads)
-    if runtime == "tensorflow":
-        from fwconv.validators.runners.tf_runner import TensorFlowRunner
-
-        return TensorFlowRunner(model, device=device, threads=threads)
-    if runtime == "keras":
-        from fwconv.validators.runners.keras_runner import KerasRunner
-
-        return KerasRunner(model, trust=trust_pickle)
-    raise InputError(f"fwconv has no runner for {fmt} models")
+        fmt = fmt or detect_format(model)
+    cls = runner_class(fmt, runtime)
+    if not any(device.startswith(d) for d in cls.devices):
+        raise InputError(f"{cls.name} runs on {' or '.join(cls.devices)} here: --device {device} does not apply "
+                         f"to a {fmt} model")
+    return cls.create(model, device=device, threads=threads, trust_pickle=trust_pickle)

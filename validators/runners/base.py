@@ -17,6 +17,13 @@ from fwconv.specs import TensorSpec
 
 class Runner:
     name = "runner"
+    formats: tuple[str, ...] = ()  # the model formats this runtime runs (see fwconv.models.formats)
+    devices: tuple[str, ...] = ("cpu",)
+
+    @classmethod
+    def create(cls, model, *, device: str = "cpu", threads: int | None = None, trust_pickle: bool = False) -> "Runner":
+        """Build the runner from make_runner's common arguments (each runner takes what applies)."""
+        return cls(model, device=device, threads=threads)
     device = "cpu"
 
     def __init__(self) -> None:

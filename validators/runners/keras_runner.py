@@ -10,6 +10,11 @@ from fwconv.validators.runners.base import Runner
 
 class KerasRunner(Runner):
     name = "keras"
+    formats = ("keras",)
+
+    @classmethod
+    def create(cls, model, *, device="cpu", threads=None, trust_pickle=False):
+        return cls(model, trust=trust_pickle)
 
     def __init__(self, path: str, *, trust: bool = False):
         super().__init__()
@@ -17,7 +22,7 @@ class KerasRunner(Runner):
         self.model = None
 
     def _activate(self) -> None:
-        from fwconv.convert.edges.tf_to_onnx import load_keras
+        from fwconv.models.keras import load_keras
 
         self.model = load_keras(self.path, trust=self.trust)
 
@@ -40,3 +45,6 @@ class KerasRunner(Runner):
             return {k: np.asarray(v) for k, v in out.items()}
         out = out if isinstance(out, (list, tuple)) else [out]
         return {n: np.asarray(v) for n, v in zip(self.output_names(), out)}
+
+
+RUNNERS = [KerasRunner]

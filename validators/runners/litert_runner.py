@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from fwconv.errors import RunnerError, UnsupportedOpError, first_line, load_error, require
+from fwconv.errors import RunnerError, first_line
 from fwconv.specs import TensorSpec
 from fwconv.validators.runners.base import Runner
 
 
 class LiteRTRunner(Runner):
     name = "litert"
+    formats = ("tflite",)
+
+    @classmethod
+    def create(cls, model, *, device="cpu", threads=None, trust_pickle=False):
+        return cls(model, threads=threads)
 
     def __init__(self, path: str, *, threads: int | None = None, signature: str | None = None):
         super().__init__()
@@ -25,45 +30,27 @@ class LiteRTRunner(Runner):
         self._sig = None
 
     def _activate(self) -> None:
-        litert = require("ai_edge_litert.interpreter", "tflite")
-        from fwconv.quiet import captured_output
+        from fwconv.models.tflite import open_interpreter, signature_of
 
-        try:
-            with captured_output():  # "Created TensorFlow Lite XNNPACK delegate" and friends
-                self.interpreter = litert.Interpreter(model_path=self.path, num_threads=self.threads or 1)
-                self.interpreter.allocate_tensors()
-            # {signature: {"inputs": {name: tensor index}, "outputs": {...}}}; indices let us use
-            # plain set_tensor/invoke/get_tensor (a SignatureRunner holds views that block invoke()).
-            sigs = self.interpreter._get_full_signature_list()
-            if self.signature or len(sigs) == 1:
-                self._sig = sigs[self.signature or next(iter(sigs))]
-        except Exception as exc:
-            if "Select TensorFlow op" in str(exc) or "Flex" in str(exc):
-                from fwconv.convert.tflite_ops import op_summary
-
-                raise UnsupportedOpError(op_summary(self.path)["flex"] or ["(unknown)"], stage="load",
-                                         hint="plain LiteRT cannot run Select-TF (Flex) ops") from exc
-            raise load_error("LiteRT", self.path, exc) from exc
+        # Signature indices let us use plain set_tensor/invoke/get_tensor (a SignatureRunner
+        # holds views that block invoke()).
+        self.interpreter = open_interpreter(self.path, self.threads)
+        self._sig = signature_of(self.interpreter, self.signature)
 
     def _deactivate(self) -> None:
         self._sig = None
         self.interpreter = None
 
     def _details(self, side: str) -> list[tuple[str, dict]]:
-        details = self.interpreter.get_input_details() if side == "input" else self.interpreter.get_output_details()
-        if self._sig is None:
-            return [(d["name"], d) for d in details]
-        by_index = {d["index"]: d for d in details}
-        return [(name, by_index[index]) for name, index in self._sig["inputs" if side == "input" else "outputs"].items()]
+        from fwconv.models.tflite import io_details
+
+        return io_details(self.interpreter, self._sig, side)
 
     def tensor_specs(self, side: str) -> list[TensorSpec]:
         """The artifact's real I/O tensors: dtype as stored, with scale/zero-point if quantized."""
-        specs = []
-        for name, d in self._details(side):
-            scale, zero = d.get("quantization", (0.0, 0))
-            quant = {"scale": float(scale), "zero_point": int(zero)} if scale else {}
-            specs.append(TensorSpec(name, [int(x) for x in d["shape"]], np.dtype(d["dtype"]).name, quantization=quant))
-        return specs
+        from fwconv.models.tflite import tensor_specs
+
+        return tensor_specs(self.interpreter, self._sig, side)
 
     def input_specs(self) -> list[TensorSpec]:
         """The logical interface: a quantized (int8/uint8) input takes float values, which this
@@ -113,3 +100,6 @@ def _dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
     if not scale or not np.issubdtype(q.dtype, np.integer):
         return q
     return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+RUNNERS = [LiteRTRunner]

@@ -24,6 +24,8 @@ def providers_for(device: str, available: list[str]) -> list[str]:
 
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
+    formats = ("onnx",)
+    devices = ("cpu", "cuda")
 
     def __init__(self, path: str, *, device: str = "cpu", threads: int | None = None):
         super().__init__()
@@ -81,3 +83,6 @@ class OnnxRuntimeRunner(Runner):
         names = self.output_names()
         staged = {k: np.ascontiguousarray(v) for k, v in feed.items()}
         return lambda: self.session.run(names, staged)
+
+
+RUNNERS = [OnnxRuntimeRunner]

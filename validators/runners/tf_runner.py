@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from fwconv.errors import RunnerError, first_line, load_error, require
+from fwconv.errors import RunnerError, first_line, require
 from fwconv.specs import TensorSpec, normalize_dtype
 from fwconv.validators.runners.base import Runner
 
 
 class TensorFlowRunner(Runner):
     name = "tensorflow"
+    formats = ("savedmodel",)
+    devices = ("cpu", "cuda")
 
     def __init__(self, path: str, *, device: str = "cpu", signature: str = "serving_default",
                  threads: int | None = None):
@@ -39,15 +41,13 @@ class TensorFlowRunner(Runner):
                 tf.config.threading.set_intra_op_parallelism_threads(self.threads)
             except RuntimeError:
                 pass  # already initialized in this process
-        try:
-            with tf.device(self._device_name()), captured_output():
-                self._model = tf.saved_model.load(self.path)
-            self._fn = self._model.signatures[self.signature]
-        except KeyError as exc:
+        from fwconv.models.savedmodel import load_savedmodel
+
+        self._model = load_savedmodel(self.path, self._device_name())
+        if self.signature not in self._model.signatures:
             raise RunnerError(f"{self.path} has no signature '{self.signature}' "
-                              f"(has: {', '.join(self._model.signatures)})") from exc
-        except Exception as exc:
-            raise load_error("TensorFlow", self.path, exc) from exc
+                              f"(has: {', '.join(self._model.signatures)})")
+        self._fn = self._model.signatures[self.signature]
 
     def _deactivate(self) -> None:
         self._fn = None
@@ -85,3 +85,6 @@ class TensorFlowRunner(Runner):
             for v in out.values():
                 v.numpy()
         return call
+
+
+RUNNERS = [TensorFlowRunner]

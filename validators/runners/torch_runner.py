@@ -8,40 +8,22 @@ import numpy as np
 
 from fwconv.errors import InputError, RunnerError, first_line, require
 from fwconv.specs import TensorSpec, normalize_dtype
+from fwconv.models.torch_source import flatten_outputs, to_numpy
 from fwconv.validators.runners.base import Runner
-
-
-def flatten_outputs(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Name every tensor of a model's (possibly nested) output, in pytree order.
-
-    A single tensor is `output`; tuples give `output_0, output_1, ...`; dicts (including
-    transformers' ModelOutput) keep their keys. The ONNX export uses the same names.
-    """
-    if hasattr(obj, "shape") and hasattr(obj, "dtype"):
-        return [(prefix or "output", obj)]
-    if isinstance(obj, dict) or (hasattr(obj, "keys") and hasattr(obj, "__getitem__")):
-        out = []
-        for key in obj.keys():
-            if obj[key] is not None:
-                out.extend(flatten_outputs(obj[key], f"{prefix}_{key}" if prefix else str(key)))
-        return out
-    if isinstance(obj, (list, tuple)):
-        out = []
-        for i, item in enumerate(obj):
-            out.extend(flatten_outputs(item, f"{prefix or 'output'}_{i}"))
-        return out
-    if obj is None:
-        return []
-    raise RunnerError(f"cannot read a model output of type {type(obj).__name__}")
-
-
-def to_numpy(tensor) -> np.ndarray:
-    t = tensor.detach().cpu()
-    return (t.float() if str(t.dtype) == "torch.bfloat16" else t).numpy()
 
 
 class TorchRunner(Runner):
     name = "torch"
+    formats = ("torchscript", "exported", "torch-pickle", "factory")
+    devices = ("cpu", "cuda")
+
+    @classmethod
+    def create(cls, model, *, device="cpu", threads=None, trust_pickle=False):
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        return cls(model, device=device, trust_pickle=trust_pickle)
 
     def __init__(self, source, *, device: str = "cpu", trust_pickle: bool = False, input_names=None):
         super().__init__()
@@ -55,7 +37,7 @@ class TorchRunner(Runner):
 
     def _activate(self) -> None:
         torch = require("torch", "torch")
-        from fwconv.convert.torch_source import TorchSource, load_torch_source
+        from fwconv.models.torch_source import TorchSource, load_torch_source
 
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise RunnerError("--device cuda: PyTorch sees no CUDA device on this machine")
@@ -77,18 +59,7 @@ class TorchRunner(Runner):
         return list(self._names_override or self.source.input_names)
 
     def input_specs(self) -> list[TensorSpec]:
-        example = self.source.example_inputs
-        if not example:
-            raise InputError(
-                f"{self.source.path} does not record its input shapes",
-                hint="give them with --input-shape 1,3,224,224 (repeatable) or --inputs FILE.npz",
-            )
-        names = self.input_names()
-        return [
-            TensorSpec(name=names[i] if i < len(names) else f"input_{i}", shape=list(t.shape),
-                       dtype=normalize_dtype(str(t.dtype)))
-            for i, t in enumerate(example)
-        ]
+        return self.source.input_specs(self.input_names())
 
     def index_bounds(self) -> dict[str, int]:
         """Integer inputs stay below the size of the embedding table they index.
@@ -156,3 +127,6 @@ class TorchRunner(Runner):
         if self._output_names is None:
             raise RunnerError("output names are known after the first inference")
         return list(self._output_names)
+
+
+RUNNERS = [TorchRunner]

@@ -7,21 +7,18 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from fwconv.convert.formats import TORCH_FORMATS, detect_format
+from fwconv.models.formats import TORCH_FORMATS, detect_format
 from fwconv.manifest import read_manifest, sha256_of, size_of
-from fwconv.specs import TensorSpec
+from fwconv.specs import TensorSpec, normalize_dtype
 
 
 def _tflite(path: str) -> dict[str, Any]:
-    from fwconv.convert.tflite_ops import op_summary
-    from fwconv.validators.runners.litert_runner import LiteRTRunner
+    from fwconv.models.tflite import op_summary, read_io
 
     info: dict[str, Any] = {"ops": op_summary(path)}
     try:
-        with LiteRTRunner(path) as runner:
-            info["signatures"] = list(runner.interpreter.get_signature_list())
-            info["inputs"] = runner.tensor_specs("input")
-            info["outputs"] = runner.tensor_specs("output")
+        io = read_io(path)
+        info.update({k: io[k] for k in ("signatures", "inputs", "outputs")})
     except Exception as exc:  # e.g. Flex ops: the op list still tells what is inside
         info["load_error"] = str(exc).splitlines()[0]
     return info
@@ -39,44 +36,32 @@ def _onnx(path: str) -> dict[str, Any]:
 
 
 def _savedmodel(path: str) -> dict[str, Any]:
-    from fwconv.validators.runners.tf_runner import TensorFlowRunner
+    from fwconv.models.savedmodel import read_signatures
 
-    runner = TensorFlowRunner(path).activate()
-    try:
-        sigs = {}
-        for key, fn in runner._model.signatures.items():
-            _, kwargs = fn.structured_input_signature
-            sigs[key] = {
-                "inputs": [TensorSpec(n, spec.shape.as_list(), spec.dtype.name) for n, spec in kwargs.items()],
-                "outputs": [TensorSpec(n, t.shape.as_list(), t.dtype.name) for n, t in fn.structured_outputs.items()],
-            }
-        default = sigs.get("serving_default") or next(iter(sigs.values()), {"inputs": [], "outputs": []})
-        return {"signatures": list(sigs), "inputs": default["inputs"], "outputs": default["outputs"]}
-    finally:
-        runner.deactivate()
+    return read_signatures(path)
 
 
 def _torch(path: str, trust_pickle: bool) -> dict[str, Any]:
-    from fwconv.validators.runners.torch_runner import TorchRunner
     from fwconv.errors import InputError
+    from fwconv.models.torch_source import load_torch_source
 
-    runner = TorchRunner(path, trust_pickle=trust_pickle).activate()
-    info: dict[str, Any] = {"kind": runner.source.kind}
+    source = load_torch_source(path, trust_pickle=trust_pickle)
+    info: dict[str, Any] = {"kind": source.kind}
     try:
-        info["inputs"] = runner.input_specs()
+        info["inputs"] = source.input_specs()
     except InputError:
-        info["inputs"] = [TensorSpec(n, [], "?") for n in runner.input_names()]
+        info["inputs"] = [TensorSpec(n, [], "?") for n in source.input_names]
         info["note"] = "input shapes are not recorded in this file"
     return info
 
 
 def _keras(path: str, trust_pickle: bool) -> dict[str, Any]:
-    from fwconv.validators.runners.keras_runner import KerasRunner
+    from fwconv.models.keras import load_keras
 
-    with KerasRunner(path, trust=trust_pickle) as runner:
-        return {"inputs": runner.input_specs(),
-                "outputs": [TensorSpec(n, list(t.shape), str(t.dtype)) for n, t in
-                            zip(runner.output_names(), runner.model.outputs)]}
+    model = load_keras(path, trust=trust_pickle)
+    spec = lambda name, t: TensorSpec(name, list(t.shape), normalize_dtype(str(t.dtype)))
+    return {"inputs": [spec(t.name, t) for t in model.inputs],
+            "outputs": [spec(n, t) for n, t in zip(model.output_names, model.outputs)]}
 
 
 def describe(path: str, *, trust_pickle: bool = False) -> dict[str, Any]:

@@ -75,3 +75,64 @@ def set_io_order(path: str, inputs: list[str], outputs: list[str], signature: st
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     with open(path, "wb") as f:
         f.write(builder.Output())
+
+
+def open_interpreter(path: str, threads: int | None = None):
+    """A LiteRT interpreter with tensors allocated; a Flex model is exit 5 naming its ops, an
+    unreadable file exit 2."""
+    litert = require("ai_edge_litert.interpreter", "tflite")
+    from fwconv.errors import UnsupportedOpError, load_error
+    from fwconv.quiet import captured_output
+
+    try:
+        with captured_output():  # "Created TensorFlow Lite XNNPACK delegate" and friends
+            interpreter = litert.Interpreter(model_path=path, num_threads=threads or 1)
+            interpreter.allocate_tensors()
+        return interpreter
+    except Exception as exc:
+        if "Select TensorFlow op" in str(exc) or "Flex" in str(exc):
+            raise UnsupportedOpError(op_summary(path)["flex"] or ["(unknown)"], stage="load",
+                                     hint="plain LiteRT cannot run Select-TF (Flex) ops") from exc
+        raise load_error("LiteRT", path, exc) from exc
+
+
+def signature_of(interpreter, key: str | None = None) -> dict | None:
+    """{"inputs": {name: tensor index}, "outputs": {...}} of the named (or only) signature."""
+    sigs = interpreter._get_full_signature_list()
+    if key or len(sigs) == 1:
+        return sigs[key or next(iter(sigs))]
+    return None
+
+
+def io_details(interpreter, signature: dict | None, side: str) -> list[tuple[str, dict]]:
+    """(name, tensor detail) per input/output: signature keys and order where there is one."""
+    details = interpreter.get_input_details() if side == "input" else interpreter.get_output_details()
+    if signature is None:
+        return [(d["name"], d) for d in details]
+    by_index = {d["index"]: d for d in details}
+    return [(name, by_index[index]) for name, index in signature["inputs" if side == "input" else "outputs"].items()]
+
+
+def tensor_specs(interpreter, signature: dict | None, side: str) -> list:
+    """The real I/O tensors: dtype as stored, with scale/zero-point where quantized."""
+    import numpy as np
+
+    from fwconv.specs import TensorSpec
+
+    specs = []
+    for name, d in io_details(interpreter, signature, side):
+        scale, zero = d.get("quantization", (0.0, 0))
+        quant = {"scale": float(scale), "zero_point": int(zero)} if scale else {}
+        specs.append(TensorSpec(name, [int(x) for x in d["shape"]], np.dtype(d["dtype"]).name, quantization=quant))
+    return specs
+
+
+def read_io(path: str) -> dict[str, Any]:
+    """What a .tflite declares: signatures, I/O specs, and each signature key's raw tensor name."""
+    interpreter = open_interpreter(path)
+    signature = signature_of(interpreter)
+    raw = {d["index"]: d["name"] for d in interpreter.get_input_details() + interpreter.get_output_details()}
+    tensor_names = {key: raw[i] for side in ("inputs", "outputs") for key, i in (signature or {}).get(side, {}).items()}
+    return {"signatures": list(interpreter.get_signature_list()), "tensor_names": tensor_names,
+            "inputs": tensor_specs(interpreter, signature, "input"),
+            "outputs": tensor_specs(interpreter, signature, "output")}

@@ -19,9 +19,11 @@ import re
 import sys
 from typing import Any, Iterator
 
-from fwconv.errors import FwconvError, InputError, UnsafeModelError, first_line, require
-from fwconv.convert.formats import FACTORY_RE, detect_format
-from fwconv.convert.pickle_scan import allowed, unsafe_globals
+import numpy as np
+
+from fwconv.errors import FwconvError, InputError, RunnerError, UnsafeModelError, first_line, require
+from fwconv.models.formats import FACTORY_RE, detect_format
+from fwconv.models.pickle_scan import allowed, unsafe_globals
 
 
 @dataclasses.dataclass
@@ -35,6 +37,17 @@ class TorchSource:
     def callable(self):
         """Something to call with positional tensors."""
         return self.model.module() if self.kind == "exported" else self.model
+
+    def input_specs(self, names: list[str] | None = None) -> list:
+        """Shapes and dtypes the file records (a .pt2's example inputs); InputError otherwise."""
+        from fwconv.specs import TensorSpec, normalize_dtype
+
+        if not self.example_inputs:
+            raise InputError(f"{self.path} does not record its input shapes",
+                             hint="give them with --input-shape 1,3,224,224 (repeatable) or --inputs FILE.npz")
+        names = names or self.input_names
+        return [TensorSpec(names[i] if i < len(names) else f"input_{i}", list(t.shape), normalize_dtype(str(t.dtype)))
+                for i, t in enumerate(self.example_inputs)]
 
 
 def load_torch_source(spec: str, *, trust_pickle: bool = False) -> TorchSource:
@@ -168,3 +181,32 @@ def _module_source(model, spec: str) -> TorchSource:
     params = inspect.signature(model.forward).parameters.values()
     names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return TorchSource("module", model, spec, names)
+
+
+def flatten_outputs(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Name every tensor of a model's (possibly nested) output, in pytree order.
+
+    A single tensor is `output`; tuples give `output_0, output_1, ...`; dicts (including
+    transformers' ModelOutput) keep their keys. The ONNX export uses the same names.
+    """
+    if hasattr(obj, "shape") and hasattr(obj, "dtype"):
+        return [(prefix or "output", obj)]
+    if isinstance(obj, dict) or (hasattr(obj, "keys") and hasattr(obj, "__getitem__")):
+        out = []
+        for key in obj.keys():
+            if obj[key] is not None:
+                out.extend(flatten_outputs(obj[key], f"{prefix}_{key}" if prefix else str(key)))
+        return out
+    if isinstance(obj, (list, tuple)):
+        out = []
+        for i, item in enumerate(obj):
+            out.extend(flatten_outputs(item, f"{prefix or 'output'}_{i}"))
+        return out
+    if obj is None:
+        return []
+    raise RunnerError(f"cannot read a model output of type {type(obj).__name__}")
+
+
+def to_numpy(tensor) -> np.ndarray:
+    t = tensor.detach().cpu()
+    return (t.float() if str(t.dtype) == "torch.bfloat16" else t).numpy()

@@ -1,0 +1,63 @@
+"""Conversion options, normalised and checked once, on construction, whoever builds them: the
+CLI, the gate, the Python API, the pytest plugin. `--fp16` is `quantize="fp16"`; contradictions
+and missing calibration are one clear InputError (exit 2) before any model loads."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fwconv.errors import InputError
+from fwconv.specs import TensorSpec, specs_from_options
+
+CHOICES = {"quantize": (None, "fp16", "dynamic", "int8"), "via": ("auto", "onnx", "litert"),
+           "layout": ("source", "nhwc", "nchw"), "exporter": ("auto", "dynamo", "torchscript"),
+           "outputs": ("auto", "tuple", "dict")}
+PRECISION_OF_QUANTIZE = {None: "fp32", "fp16": "fp16", "dynamic": "int8", "int8": "int8"}
+
+
+@dataclasses.dataclass
+class ConvertOptions:
+    opset: int = 18
+    fp16: bool = False  # the same as quantize="fp16" (normalised on construction)
+    quantize: str | None = None  # None | "fp16" | "dynamic" | "int8"
+    int8_io: bool = False  # with quantize="int8": int8 input/output tensors too
+    calibration: str | None = None  # .npz or a folder of .npz/.npy samples, for quantize="int8"
+    via: str = "auto"  # route choice for targets with several routes: auto | onnx | litert
+    layout: str = "source"  # "source" keeps the source's I/O layout; "nhwc" opts into channel-last
+    allow_flex: bool = False
+    exporter: str = "auto"  # torch->onnx: auto | dynamo | torchscript
+    trust_pickle: bool = False
+    force: bool = False
+    validate: bool = True
+    keep_failed: bool = False  # publish an artifact that failed parity (exit code still 3)
+    input_specs: list[TensorSpec] = dataclasses.field(default_factory=list)
+    inputs_file: str | None = None
+    input_ranges: tuple[str, ...] = ()
+    outputs: str = "auto"  # -> torch: auto (tensor / tuple, or dict where the source returns one) | tuple | dict
+
+    def __post_init__(self) -> None:
+        if self.fp16 and self.quantize not in (None, "fp16"):
+            raise InputError(f"--fp16 and --quantize {self.quantize} contradict each other")
+        if self.fp16:
+            self.quantize = "fp16"
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise InputError(f"unknown {name} '{getattr(self, name)}'",
+                                 hint=f"choose one of: {', '.join(str(a) for a in allowed if a)}")
+        if self.int8_io and self.quantize != "int8":
+            raise InputError("--int8-io goes with --quantize int8")
+        if self.quantize == "int8" and not self.calibration:
+            raise InputError("--quantize int8 needs calibration data: --calibration FILE.npz (or a folder of samples)",
+                             hint="fwconv never calibrates on random data silently")
+        if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not 7 <= self.opset <= 23:
+            raise InputError(f"--opset {self.opset!r} is not an ONNX opset fwconv can export (7..23)")
+
+    @classmethod
+    def from_strings(cls, input_shapes=(), input_dtypes=(), **options) -> "ConvertOptions":
+        """From the user's words: `--input-shape [NAME:]D0,D1` and `--input-dtype [NAME:]DTYPE`."""
+        return cls(input_specs=specs_from_options(tuple(input_shapes), tuple(input_dtypes)), **options)
+
+    @property
+    def precision(self) -> str:
+        """The candidate precision the validator's default thresholds are chosen for."""
+        return PRECISION_OF_QUANTIZE[self.quantize]
