@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from fwconv.models.formats import TARGET_SUFFIX, detect_format
+from fwconv.models.formats import TARGET_SUFFIX, detect_format, model_file
 from fwconv.convert.job import Artifact, Job
 from fwconv.convert.options import ConvertOptions
 from fwconv.convert.planner import family_of
@@ -26,9 +26,26 @@ class ConversionResult:
     manifest: Manifest
     validation: object | None  # ValidationReport
 
+    def to_text(self) -> str:
+        """What was written and how: size, route, notes, ops, the routes tried, stage times."""
+        m = self.manifest
+        lines = [f"wrote {self.artifact} ({m.size_bytes / 1024:.1f} KiB) via {' -> '.join(m.route)}"]
+        lines += [f"  {note}" for note in m.notes]
+        if m.ops:
+            lines.append(f"  ops: {sum(m.ops['builtin'].values())} builtin ({len(m.ops['builtin'])} kinds), "
+                         f"flex: {m.ops['flex'] or 'none'}, custom: {m.ops['custom'] or 'none'}")
+        if m.extra.get("routes"):
+            lines.append(f"  routes tried (kept: {m.extra['chosen_route']}):")
+            for r in m.extra["routes"]:
+                detail = r.get("error") or f"{r['status']}, {r.get('size_bytes', 0) / 1024:.1f} KiB" + (
+                    f", p50 {r['p50_ms']:.3f} ms" if "p50_ms" in r else "")
+                lines.append(f"    {r['route']}: {detail}")
+        lines.append("  stages: " + ", ".join(f"{s['stage']} {s['seconds']:.1f}s" for s in m.stages))
+        return "\n".join(lines)
+
 
 def default_output(source: str, target: str) -> str:
-    base = source.split(":")[0] if family_of(detect_format(source)) == "torch" and not os.path.exists(source) else source
+    base = model_file(source) or source.partition(":")[0]  # a package.module:attr factory: named after it
     stem = os.path.splitext(os.path.basename(base.rstrip(os.sep)))[0]
     return os.path.join(os.path.dirname(os.path.abspath(base)), stem + TARGET_SUFFIX[target])
 

@@ -78,8 +78,3 @@ def plan_routes(src_family: str, target: str, *, via: str = "auto", edges: list[
     # A detour through another deployment format (torch -> tflite -> onnx) costs time and precision
     # and runs converters the user did not ask for: prefer routes whose intermediates are the hub.
     return [r for r in found if all(e.dst == HUB for e in r[:-1])] or found
-
-
-def plan(src_family: str, target: str, edges: list[Edge] | None = None) -> list[Edge]:
-    """The default (first) route."""
-    return plan_routes(src_family, target, edges=edges)[0]

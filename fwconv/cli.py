@@ -238,23 +238,7 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
         if exc.report is not None:
             _write_reports(exc.report, kw, report_protected)
         raise
-    m = result.manifest
-    click.echo(f"wrote {result.artifact} ({m.size_bytes / 1024:.1f} KiB) via {' -> '.join(m.route)}")
-    for note in m.notes:
-        click.echo(f"  {note}")
-    if m.ops:
-        builtin = sum(m.ops["builtin"].values())
-        click.echo(f"  ops: {builtin} builtin ({len(m.ops['builtin'])} kinds), flex: {m.ops['flex'] or 'none'}, "
-                   f"custom: {m.ops['custom'] or 'none'}")
-    routes = m.extra.get("routes")
-    if routes:
-        click.echo(f"  routes tried (kept: {m.extra['chosen_route']}):")
-        for r in routes:
-            detail = r.get("error") or f"{r['status']}, {r.get('size_bytes', 0) / 1024:.1f} KiB" + (
-                f", p50 {r['p50_ms']:.3f} ms" if "p50_ms" in r else "")
-            click.echo(f"    {r['route']}: {detail}")
-    stages = ", ".join(f"{s['stage']} {s['seconds']:.1f}s" for s in m.stages)
-    click.echo(f"  stages: {stages}")
+    click.echo(result.to_text())
     if result.validation is not None:
         click.echo("")
         _emit(result.validation, kw, report_protected)

@@ -34,15 +34,10 @@ def _inside(path: str, folder: str) -> bool:
 
 def protected_paths(*paths: str | None) -> list[str]:
     """The existing files/dirs among `paths` (a factory `file.py:fn` counts as its file)."""
-    found = []
-    for path in paths:
-        if not path:
-            continue
-        if not os.path.exists(path) and ":" in path:
-            path = path.rsplit(":", 1)[0]
-        if os.path.exists(path):
-            found.append(path)
-    return found
+    from fwconv.models.formats import model_file
+
+    found = [model_file(path) for path in paths if path]
+    return [path for path in found if path and os.path.exists(path)]
 
 
 def check_not_an_input(output: str, protected: Iterable[str]) -> None:

@@ -21,12 +21,14 @@ TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx2tf", "onnxsim", "te
 
 
 def _file_hash(path: str) -> str | None:
-    path = path.split(":")[0] if not os.path.exists(path) else path
-    return sha256_of(path) if os.path.exists(path) else None
+    from fwconv.models.formats import model_file
+
+    path = model_file(path)
+    return sha256_of(path) if path and os.path.exists(path) else None
 
 
 def job_key(job: dict[str, Any], check_only: bool) -> str:
-    files = {k: _file_hash(v) for k, v in job["settings"].items() if isinstance(v, str) and os.path.exists(v.split(":")[0])}
+    files = {k: _file_hash(v) for k, v in job["settings"].items() if isinstance(v, str) and _file_hash(v)}
     golden = job.get("golden")
     parts = {
         "job": {k: v for k, v in job.items() if k != "timeout"}, "check_only": check_only,

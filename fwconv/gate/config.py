@@ -49,7 +49,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclasses.dataclass
-class Job:
+class GateJob:
     """One model x target: everything a worker needs, as plain data (it crosses processes)."""
 
     model: str
@@ -69,9 +69,12 @@ class Job:
 
 
 def _abs(base: str, value: str) -> str:
-    if ":" in value and not os.path.exists(os.path.join(base, value)) and value.split(":")[0].endswith(".py"):
-        path, _, attr = value.rpartition(":")
-        return f"{os.path.normpath(os.path.join(base, path))}:{attr}"
+    """A path relative to the config file; a `file.py:fn` factory's file likewise."""
+    from fwconv.models.formats import FACTORY_RE
+
+    factory = FACTORY_RE.match(value)
+    if factory and factory["target"].endswith(".py") and not os.path.exists(os.path.join(base, value)):
+        return f"{os.path.normpath(os.path.join(base, factory['target']))}:{factory['attr']}"
     return value if os.path.isabs(value) else os.path.normpath(os.path.join(base, value))
 
 
@@ -122,7 +125,7 @@ def _check_name(name: str, where: str) -> None:
                          hint="use letters, digits, '_', '-' and '.', starting with a letter or digit")
 
 
-def jobs_from_config(path: str, *, only: list[str] | None = None) -> tuple[list[Job], dict[str, Any]]:
+def jobs_from_config(path: str, *, only: list[str] | None = None) -> tuple[list[GateJob], dict[str, Any]]:
     data = load_config(path)
     base = os.path.dirname(os.path.abspath(path))
     _check_keys(data.get("gate", {}), GATE_KEYS, "[gate]")
@@ -136,7 +139,7 @@ def jobs_from_config(path: str, *, only: list[str] | None = None) -> tuple[list[
     output_dir = _abs(base, gate.pop("output_dir", "fwconv-artifacts"))
     golden_dir = gate.pop("golden_dir", None)
     default_timeout = float(gate.pop("timeout", 1800))
-    jobs: list[Job] = []
+    jobs: list[GateJob] = []
     seen = set()
     for i, model in enumerate(models):
         where = f"model #{i + 1}" + (f" ({model.get('name')})" if isinstance(model, dict) and model.get("name") else "")
@@ -167,7 +170,7 @@ def jobs_from_config(path: str, *, only: list[str] | None = None) -> tuple[list[
                 if isinstance(settings.get(key), str):
                     settings[key] = _abs(base, settings[key])
             suffix = TARGET_SUFFIX[target]
-            jobs.append(Job(model=name, target=target, source=_abs(base, model["source"]), settings=settings,
+            jobs.append(GateJob(model=name, target=target, source=_abs(base, model["source"]), settings=settings,
                             output=os.path.join(output_dir, name, f"{name}{suffix}"),
                             golden=_abs(base, golden) if golden else None,
                             timeout=float(model.get("timeout", default_timeout))))

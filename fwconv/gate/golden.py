@@ -59,6 +59,7 @@ def save_golden(directory: str, source: str, settings: dict, *, update: bool = F
     """Run the source on the model's inputs (its .npz, or seeded synthetic) and freeze the result."""
     from fwconv.convert.pipeline import prepare_source
     from fwconv.gate.config import convert_options
+    from fwconv.models.formats import model_file
 
     if os.path.exists(os.path.join(directory, "golden.json")) and not update:
         raise InputError(f"golden exists: {directory}", hint="refresh it deliberately with: fwconv golden update")
@@ -69,7 +70,7 @@ def save_golden(directory: str, source: str, settings: dict, *, update: bool = F
     np.savez(os.path.join(directory, "outputs.npz"), **outputs)
     info = {
         "schema": "fwconv.golden", "schema_version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "source": {"path": source, "sha256": sha256_of(source.split(":")[0]) if os.path.exists(source.split(":")[0]) else None},
+        "source": {"path": source, "sha256": sha256_of(model_file(source)) if model_file(source) else None},
         "device": "cpu", "machine": platform.machine(), "python": platform.python_version(),
         "versions": tool_versions("torch", "onnx", "onnxruntime", "tensorflow", "onnx2tf", "ai-edge-litert", "litert-torch"),
         "files": {f: sha256_of(os.path.join(directory, f)) for f in ("inputs.npz", "outputs.npz")},

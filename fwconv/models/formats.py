@@ -98,6 +98,15 @@ TORCH_FORMATS = ("torchscript", "exported", "torch-pickle", "factory")
 TARGET_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model", "torch": ".pt"}
 
 
+def model_file(spec: str) -> str | None:
+    """The file behind a model spec: the path itself, or a factory's `.py` file (None for a
+    `package.module:attr` factory, which has no file of its own)."""
+    if os.path.exists(spec):
+        return spec
+    match = FACTORY_RE.match(spec)
+    return match["target"] if match and match["target"].endswith(".py") else None
+
+
 def is_factory(spec: str) -> bool:
     return bool(FACTORY_RE.match(spec)) and not os.path.exists(spec)
 
