@@ -15,6 +15,7 @@ from fwconv.convert.job import Artifact, Job
 from fwconv.convert.options import ConvertOptions
 from fwconv.convert.planner import family_of
 from fwconv.errors import ConversionError, InputError, ModelLoadError, ParityError
+from fwconv.interface import Interface
 from fwconv.manifest import Manifest, manifest_path, sha256_of, size_of
 from fwconv.specs import TensorSpec, bind_arrays, load_npz
 from fwconv.staging import check_writable, protected_paths, scratch_dir, staged_outputs
@@ -315,13 +316,12 @@ def _validation_summary(report) -> dict | None:
 
 
 def _validate(ref_runner, artifact: Artifact, sample: dict[str, np.ndarray], job: Job, settings, *, labels: tuple[str, str]):
-    from fwconv.manifest import Manifest as _M
     from fwconv.validators.compare import ValidateSettings, compare_runners
     from fwconv.validators.metrics import Tolerance
     from fwconv.validators.runners import make_runner
 
     settings = settings or ValidateSettings(tolerance=Tolerance(precision=job.options.precision))
-    interface = _M(artifact.path, artifact.format, {}, [], {}, [], [], extra=artifact.extra)
+    interface = Interface.from_dict(artifact.extra.get("interface"))
     with job.stage("validate"):
         try:
             cand = make_runner(artifact.path, fmt=artifact.format, threads=settings.threads).activate()
@@ -331,7 +331,7 @@ def _validate(ref_runner, artifact: Artifact, sample: dict[str, np.ndarray], job
             user = sample if job.options.inputs_file else None
             report = compare_runners(ref_runner, cand, settings=settings, user_inputs=user,
                                      ref_specs=None if user else [TensorSpec(n, list(a.shape), a.dtype.name) for n, a in sample.items()],
-                                     candidate_manifest=interface,
+                                     candidate_interface=interface,
                                      labels=({"model": labels[0],
                                               "runtime": ref_runner.name, "device": ref_runner.device},
                                              {"model": labels[1], "runtime": cand.name, "device": cand.device}))

@@ -87,6 +87,13 @@ class Manifest:
         kwargs["outputs"] = [TensorSpec.from_dict(s) for s in d.get("outputs", [])]
         return cls(**kwargs)
 
+    @property
+    def interface(self):
+        """The recorded source -> artifact interface (fwconv.interface.Interface), or None."""
+        from fwconv.interface import Interface
+
+        return Interface.from_dict((self.extra or {}).get("interface"))
+
     def write(self, path: str) -> None:
         with open(path, "w") as f:
             json.dump(self.to_dict(), f, indent=2, default=str)

@@ -47,5 +47,5 @@ def validate(reference, candidate, *, settings: ValidateSettings | None = None, 
         stack.enter_context(ref_runner)
         stack.enter_context(cand_runner)
         return compare_runners(ref_runner, cand_runner, settings=settings, ref_specs=ref_specs,
-                               user_inputs=user_inputs, candidate_manifest=manifest,
+                               user_inputs=user_inputs, candidate_interface=manifest.interface if manifest else None,
                                labels=(_label(reference, ref_runner), _label(candidate, cand_runner)))

@@ -1,8 +1,8 @@
 """Pair the reference's inputs/outputs with the candidate's: names, order and layout.
 
-Sources of truth, in order: the user's `--map`, the candidate's manifest (written by fwconv,
-it says which source tensor each artifact tensor is and how it was transposed), exact names,
-then position. A layout difference (NCHW vs NHWC) is only applied when one of those says so or
+Sources of truth, in order: the user's `--map`, the candidate's interface (fwconv.interface,
+from its manifest or straight from the conversion: which source tensor each artifact tensor is and
+how it was transposed), exact names, then position. A layout difference (NCHW vs NHWC) is only applied when one of those says so or
 when the shapes leave no other reading, and every pairing is reported with how it was made.
 Nothing is ever silently reshaped: shapes that do not fit are an error.
 """
@@ -49,14 +49,6 @@ def parse_map(texts) -> dict[str, tuple[str, tuple[int, ...] | None]]:
             raise InputError(f"bad --map '{text}': layout must be nhwc or nchw")
         out[ref] = (cand, LAYOUT_PERMS.get(layout.lower()) if layout else None)
     return out
-
-
-def manifest_bindings(manifest, side: str) -> dict[str, tuple[str, tuple[int, ...] | None]]:
-    """{source name: (artifact name, perm)} from a manifest's recorded interface."""
-    if manifest is None:
-        return {}
-    entries = (manifest.extra or {}).get("interface", {}).get(side, [])
-    return {e["source"]: (e["name"], tuple(e["transpose"]) if e.get("transpose") else None) for e in entries}
 
 
 def _shape_perm(ref_shape, cand_shape) -> tuple[tuple[int, ...] | None, str] | None:

@@ -10,7 +10,7 @@ import numpy as np
 
 from fwconv.errors import InputError
 from fwconv.specs import TensorSpec, bind_arrays, specs_of_arrays
-from fwconv.validators.align import Binding, bind, manifest_bindings
+from fwconv.validators.align import Binding, bind
 from fwconv.validators.inputs import input_sets
 from fwconv.validators.latency import LatencySettings, LatencyStats
 from fwconv.validators.metrics import OutputParity, Tolerance, compare_arrays
@@ -108,67 +108,94 @@ def _cast_for(feed_value: np.ndarray, spec: TensorSpec | None, notes: list[str],
 
 
 def compare_runners(reference, candidate, *, settings: ValidateSettings, ref_specs: list[TensorSpec] | None = None,
-                    user_inputs: dict[str, np.ndarray] | None = None, candidate_manifest=None,
+                    user_inputs: dict[str, np.ndarray] | None = None, candidate_interface=None,
                     labels: tuple[dict, dict] = ({}, {})) -> ValidationReport:
-    """Both runners must be active. Returns the report; raises only for errors (not for failures)."""
+    """Both runners must be active. Returns the report; raises only for errors (not for failures).
+    `candidate_interface` (fwconv.interface.Interface) says how the candidate's tensors are the
+    reference's, where a conversion recorded it."""
     notes: list[str] = []
-    if user_inputs is not None:
-        # the user's arrays: matching names win, the rest go in the reference's order
-        names = reference.input_names()[: len(user_inputs)]
-        user_inputs = bind_arrays(user_inputs, [TensorSpec(n, []) for n in names])
-        specs = specs_of_arrays(user_inputs)
-    else:
-        specs = ref_specs or reference.input_specs()
-    bounds = reference.index_bounds() if user_inputs is None else {}
-    feeds = input_sets(specs, user=user_inputs, samples=settings.samples, seed=settings.seed,
-                       ranges=settings.ranges, int_bounds=bounds)
-    try:
-        cand_specs = {s.name: s for s in candidate.input_specs()}
-    except InputError:  # e.g. a TorchScript candidate: names known, shapes not recorded
-        cand_specs = {n: None for n in candidate.input_names()[: len(specs)]}
-    in_bindings = bind([s.name for s in specs], {s.name: s.shape for s in specs}, list(cand_specs),
-                       {n: s.shape for n, s in cand_specs.items() if s is not None}, user_map=settings.user_map,
-                       manifest_map=manifest_bindings(candidate_manifest, "inputs"), side="input")
-
-    def to_candidate(feed):
-        return {b.candidate: _cast_for(b.to_candidate(feed[b.reference]), cand_specs.get(b.candidate), notes, b.reference)
-                for b in in_bindings}
-
+    plan = _InputPlan.make(reference, candidate, settings, ref_specs, user_inputs, candidate_interface, notes)
     worst: dict[str, OutputParity] = {}
     out_bindings: list[Binding] = []
     first_ms: dict[str, float] = {}
-    for i, feed in enumerate(feeds):
+    for i, feed in enumerate(plan.feeds):
         ref_out = reference.infer(feed)
-        ref_t = reference.last_inference_seconds
-        cand_feed = to_candidate(feed)
-        cand_out = candidate.infer(cand_feed)
+        cand_out = candidate.infer(plan.to_candidate(feed))
         if i == 0:
-            first_ms = {"reference": ref_t * 1e3, "candidate": candidate.last_inference_seconds * 1e3}
-            out_bindings = bind(list(ref_out), {k: list(v.shape) for k, v in ref_out.items()}, list(cand_out),
-                                {k: list(v.shape) for k, v in cand_out.items()}, user_map=settings.user_map,
-                                manifest_map=manifest_bindings(candidate_manifest, "outputs"), side="output")
-            extra = set(cand_out) - {b.candidate for b in out_bindings}
-            if extra:
-                notes.append(f"candidate outputs not in the reference (not compared): {', '.join(sorted(extra))}")
+            first_ms = {"reference": reference.last_inference_seconds * 1e3,
+                        "candidate": candidate.last_inference_seconds * 1e3}
+            out_bindings = _output_bindings(ref_out, cand_out, settings, candidate_interface, notes)
         for b in out_bindings:
             tol = settings.per_output.get(b.reference, settings.tolerance)
             result = compare_arrays(b.reference, ref_out[b.reference], b.to_reference(cand_out[b.candidate]), tol, sample=i)
             worst[b.reference] = _better_worse(worst.get(b.reference), result)
+    source = "user" if user_inputs is not None else "synthetic"
     report = ValidationReport(
-        reference=labels[0], candidate=labels[1], samples=len(feeds), seed=None if user_inputs is not None else settings.seed,
-        inputs=[{"name": s.name, "shape": s.shape, "dtype": s.dtype, "source": "user" if user_inputs is not None else "synthetic"}
-                for s in specs],
-        input_bindings=[b.to_dict() for b in in_bindings], output_bindings=[b.to_dict() for b in out_bindings],
+        reference=labels[0], candidate=labels[1], samples=len(plan.feeds),
+        seed=None if user_inputs is not None else settings.seed,
+        inputs=[{"name": s.name, "shape": s.shape, "dtype": s.dtype, "source": source} for s in plan.specs],
+        input_bindings=[b.to_dict() for b in plan.bindings], output_bindings=[b.to_dict() for b in out_bindings],
         outputs=[worst[b.reference] for b in out_bindings], max_latency_ratio=settings.max_latency_ratio, notes=notes,
     )
     if settings.latency is not None:
-        for side, runner, feed in (("reference", reference, feeds[0]), ("candidate", candidate, to_candidate(feeds[0]))):
-            stats = runner.measure_latency(feed, settings.latency)
-            stats.load_seconds = runner.load_seconds
-            stats.first_inference_ms = first_ms.get(side)
-            stats.memory_mb, stats.memory_kind = runner.memory_mb()
-            stats.threads = settings.threads
-            report.latency[side] = stats
-        ref_p50 = report.latency["reference"].p50_ms
-        report.latency_ratio = report.latency["candidate"].p50_ms / ref_p50 if ref_p50 > 0 else None
+        _measure_latency(report, reference, candidate, plan, settings, first_ms)
     return report
+
+
+@dataclasses.dataclass
+class _InputPlan:
+    """The input sets both sides see, and how each reference input feeds the candidate."""
+
+    specs: list[TensorSpec]
+    feeds: list[dict[str, np.ndarray]]
+    bindings: list[Binding]
+    cand_specs: dict[str, TensorSpec | None]
+    notes: list[str]
+
+    @classmethod
+    def make(cls, reference, candidate, settings, ref_specs, user_inputs, interface, notes) -> "_InputPlan":
+        if user_inputs is not None:
+            # the user's arrays: matching names win, the rest go in the reference's order
+            names = reference.input_names()[: len(user_inputs)]
+            user_inputs = bind_arrays(user_inputs, [TensorSpec(n, []) for n in names])
+            specs = specs_of_arrays(user_inputs)
+        else:
+            specs = ref_specs or reference.input_specs()
+        bounds = reference.index_bounds() if user_inputs is None else {}
+        feeds = input_sets(specs, user=user_inputs, samples=settings.samples, seed=settings.seed,
+                           ranges=settings.ranges, int_bounds=bounds)
+        try:
+            cand_specs = {s.name: s for s in candidate.input_specs()}
+        except InputError:  # e.g. a TorchScript candidate: names known, shapes not recorded
+            cand_specs = {n: None for n in candidate.input_names()[: len(specs)]}
+        bindings = bind([s.name for s in specs], {s.name: s.shape for s in specs}, list(cand_specs),
+                        {n: s.shape for n, s in cand_specs.items() if s is not None}, user_map=settings.user_map,
+                        manifest_map=interface.side("inputs") if interface else None, side="input")
+        return cls(specs, feeds, bindings, cand_specs, notes)
+
+    def to_candidate(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {b.candidate: _cast_for(b.to_candidate(feed[b.reference]), self.cand_specs.get(b.candidate), self.notes,
+                                       b.reference) for b in self.bindings}
+
+
+def _output_bindings(ref_out, cand_out, settings, interface, notes: list[str]) -> list[Binding]:
+    bindings = bind(list(ref_out), {k: list(v.shape) for k, v in ref_out.items()}, list(cand_out),
+                    {k: list(v.shape) for k, v in cand_out.items()}, user_map=settings.user_map,
+                    manifest_map=interface.side("outputs") if interface else None, side="output")
+    extra = set(cand_out) - {b.candidate for b in bindings}
+    if extra:
+        notes.append(f"candidate outputs not in the reference (not compared): {', '.join(sorted(extra))}")
+    return bindings
+
+
+def _measure_latency(report: ValidationReport, reference, candidate, plan: _InputPlan, settings, first_ms) -> None:
+    for side, runner, feed in (("reference", reference, plan.feeds[0]),
+                               ("candidate", candidate, plan.to_candidate(plan.feeds[0]))):
+        stats = runner.measure_latency(feed, settings.latency)
+        stats.load_seconds = runner.load_seconds
+        stats.first_inference_ms = first_ms.get(side)
+        stats.memory_mb, stats.memory_kind = runner.memory_mb()
+        stats.threads = settings.threads
+        report.latency[side] = stats
+    ref_p50 = report.latency["reference"].p50_ms
+    report.latency_ratio = report.latency["candidate"].p50_ms / ref_p50 if ref_p50 > 0 else None

@@ -106,20 +106,33 @@ def compare_arrays(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance,
         return OutputParity(name, list(ref.shape), ref.dtype.name, False, {}, {},
                             failure=f"shape mismatch: reference {list(ref.shape)} vs candidate {list(cand.shape)}",
                             sample=sample)
-    r = ref.astype(np.float64)
-    c = cand.astype(np.float64)
+    r, c = ref.astype(np.float64), cand.astype(np.float64)
+    metrics, absdiff = _error_metrics(r, c)
+    if looks_like_scores(ref.shape) and np.issubdtype(ref.dtype, np.floating):
+        metrics.update(_agreement(r, c, ref.shape[-1], topk))
+    limits = tol.resolved(metrics["scale"])
+    failure = _failure(metrics, absdiff, r, limits)
+    worst: dict[str, Any] = {}
+    if absdiff.size:
+        idx = np.unravel_index(int(np.argmax(absdiff)), absdiff.shape)
+        worst = {"index": [int(i) for i in idx], "reference": float(r[idx]), "candidate": float(c[idx])}
+    metrics = {k: (_finite(v) if isinstance(v, float) else v) for k, v in metrics.items() if not k.startswith("_")}
+    return OutputParity(name, list(ref.shape), ref.dtype.name, failure is None, metrics,
+                        {"precision": tol.precision, **limits}, failure, degenerate_warnings(ref), worst, sample)
+
+
+def _error_metrics(r: np.ndarray, c: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """Element-wise and distribution errors over the elements finite on both sides (float64)."""
     metrics: dict[str, Any] = {
         "ref_nan": int(np.isnan(r).sum()), "ref_inf": int(np.isinf(r).sum()),
         "cand_nan": int(np.isnan(c).sum()), "cand_inf": int(np.isinf(c).sum()),
     }
-    warnings = degenerate_warnings(ref)
     both_finite = np.isfinite(r) & np.isfinite(c)
     diff = np.where(both_finite, c - r, 0.0)
     absdiff = np.abs(diff)
     finite_ref = r[np.isfinite(r)]
     scale = float(np.max(np.abs(finite_ref))) if finite_ref.size else 1.0
     scale = scale if scale > 0 else 1.0
-    floor = 1e-3 * scale
     sum_ref2 = float(np.sum(np.where(both_finite, r, 0.0) ** 2))
     sum_d2 = float(np.sum(diff ** 2))
     n = max(int(both_finite.sum()), 1)
@@ -129,19 +142,26 @@ def compare_arrays(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance,
         "max_abs_err": float(absdiff.max()) if absdiff.size else 0.0,
         "mean_abs_err": float(absdiff.sum() / n),
         "rmse": math.sqrt(sum_d2 / n),
-        "max_rel_err": float((absdiff / np.maximum(np.abs(r), floor)).max()) if absdiff.size else 0.0,
+        "max_rel_err": float((absdiff / np.maximum(np.abs(r), 1e-3 * scale)).max()) if absdiff.size else 0.0,
         "cosine": float(np.sum(np.where(both_finite, r * c, 0.0)) / norm) if norm > 0 else (1.0 if sum_d2 == 0 else 0.0),
         "snr_db": (10 * math.log10(sum_ref2 / sum_d2)) if sum_d2 > 0 and sum_ref2 > 0 else (math.inf if sum_d2 == 0 else -math.inf),
+        "_sum_ref2": sum_ref2,  # internal: whether cosine/SNR say anything (dropped from the report)
     })
     metrics["scaled_max_err"] = metrics["max_abs_err"] / scale
-    if looks_like_scores(ref.shape) and np.issubdtype(ref.dtype, np.floating):
-        r2, c2 = r.reshape(-1, ref.shape[-1]), c.reshape(-1, ref.shape[-1])
-        metrics["argmax_agreement"] = float(np.mean(np.argmax(r2, -1) == np.argmax(c2, -1)))
-        k = min(topk, ref.shape[-1])
-        top_r = np.argsort(-r2, -1)[:, :k]
-        top_c = np.argsort(-c2, -1)[:, :k]
-        metrics[f"top{k}_overlap"] = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_r, top_c)]))
-    limits = tol.resolved(scale)
+    return metrics, absdiff
+
+
+def _agreement(r: np.ndarray, c: np.ndarray, classes: int, topk: int) -> dict[str, float]:
+    """Task-level agreement for score-like outputs: argmax and top-k overlap per row."""
+    r2, c2 = r.reshape(-1, classes), c.reshape(-1, classes)
+    k = min(topk, classes)
+    top_r, top_c = np.argsort(-r2, -1)[:, :k], np.argsort(-c2, -1)[:, :k]
+    return {"argmax_agreement": float(np.mean(np.argmax(r2, -1) == np.argmax(c2, -1))),
+            f"top{k}_overlap": float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_r, top_c)]))}
+
+
+def _failure(metrics: dict[str, Any], absdiff: np.ndarray, r: np.ndarray, limits: dict) -> str | None:
+    """The first criterion the candidate fails (NaN/Inf, element-wise, cosine, SNR), or None."""
     failure = None
     if metrics["cand_nan"] > metrics["ref_nan"] or metrics["cand_inf"] > metrics["ref_inf"]:
         failure = f"candidate has NaN/Inf where the reference is finite (nan={metrics['cand_nan']}, inf={metrics['cand_inf']})"
@@ -153,14 +173,9 @@ def compare_arrays(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance,
             bad = int(np.sum(absdiff > allowed))
             failure = (f"{bad} of {absdiff.size} elements exceed atol={limits['atol']:.3g} + rtol={limits['rtol']:.3g}*|ref| "
                        f"(max_abs_err={metrics['max_abs_err']:.3g})")
-    if failure is None and limits["min_cosine"] is not None and sum_ref2 > 0 and metrics["cosine"] < limits["min_cosine"]:
+    informative = metrics["_sum_ref2"] > 0
+    if failure is None and limits["min_cosine"] is not None and informative and metrics["cosine"] < limits["min_cosine"]:
         failure = f"cosine similarity {metrics['cosine']:.6f} < {limits['min_cosine']}"
-    if failure is None and limits["min_snr_db"] is not None and sum_ref2 > 0 and metrics["snr_db"] < limits["min_snr_db"]:
+    if failure is None and limits["min_snr_db"] is not None and informative and metrics["snr_db"] < limits["min_snr_db"]:
         failure = f"SNR {metrics['snr_db']:.1f} dB < {limits['min_snr_db']} dB"
-    worst: dict[str, Any] = {}
-    if absdiff.size:
-        idx = np.unravel_index(int(np.argmax(absdiff)), absdiff.shape)
-        worst = {"index": [int(i) for i in idx], "reference": float(r[idx]), "candidate": float(c[idx])}
-    metrics = {k: (_finite(v) if isinstance(v, float) else v) for k, v in metrics.items()}
-    return OutputParity(name, list(ref.shape), ref.dtype.name, failure is None, metrics,
-                        {"precision": tol.precision, **limits}, failure, warnings, worst, sample)
+    return failure

@@ -263,7 +263,7 @@ def onnx_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
     """Straight from the wrapper's concrete function (no SavedModel round trip on disk): the
     signature keeps the source's input/output names."""
     tf = require("tensorflow", "tflite")
-    from fwconv.models.tflite import op_summary
+    from fwconv.models.tflite import op_summary, read_io, set_io_order
 
     module, concrete, template = _build(artifact, job)
     with job.stage("convert:tflite") as record, captured_output() as cap:
@@ -286,15 +286,16 @@ def onnx_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
             raise ConversionError("convert", f"TFLite converter failed: {first_line(exc)}") from exc
     with open(out, "wb") as f:
         f.write(flatbuffer)
+    # TF's converter may list the output tensors in another order than the function's: apps that
+    # read by index must get the source's order.
+    set_io_order(out, [s.name for s in template.inputs], [s.name for s in template.outputs])
     summary = op_summary(out)
     if (summary["flex"] or summary["custom"]) and not job.options.allow_flex:
         raise UnsupportedOpError(summary["flex"] + summary["custom"], stage="check")
-    from fwconv.validators.runners.litert_runner import LiteRTRunner
-
     real = {}
     if not (summary["flex"] or summary["custom"]):  # plain LiteRT cannot open a model with Flex ops
-        with LiteRTRunner(out) as runner:  # the stored dtypes and quantization parameters, for the app
-            real = {s.name: s for s in runner.tensor_specs("input") + runner.tensor_specs("output")}
+        io = read_io(out)  # the stored dtypes and quantization parameters, for the app
+        real = {s.name: s for s in io["inputs"] + io["outputs"]}
     for spec in template.inputs + template.outputs:
         if spec.name in real:
             spec.dtype, spec.quantization = real[spec.name].dtype, real[spec.name].quantization

@@ -82,7 +82,6 @@ def save_golden(directory: str, source: str, settings: dict, *, update: bool = F
 
 def compare_to_golden(directory: str, model, settings) -> object:
     """A ValidationReport of `model` (artifact path or source) against the golden's outputs."""
-    from fwconv.manifest import read_manifest
     from fwconv.validators.compare import compare_runners
     from fwconv.validators.runners import make_runner
 
@@ -90,8 +89,15 @@ def compare_to_golden(directory: str, model, settings) -> object:
     candidate = make_runner(model, threads=settings.threads).activate()
     try:
         return compare_runners(golden, candidate, settings=settings, user_inputs=dict(golden.inputs),
-                               candidate_manifest=read_manifest(model) if os.path.exists(model) else None,
+                               candidate_interface=_interface_of(model),
                                labels=({"model": directory, "runtime": "golden", "device": "cpu"},
                                        {"model": model, "runtime": candidate.name, "device": candidate.device}))
     finally:
         candidate.deactivate()
+
+
+def _interface_of(model: str):
+    from fwconv.manifest import read_manifest
+
+    manifest = read_manifest(model) if os.path.exists(model) else None
+    return manifest.interface if manifest else None

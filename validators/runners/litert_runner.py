@@ -21,11 +21,10 @@ class LiteRTRunner(Runner):
     def create(cls, model, *, device="cpu", threads=None, trust_pickle=False):
         return cls(model, threads=threads)
 
-    def __init__(self, path: str, *, threads: int | None = None, signature: str | None = None):
+    def __init__(self, path: str, *, threads: int | None = None):
         super().__init__()
         self.path = path
         self.threads = threads
-        self.signature = signature
         self.interpreter = None
         self._sig = None
 
@@ -35,7 +34,7 @@ class LiteRTRunner(Runner):
         # Signature indices let us use plain set_tensor/invoke/get_tensor (a SignatureRunner
         # holds views that block invoke()).
         self.interpreter = open_interpreter(self.path, self.threads)
-        self._sig = signature_of(self.interpreter, self.signature)
+        self._sig = signature_of(self.interpreter)  # the only one; several: raw tensor names
 
     def _deactivate(self) -> None:
         self._sig = None

@@ -14,12 +14,13 @@ class TensorFlowRunner(Runner):
     formats = ("savedmodel",)
     devices = ("cpu", "cuda")
 
-    def __init__(self, path: str, *, device: str = "cpu", signature: str = "serving_default",
+    signature = "serving_default"  # what converters and apps call
+
+    def __init__(self, path: str, *, device: str = "cpu",
                  threads: int | None = None):
         super().__init__()
         self.path = path
         self.device = device
-        self.signature = signature
         self.threads = threads
         self._fn = None
         self._tf = None

@@ -25,12 +25,11 @@ class TorchRunner(Runner):
             torch.set_num_threads(threads)
         return cls(model, device=device, trust_pickle=trust_pickle)
 
-    def __init__(self, source, *, device: str = "cpu", trust_pickle: bool = False, input_names=None):
+    def __init__(self, source, *, device: str = "cpu", trust_pickle: bool = False):
         super().__init__()
         self._source_arg = source
         self.device = device
         self.trust_pickle = trust_pickle
-        self._names_override = input_names
         self.source = None
         self._fn = None
         self._output_names: list[str] | None = None
@@ -56,7 +55,7 @@ class TorchRunner(Runner):
             torch.cuda.empty_cache()
 
     def input_names(self) -> list[str]:
-        return list(self._names_override or self.source.input_names)
+        return list(self.source.input_names)
 
     def input_specs(self) -> list[TensorSpec]:
         return self.source.input_specs(self.input_names())
