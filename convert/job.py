@@ -10,6 +10,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from fwconv.convert.options import ConvertOptions
+from fwconv.interface import Interface
 from fwconv.specs import TensorSpec
 
 
@@ -25,6 +26,7 @@ class Artifact:
     ops: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    interface: Interface | None = None  # which route-source tensor each of its tensors is
 
 
 @dataclasses.dataclass
@@ -67,23 +69,3 @@ class Job:
             raise
         finally:
             record.seconds = round(time.perf_counter() - start, 4)
-
-
-def compose_interface(previous: dict | None, step: dict) -> dict:
-    """Chain interface maps: `previous` maps route-source names to the input artifact's names,
-    `step` maps those to the new artifact's names (with any transpose). Result: source -> new."""
-    if not previous:
-        return step
-    composed = {}
-    for side in ("inputs", "outputs"):
-        back = {e["name"]: e for e in previous.get(side, [])}
-        composed[side] = []
-        for entry in step.get(side, []):
-            origin = back.get(entry["source"])
-            if origin and origin.get("transpose") and entry.get("transpose"):
-                perm = [origin["transpose"][i] for i in entry["transpose"]]
-            else:
-                perm = entry.get("transpose") or (origin or {}).get("transpose")
-            composed[side].append({"source": origin["source"] if origin else entry["source"],
-                                   "name": entry["name"], "transpose": perm})
-    return composed

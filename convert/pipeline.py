@@ -15,7 +15,6 @@ from fwconv.convert.job import Artifact, Job
 from fwconv.convert.options import ConvertOptions
 from fwconv.convert.planner import family_of
 from fwconv.errors import ConversionError, InputError, ModelLoadError, ParityError
-from fwconv.interface import Interface
 from fwconv.manifest import Manifest, manifest_path, sha256_of, size_of
 from fwconv.specs import TensorSpec, bind_arrays, load_npz
 from fwconv.staging import check_writable, protected_paths, scratch_dir, staged_outputs
@@ -285,7 +284,8 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
             size_bytes=size_of(current.path), sha256=sha256_of(current.path),
             stages=[dataclasses.asdict(s) for s in job.stages] + [{"stage": "total", "status": "ok",
                                                                     "seconds": round(time.perf_counter() - t0, 3)}],
-            notes=current.notes, extra=current.extra,
+            notes=current.notes,
+            extra={**current.extra, **({"interface": current.interface.to_dict()} if current.interface else {})},
             validation=_validation_summary(report),
         )
         manifest.write(manifest_path(current.path) if is_dir_target else temps[manifest_path(output)])
@@ -321,7 +321,7 @@ def _validate(ref_runner, artifact: Artifact, sample: dict[str, np.ndarray], job
     from fwconv.validators.runners import make_runner
 
     settings = settings or ValidateSettings(tolerance=Tolerance(precision=job.options.precision))
-    interface = Interface.from_dict(artifact.extra.get("interface"))
+    interface = artifact.interface
     with job.stage("validate"):
         try:
             cand = make_runner(artifact.path, fmt=artifact.format, threads=settings.threads).activate()

@@ -24,7 +24,8 @@ import re
 import numpy as np
 
 from fwconv.convert.edges import Edge
-from fwconv.convert.job import Artifact, Job, StageRecord, compose_interface
+from fwconv.convert.job import Artifact, Job, StageRecord
+from fwconv.interface import Binding, Interface
 from fwconv.convert.onnx_utils import (PREPARE_STAGES, constants_to_initializers, decompose_prelu, io_specs,
                                        load_onnx, name_nodes, split_strided_dilated_convs)
 from fwconv.errors import ConversionError, InputError, UnsupportedOpError, first_line, require
@@ -203,24 +204,19 @@ def build_wrapper(keras_model, onnx_path: str, inputs, outputs, feed, layout: st
     module = tf.Module()
     module.keras_model = keras_model
     module.serve = tf.function(serve, input_signature=signature)
-    interface = {
-        "inputs": [{"source": s.name, "name": tf_name(s.name), "transpose": list(in_perm[s.name]) if in_perm[s.name] else None}
-                   for s in inputs],
-        "outputs": [{"source": s.name, "name": tf_name(s.name), "transpose": list(out_perm[s.name]) if out_perm[s.name] else None}
-                    for s in outputs],
-    }
+    interface = Interface(tuple(Binding(s.name, tf_name(s.name), in_perm[s.name]) for s in inputs),
+                          tuple(Binding(s.name, tf_name(s.name), out_perm[s.name]) for s in outputs))
     return module, interface
 
 
-def _artifact_specs(prev: Artifact, interface: dict, side: str) -> list[TensorSpec]:
+def _artifact_specs(prev: Artifact, interface: Interface, side: str) -> list[TensorSpec]:
     specs = []
     by_name = {s.name: s for s in (prev.inputs if side == "inputs" else prev.outputs)}
-    for entry in interface[side]:
-        src = by_name.get(entry["source"])
-        perm = entry["transpose"]
+    for b in getattr(interface, side):
+        src, perm = by_name.get(b.source), b.transpose
         shape = [src.shape[i] for i in perm] if (src and perm) else (list(src.shape) if src else [])
         layout = "NHWC" if perm else (src.layout if src else None)
-        specs.append(TensorSpec(entry["name"], shape, src.dtype if src else "float32", layout))
+        specs.append(TensorSpec(b.name, shape, src.dtype if src else "float32", layout))
     return specs
 
 
@@ -245,8 +241,8 @@ def _build(onnx_artifact: Artifact, job: Job):
         path="", format="", inputs=_artifact_specs(onnx_artifact, interface, "inputs"),
         outputs=_artifact_specs(onnx_artifact, interface, "outputs"), tools=tool_versions(*TOOLS),
         notes=onnx_artifact.notes + [f"onnx2tf pseudo-ops: {', '.join(PSEUDO_OPS)}", f"layout: {job.options.layout}"],
-        extra={**{k: v for k, v in onnx_artifact.extra.items() if k != PREPARE_STAGES}, "interface": compose_interface(onnx_artifact.extra.get("interface"), interface),
-               "signature": "serving_default"},
+        extra={**{k: v for k, v in onnx_artifact.extra.items() if k != PREPARE_STAGES}, "signature": "serving_default"},
+        interface=onnx_artifact.interface.compose(interface) if onnx_artifact.interface else interface,
     )
     return module, concrete, template
 
@@ -318,12 +314,9 @@ def _configure_quantization(converter, job: Job, template: Artifact) -> list[str
 
     specs = [TensorSpec(n, list(a.shape), a.dtype.name) for n, a in job.sample.items()]
     samples = load_calibration(job.options.calibration, specs)
-    entries = template.extra["interface"]["inputs"]
-
     def representative():
         for sample in samples:
-            yield [np.ascontiguousarray(sample[e["source"]].transpose(e["transpose"]) if e["transpose"]
-                                        else sample[e["source"]]).astype(np.float32) for e in entries]
+            yield [a.astype(np.float32) for a in template.interface.feed(sample).values()]
 
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -17,7 +17,8 @@ import re
 import numpy as np
 
 from fwconv.convert.edges import Edge
-from fwconv.convert.job import Artifact, Job, compose_interface
+from fwconv.convert.job import Artifact, Job
+from fwconv.interface import Binding, Interface
 from fwconv.convert.onnx_utils import io_specs, load_onnx
 from fwconv.errors import ConversionError, UnsupportedOpError, first_line, require
 from fwconv.manifest import tool_versions
@@ -88,16 +89,10 @@ def _named_module(graph_module, in_names: list[str], structure: OutputStructure)
 
 
 def _feed(job: Job, prev: Artifact) -> list[np.ndarray]:
-    """The sample in the ONNX model's input order and layout (the interface says how)."""
-    entries = (prev.extra.get("interface") or {}).get("inputs") or [{"source": s.name, "name": s.name, "transpose": None}
-                                                                      for s in prev.inputs]
-    by_name = {e["name"]: e for e in entries}
-    values = []
-    for spec in prev.inputs:
-        e = by_name.get(spec.name, {"source": spec.name, "transpose": None})
-        arr = job.sample[e["source"]]
-        values.append(np.ascontiguousarray(arr.transpose(e["transpose"]) if e["transpose"] else arr).astype(spec.dtype))
-    return values
+    """The sample in the ONNX model's input order, layout and dtypes (the interface says how)."""
+    interface = prev.interface or Interface.identity([s.name for s in prev.inputs], [])
+    fed = interface.feed(job.sample, order=[s.name for s in prev.inputs])
+    return [np.ascontiguousarray(fed[s.name]).astype(s.dtype) for s in prev.inputs]
 
 
 ONNX2TORCH_MAX_OPSET = 17  # e.g. ReduceMean-18 (axes as an input) has no converter in onnx2torch 1.5
@@ -137,14 +132,13 @@ def onnx_to_torch(artifact: Artifact, job: Job, out: str) -> Artifact:
         except Exception as exc:
             record.detail = first_line(exc)
             raise ConversionError("convert", f"onnx2torch failed: {first_line(exc)}") from exc
-    source_of = {e["name"]: e["source"] for e in (artifact.extra.get("interface") or {}).get("outputs", [])}
+    source_of = {b.name: b.source for b in artifact.interface.outputs} if artifact.interface else {}
     structure = output_structure([s.name for s in outputs], source_of, job)
     wrapper = _named_module(graph_module, [s.name for s in inputs], structure)
     _save_torchscript(torch, wrapper, tuple(torch.from_numpy(a) for a in _feed(job, artifact)), structure, job, out)
     outputs = [outputs[i] for i in structure.order]
-    step = {"inputs": [{"source": s.name, "name": py_name(s.name), "transpose": None} for s in inputs],
-            "outputs": [{"source": s.name, "name": n, "transpose": None}
-                        for s, n in zip(outputs, structure.returned_names(), strict=True)]}
+    step = Interface(tuple(Binding(s.name, py_name(s.name)) for s in inputs),
+                     tuple(Binding(s.name, n) for s, n in zip(outputs, structure.returned_names(), strict=True)))
     prev_layout = {s.name: s.layout for s in artifact.inputs + artifact.outputs}
     for spec in inputs + outputs:
         spec.layout = prev_layout.get(spec.name)
@@ -157,8 +151,8 @@ def onnx_to_torch(artifact: Artifact, job: Job, out: str) -> Artifact:
     return Artifact(path=out, format="torchscript", inputs=inputs, outputs=outputs, tools=tool_versions(*TOOLS),
                     notes=artifact.notes + [f"saved as TorchScript (torch.jit.load); returns {returns}; "
                                             "recurrent ops unrolled over the sample's sequence length"],
-                    extra={"interface": compose_interface(artifact.extra.get("interface"), step),
-                           "output_structure": structure.kind, "output_names": structure.names})
+                    extra={"output_structure": structure.kind, "output_names": structure.names},
+                    interface=artifact.interface.compose(step) if artifact.interface else step)
 
 
 def _save_torchscript(torch, wrapper, example: tuple, structure: OutputStructure, job: Job, out: str) -> None:

@@ -17,6 +17,7 @@ import re
 
 from fwconv.convert.edges import Edge
 from fwconv.convert.job import Artifact, Job
+from fwconv.interface import Binding, Interface
 from fwconv.convert.onnx_utils import io_specs, load_onnx
 from fwconv.models.keras import load_keras
 from fwconv.errors import ConversionError, InputError, UnsupportedOpError, first_line, require
@@ -25,7 +26,7 @@ from fwconv.quiet import captured_output
 
 TOOLS = ("tf2onnx", "tensorflow", "onnx")
 MAX_OPSET = 18  # tf2onnx 1.17 rejects newer opsets
-TO_NCHW = [0, 3, 1, 2]
+TO_NCHW = (0, 3, 1, 2)
 
 
 def _opset(job: Job) -> int:
@@ -65,11 +66,11 @@ def _finish(proto, job: Job, prev: Artifact, out: str, nchw_in: list[str], nchw_
     for spec in inputs + outputs:
         transposed = spec.name in nchw_in or spec.name in nchw_out
         spec.layout = "NCHW" if transposed else layouts.get(spec.name)
-    interface = {side: [{"source": s.name, "name": s.name, "transpose": TO_NCHW if s.name in names else None}
-                        for s in specs] for side, specs, names in (("inputs", inputs, nchw_in), ("outputs", outputs, nchw_out))}
+    interface = Interface(*(tuple(Binding(s.name, s.name, TO_NCHW if s.name in names else None) for s in specs)
+                            for specs, names in ((inputs, nchw_in), (outputs, nchw_out))))
     return Artifact(path=out, format="onnx", inputs=inputs, outputs=outputs, tools=tool_versions(*TOOLS),
                     notes=[f"tf2onnx opset {_opset(job)}", f"layout: {'NCHW (transposed)' if nchw_in or nchw_out else 'as the source'}"],
-                    extra={"interface": interface, "opset": _opset(job)})
+                    extra={"opset": _opset(job)}, interface=interface)
 
 
 def _from_savedmodel(path: str, job: Job, prev: Artifact, out: str) -> Artifact:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fwconv.convert.edges import Edge, needs_torch_source
 from fwconv.convert.job import Artifact, Job
+from fwconv.interface import Interface
 from fwconv.convert.onnx_utils import io_specs, load_onnx
 from fwconv.errors import ConversionError, first_line, require
 from fwconv.manifest import tool_versions
@@ -75,9 +76,8 @@ def torch_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
         return Artifact(
             path=out, format="onnx", inputs=inputs, outputs=outputs, tools=tool_versions(*TOOLS),
             notes=[f"exporter: {exporter}" + (f" (after {'; '.join(attempts)})" if attempts else "")],
-            extra={"exporter": exporter, "opset": job.opset(), "interface": {
-                side: [{"source": s.name, "name": s.name, "transpose": None} for s in specs]
-                for side, specs in (("inputs", inputs), ("outputs", outputs))}},
+            extra={"exporter": exporter, "opset": job.opset()},
+            interface=Interface.identity([s.name for s in inputs], [s.name for s in outputs]),
         )
     raise ConversionError("export", "every ONNX exporter failed: " + " | ".join(attempts),
                           hint="run with --debug for the exporters' logs")

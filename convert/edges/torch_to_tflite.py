@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from fwconv.convert.edges import Edge, needs_torch_source
 from fwconv.convert.job import Artifact, Job
+from fwconv.interface import Interface
 from fwconv.errors import ConversionError, UnsupportedOpError, first_line, require
 from fwconv.manifest import tool_versions
 from fwconv.quiet import captured_output
@@ -72,13 +73,11 @@ def torch_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
         for src in src_specs:
             if src.name in spec_map:
                 spec_map[src.name].layout = src.layout
-    interface = {side: [{"source": n, "name": n, "transpose": None} for n in names]
-                 for side, names in (("inputs", names_in), ("outputs", names_out))}
     return Artifact(
         path=out, format="tflite", inputs=[inputs[n] for n in names_in if n in inputs],
         outputs=[outputs[n] for n in names_out if n in outputs], tools=tool_versions(*TOOLS), ops=summary,
         notes=["route: litert-torch (direct)"],
-        extra={"interface": interface, "signature": "serving_default"},
+        extra={"signature": "serving_default"}, interface=Interface.identity(names_in, names_out),
     )
 
 
