@@ -80,6 +80,26 @@ def convert_cached(tmp_path_factory):
     return run
 
 
+def invoke(*args):
+    """Run the CLI in-process (Click's CliRunner) with every argument as a string."""
+    from click.testing import CliRunner
+
+    from fwconv.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+# A factory whose op (a determinant) only a Select-TF (Flex) op can express in TFLite: exit 5.
+FLEX_FACTORY = """
+import torch
+class Det(torch.nn.Module):
+    def forward(self, x):
+        return torch.linalg.det(x)
+def build():
+    return Det()
+"""
+
+
 def scaled_error(reference: np.ndarray, candidate: np.ndarray) -> float:
     """max |cand - ref| / max |ref|: the test's own parity measure, independent of fwconv's metrics."""
     ref = np.asarray(reference, dtype=np.float64)

@@ -7,15 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from fwconv.cli import main
+from conftest import invoke
 
 FWCONV = [sys.executable, "-m", "fwconv.cli"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def test_help_does_not_import_frameworks():

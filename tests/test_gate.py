@@ -9,25 +9,11 @@ import textwrap
 from xml.etree import ElementTree as ET
 
 import pytest
-from click.testing import CliRunner
 
-from conftest import REPO
-from fwconv.cli import main
+from conftest import FLEX_FACTORY, REPO, invoke
 
 pytestmark = pytest.mark.slow
 
-BROKEN_FACTORY = """
-import torch
-class Det(torch.nn.Module):
-    def forward(self, x):
-        return torch.linalg.det(x)
-def build():
-    return Det()
-"""
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +21,7 @@ def workspace(tmp_path_factory, models_dir):
     ws = tmp_path_factory.mktemp("gate")
     for f in ("cnn.pt2", "cnn.npz", "two_io.pt2"):
         shutil.copy(models_dir / f, ws / f)
-    (ws / "det.py").write_text(BROKEN_FACTORY)
+    (ws / "det.py").write_text(FLEX_FACTORY)
     (ws / "fwconv.toml").write_text(textwrap.dedent(f"""
         [gate]
         output_dir = "artifacts"

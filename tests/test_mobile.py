@@ -6,16 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import run_torch
-from fwconv.cli import main
+from conftest import invoke, run_torch
 
 pytestmark = pytest.mark.slow
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,8 @@ import textwrap
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import run_litert, run_torch, scaled_error
-from fwconv.cli import main
+from conftest import FLEX_FACTORY, invoke, run_litert, run_torch, scaled_error
 
 pytestmark = pytest.mark.slow
 FP32_LIMIT = 1e-4
@@ -47,18 +45,6 @@ def build():
     return DataDependent().eval()
 """
 
-DET_FACTORY = """
-import torch
-class Det(torch.nn.Module):
-    def forward(self, x):
-        return torch.linalg.det(x)
-def build():
-    return Det()
-"""
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def manifest_of(artifact) -> dict:
@@ -565,7 +551,7 @@ def test_force_replaces_a_savedmodel_directory(models_dir, convert_cached, tmp_p
 def test_gate_exit_code_parity_beats_unsupported_and_error(tmp_path, models_dir):
     for f in ("cnn.pt2", "cnn.npz"):
         shutil.copy(models_dir / f, tmp_path / f)
-    (tmp_path / "det.py").write_text(DET_FACTORY)
+    (tmp_path / "det.py").write_text(FLEX_FACTORY)
     # 'tight': fp16 weights never reproduce fp32 outputs bit for bit, and atol = rtol = 0
     # (explicit tolerances govern on their own), so it fails parity (3). 'det' needs
     # FlexMatrixDeterminant (5). 'missing' has no source file: an error (1).

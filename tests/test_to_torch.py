@@ -8,17 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import scaled_error
-from fwconv.cli import main
+from conftest import invoke, scaled_error
 
 pytestmark = pytest.mark.slow
 LIMIT = 1e-4
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ EDGE_MODULES = ("torch_to_onnx", "onnx_to_tf", "torch_to_tflite", "tf_to_onnx", 
 class Edge:
     src: str  # format family: torch | onnx | tflite | savedmodel | keras
     dst: str
-    name: str
     run: Callable[[Artifact, Job, str], Artifact]
     tools: tuple[str, ...] = ()
     via: str = ""  # a tag `--via` can select (e.g. "litert"); intermediate formats count too

@@ -329,6 +329,6 @@ def _configure_quantization(converter, job: Job, template: Artifact) -> list[str
 
 
 EDGES = [
-    Edge("onnx", "savedmodel", "onnx2tf", onnx_to_savedmodel, TOOLS),
-    Edge("onnx", "tflite", "onnx2tf+TFLiteConverter", onnx_to_tflite, TOOLS),
+    Edge("onnx", "savedmodel", onnx_to_savedmodel, TOOLS),
+    Edge("onnx", "tflite", onnx_to_tflite, TOOLS),
 ]

@@ -168,4 +168,4 @@ def _save_torchscript(torch, wrapper, example: tuple, structure: OutputStructure
             raise ConversionError("save", f"tracing the converted module to TorchScript failed: {first_line(exc)}") from exc
 
 
-EDGES = [Edge("onnx", "torch", "onnx2torch", onnx_to_torch, TOOLS, max_opset=ONNX2TORCH_MAX_OPSET)]
+EDGES = [Edge("onnx", "torch", onnx_to_torch, TOOLS, max_opset=ONNX2TORCH_MAX_OPSET)]

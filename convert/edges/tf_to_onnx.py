@@ -139,7 +139,7 @@ def _rename(proto, mapping: dict[str, str]) -> None:
 
 
 EDGES = [
-    Edge("savedmodel", "onnx", "tf2onnx", savedmodel_to_onnx, TOOLS),
-    Edge("keras", "onnx", "tf2onnx (keras)", keras_to_onnx, TOOLS),
-    Edge("tflite", "onnx", "tf2onnx (tflite)", tflite_to_onnx, TOOLS),
+    Edge("savedmodel", "onnx", savedmodel_to_onnx, TOOLS),
+    Edge("keras", "onnx", keras_to_onnx, TOOLS),
+    Edge("tflite", "onnx", tflite_to_onnx, TOOLS),
 ]

@@ -83,4 +83,4 @@ def torch_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
                           hint="run with --debug for the exporters' logs")
 
 
-EDGES = [Edge("torch", "onnx", "torch.onnx.export", torch_to_onnx, TOOLS, rejects=needs_torch_source)]
+EDGES = [Edge("torch", "onnx", torch_to_onnx, TOOLS, rejects=needs_torch_source)]

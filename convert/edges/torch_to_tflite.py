@@ -81,4 +81,4 @@ def torch_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
     )
 
 
-EDGES = [Edge("torch", "tflite", "litert-torch", torch_to_tflite, TOOLS, via="litert", rejects=rejects)]
+EDGES = [Edge("torch", "tflite", torch_to_tflite, TOOLS, via="litert", rejects=rejects)]
