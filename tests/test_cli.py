@@ -142,6 +142,9 @@ def test_failed_conversion_leaves_nothing(tmp_path):
     r = invoke("torch2tflite", f"{factory}:build", "--input-shape", "2,3,3", "-o", out, "--allow-flex")
     assert r.exit_code == 0, r.output
     assert "NOT VALIDATED" in r.output and out.exists()
+    # validate runs each model in its own process: the unsupported-op error keeps its type (exit 5)
+    r = invoke("validate", f"{factory}:build", out, "--input-shape", "2,3,3", "--no-latency")
+    assert r.exit_code == 5 and "FlexMatrixDeterminant" in r.output, r.output
 
 
 @pytest.mark.slow

@@ -266,11 +266,16 @@ def test_corrupt_models_are_exit_2(clean_models, sandbox, convert_cached, models
     for name, pb in (("sm_random", os.urandom(600)), ("sm_trunc", b"\x08\x01\x12\x80\x10"), ("sm_empty", b"")):
         (sandbox / name).mkdir()
         (sandbox / name / "saved_model.pb").write_bytes(pb)
+    import keras
+
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).export(str(sandbox / "sm_novars"), verbose=False)
+    shutil.rmtree(sandbox / "sm_novars" / "variables")  # a SavedModel whose weights are gone
     np.savez(sandbox / "f64.npz", x=np.random.rand(2, 32))  # float64 for a float32 model
     cases = [("tflite2onnx", "trunc.tflite"), ("tflite2onnx", "rand.tflite"),
              ("validate", clean_models["pt2"], "trunc.tflite"),  # isolated runner: the type crosses the pipe
              ("validate", clean_models["pt2"], "rand.tflite", "--in-process"),
              ("savedmodel2onnx", "sm_random"), ("savedmodel2onnx", "sm_trunc"), ("savedmodel2onnx", "sm_empty"),
+             ("savedmodel2onnx", "sm_novars"),
              ("validate", clean_models["pt2"], "sm_random"),
              ("torch2onnx", clean_models["pt2"], "--input-shape", "3,7"),  # conflicts with the .pt2's shapes
              ("torch2onnx", clean_models["pt2"], "--inputs", "f64.npz")]
