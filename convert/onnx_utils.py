@@ -128,56 +128,67 @@ class PreparedOnnx:
 
 
 def prepare_onnx_source(path: str) -> PreparedOnnx:
-    """Load and check the user's ONNX file (a corrupt one is exit 2); if its opset is older than
-    today's runtimes take, upgrade a copy. The user's file is only read."""
+    """Load and check the user's ONNX file (a corrupt one is exit 2). A graph older than today's
+    runtimes take (opset < UPGRADE_BELOW, or IR 3) is brought forward on a private copy, which the
+    reference runner and the edges read. The user's file is only read."""
     model = load_onnx(path)
     opset = default_opset(model)
-    if opset is None or opset >= UPGRADE_BELOW:
+    upgrade = opset is not None and opset < UPGRADE_BELOW
+    if not upgrade and model.ir_version >= 4:
         return PreparedOnnx(path)
     start = time.perf_counter()
-    upgraded, details = upgrade_model(model, TARGET_OPSET)
-    stage = {"stage": "prepare:opset", "status": "ok" if upgraded is not None else "failed",
+    prepared, details = modernize(model, TARGET_OPSET if upgrade else None)
+    stage = {"stage": "prepare:opset", "status": "ok" if prepared is not None else "failed",
              "seconds": 0.0, "detail": "; ".join(details)}
-    if upgraded is None:  # the runtimes get the original graph and may still take it
+    if prepared is None:  # the runtimes get the original graph and may still take it
         stage["seconds"] = round(time.perf_counter() - start, 4)
-        return PreparedOnnx(path, stage, [f"ONNX opset {opset} could not be upgraded: {details[-1]}"])
+        return PreparedOnnx(path, stage, [f"the ONNX graph could not be brought forward: {details[-1]}"])
     folder = tempfile.TemporaryDirectory(prefix="fwconv-onnx-")
     copy = os.path.join(folder.name, os.path.basename(path) if path.endswith(".onnx") else "model.onnx")
-    save_onnx(upgraded, copy)
+    save_onnx(prepared, copy)
     stage["seconds"] = round(time.perf_counter() - start, 4)
-    note = (f"ONNX opset {opset} upgraded to {TARGET_OPSET} with onnx.version_converter "
-            f"({'; '.join(details[1:]) or 'no other change'}), on a copy: the source file is unchanged")
+    how = f"ONNX opset {opset} upgraded to {TARGET_OPSET} with onnx.version_converter" if upgrade else "old ONNX IR updated"
+    note = f"{how} ({'; '.join(details)}), on a copy: the source file is unchanged"
     return PreparedOnnx(copy, stage, [note], folder)
 
 
-def upgrade_model(model, target: int) -> tuple[object | None, list[str]]:
-    """(upgraded model, what changed) or (None, [why not]). The version converter keeps IR 3,
-    which requires every initializer to be a graph input, while its own adapters add new
-    initializers (Pad's pads); so the IR version moves to what the new opset needs and the
-    initializers stop being listed as inputs (IR 3 forced that listing, not the exporter)."""
+def modernize(model, target: int | None) -> tuple[object | None, list[str]]:
+    """(model at opset `target` (None: keep) and IR >= 4, what changed), or (None, [why not]).
+
+    IR 3 requires every initializer to be a graph input, yet the version converter's adapters
+    (Pad's pads) and onnxsim add initializers and keep IR 3, giving graphs the checker refuses.
+    So the IR moves to what the opset needs, and initializers stop being listed as inputs (IR 3
+    forced that listing on the exporter; fwconv never feeds them)."""
     onnx = require("onnx", "onnx")
-    opset = default_opset(model)
+    opset, details = default_opset(model), []
+    if target is not None:
+        try:
+            model = onnx.version_converter.convert_version(model, target)
+        except Exception as exc:  # no adapter for some op, or a graph the converter cannot read
+            return None, [f"opset {opset} -> {target} failed: {first_line(exc)}"]
+        details.append(f"opset {opset} -> {target}")
+    else:
+        model = _copy(model)
+    ir = max(model.ir_version, 4, onnx.helper.find_min_ir_version_for(list(model.opset_import)))
+    if ir != model.ir_version:
+        details.append(f"IR {model.ir_version} -> {ir}")
+        model.ir_version = ir
+    dropped = drop_initializer_inputs(model)
+    details += [f"{dropped} initializers no longer listed as graph inputs"] if dropped else []
+    reshaped = per_channel_prelu_slopes(model) if target is not None and opset < 7 else 0
+    details += [f"{reshaped} PRelu slopes made per-channel (opset-6 semantics)"] if reshaped else []
     try:
-        upgraded = onnx.version_converter.convert_version(model, target)
-    except Exception as exc:  # no adapter for some op, or a graph the converter cannot read
-        return None, [f"opset {opset} -> {target} failed: {first_line(exc)}"]
-    details = [f"opset {opset} -> {target}"]
-    ir = max(upgraded.ir_version, onnx.helper.find_min_ir_version_for(list(upgraded.opset_import)))
-    if ir != upgraded.ir_version:
-        details.append(f"IR {upgraded.ir_version} -> {ir}")
-        upgraded.ir_version = ir
-    dropped = drop_initializer_inputs(upgraded)
-    if dropped:
-        details.append(f"{dropped} initializers no longer listed as graph inputs")
-    if opset < 7:
-        reshaped = per_channel_prelu_slopes(upgraded)
-        if reshaped:
-            details.append(f"{reshaped} PRelu slopes made per-channel (opset 6 semantics)")
-    try:
-        onnx.checker.check_model(upgraded)
+        onnx.checker.check_model(model)
     except Exception as exc:
-        return None, [f"opset {opset} -> {target} gave an invalid graph: {first_line(exc)}"]
-    return upgraded, details
+        return None, [f"{'; '.join(details)} gave an invalid graph: {first_line(exc)}"]
+    return model, details
+
+
+def _copy(model):
+    onnx = require("onnx", "onnx")
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
 
 
 def drop_initializer_inputs(model) -> int:
@@ -218,13 +229,18 @@ def per_channel_prelu_slopes(model) -> int:
 
 def _shapes(model) -> dict[str, list[int | None]]:
     """Tensor shapes known from the graph's inputs and shape inference."""
+    return {name: spec.shape for name, spec in _value_specs(model).items()}
+
+
+def _value_specs(model) -> dict[str, TensorSpec]:
+    """Shape and dtype of every graph value that the graph or shape inference knows."""
     onnx = require("onnx", "onnx")
     try:
         graph = onnx.shape_inference.infer_shapes(model).graph
     except Exception:
         graph = model.graph
     values = list(graph.input) + list(graph.value_info) + list(graph.output)
-    return {v.name: _spec(v).shape for v in values if v.type.tensor_type.HasField("shape")}
+    return {v.name: _spec(v) for v in values if v.type.tensor_type.HasField("shape")}
 
 
 def save_onnx(model, path: str) -> None:
@@ -319,3 +335,49 @@ def split_strided_dilated_convs(model) -> int:
         del model.graph.node[:]
         model.graph.node.extend(nodes)
     return changed
+
+
+def undilate_max_pools(model) -> int:
+    """MaxPool with dilation d and a stride that is a multiple m of it -> Pad (with the lowest
+    value, as MaxPool's own padding) + Slice every d-th element + MaxPool(stride m, no dilation):
+    the same windows, exactly. onnx2tf has no builtin for a dilated max-pool: it gave FlexDilation2D
+    in 2-D and a 100 MB gather-based model (a minute to convert) in 1-D. Plain pads, no ceil_mode."""
+    onnx = require("onnx", "onnx")
+    if (default_opset(model) or 0) < 11:  # Pad's value and Slice's steps as inputs
+        return 0
+    specs = _value_specs(model)
+    nodes, changed = [], 0
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        dil, strides = list(attrs.get("dilations") or []), list(attrs.get("strides") or [])
+        spec = specs.get(node.input[0]) if node.input else None
+        if (node.op_type != "MaxPool" or max(dil or [1]) == 1 or len(strides) != len(dil) or len(node.output) > 1
+                or any(s % d for s, d in zip(strides, dil)) or attrs.get("ceil_mode", 0)
+                or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID") or spec is None):
+            nodes.append(node)
+            continue
+        nodes += _undilated_pool(model, node, attrs, spec, tag=node.name or f"maxpool{changed}")
+        changed += 1
+    if changed:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return changed
+
+
+def _undilated_pool(model, node, attrs: dict, spec: TensorSpec, tag: str) -> list:
+    onnx = require("onnx", "onnx")
+    make, const = onnx.helper.make_node, onnx.numpy_helper.from_array
+    dil, strides, kernel = list(attrs["dilations"]), list(attrs["strides"]), list(attrs["kernel_shape"])
+    n = len(dil)
+    pads = list(attrs.get("pads") or [0] * 2 * n) if attrs.get("auto_pad", b"NOTSET") == b"NOTSET" else [0] * 2 * n
+    dtype = np.dtype(spec.dtype)
+    lowest = np.finfo(dtype).min if dtype.kind == "f" else np.iinfo(dtype).min
+    inits = {"pads": np.array([0, 0] + pads[:n] + [0, 0] + pads[n:], np.int64), "low": np.array(lowest, dtype),
+             "starts": np.zeros(n, np.int64), "ends": np.full(n, np.iinfo(np.int64).max),
+             "axes": np.arange(2, 2 + n, dtype=np.int64), "steps": np.array(dil, np.int64)}
+    model.graph.initializer.extend(const(v, f"{tag}__{k}") for k, v in inits.items())
+    t = lambda k: f"{tag}__{k}"
+    return [make("Pad", [node.input[0], t("pads"), t("low")], [t("padded")], name=t("pad")),
+            make("Slice", [t("padded"), t("starts"), t("ends"), t("axes"), t("steps")], [t("taps")], name=t("taps")),
+            make("MaxPool", [t("taps")], list(node.output), name=t("pool"), kernel_shape=kernel,
+                 strides=[s // d for s, d in zip(strides, dil)])]

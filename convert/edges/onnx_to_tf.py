@@ -27,7 +27,7 @@ from fwconv.convert.edges import Edge
 from fwconv.convert.job import Artifact, Job, StageRecord
 from fwconv.interface import Binding, Interface
 from fwconv.convert.onnx_utils import (PREPARE_STAGES, constants_to_initializers, decompose_prelu, io_specs,
-                                       load_onnx, name_nodes, split_strided_dilated_convs)
+                                       load_onnx, name_nodes, split_strided_dilated_convs, undilate_max_pools)
 from fwconv.errors import ConversionError, InputError, UnsupportedOpError, first_line, require
 from fwconv.manifest import tool_versions
 from fwconv.quiet import captured_output, tail
@@ -122,7 +122,8 @@ def _prepare_copy(model, job: Job, exporter: str | None):
         record.detail += f"; {moved} Constant nodes -> initializers" if moved else ""
     with job.stage("prepare:onnx2tf") as record:
         done = [(name_nodes(model), "nodes named"), (decompose_prelu(model), "PRelu -> Relu arithmetic"),
-                (split_strided_dilated_convs(model), "strided dilated Conv -> Conv + strided Slice")]
+                (split_strided_dilated_convs(model), "strided dilated Conv -> Conv + strided Slice"),
+                (undilate_max_pools(model), "dilated MaxPool -> Pad + strided Slice + MaxPool")]
         record.detail = "; ".join(f"{n} {what}" for n, what in done if n) or "nothing to rewrite"
     return model
 
