@@ -380,6 +380,29 @@ def test_signals_end_a_conversion_cleanly(sig, code, clean_models, tmp_path):
 
 
 @pytest.mark.slow
+def test_ctrl_c_to_the_process_group_of_validate(clean_models, tmp_path):
+    """Ctrl-C reaches every process of the group: the isolated runners stay quiet (no traceback
+    of their own), the parent says one line, exits 130 and no runner process outlives it."""
+    import psutil
+
+    proc = subprocess.Popen(FWCONV + ["validate", clean_models["pt2"], clean_models["pt"], "--input-shape", "2,32",
+                                      "--runs", "1000000", "--min-seconds", "120"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 90
+    while time.time() < deadline and len(psutil.Process(proc.pid).children(recursive=True)) < 2:
+        time.sleep(0.2)
+    time.sleep(3)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 2, "the isolated runners did not start"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["fwconv: error: interrupted by SIGINT; nothing was written"]
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not [" ".join(c.cmdline()[-3:]) for c in alive if c.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.slow
 def test_sigterm_stops_gate_workers(clean_models, tmp_path):
     import psutil
 

@@ -8,6 +8,7 @@ the runner's own peak memory.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import resource
 from typing import Any
@@ -17,7 +18,14 @@ from fwconv.validators.runners.base import Runner
 
 
 def _serve(conn, kwargs: dict[str, Any]) -> None:
+    import signal
+
     from fwconv.validators.runners import make_runner
+
+    # Ctrl-C reaches the whole process group: the parent answers it (and stops this worker), so
+    # the worker itself stays quiet instead of printing a traceback of its own (it was started
+    # with SIGINT ignored; this keeps it so if a library resets it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     runner = None
     while True:
@@ -45,6 +53,22 @@ def _serve(conn, kwargs: dict[str, Any]) -> None:
             conn.send(("error", (type(exc).__name__, exc.one_line(), exc.exit_code)))
         except Exception as exc:  # report, keep serving: the parent decides
             conn.send(("error", ("RunnerError", f"{type(exc).__name__}: {exc}", 1)))
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored while a worker process starts (main thread only; a no-op elsewhere)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class IsolatedRunner(Runner):
@@ -86,12 +110,19 @@ class IsolatedRunner(Runner):
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, args=(child, self.kwargs), daemon=True)
-        self._proc.start()
+        with _sigint_ignored():  # the worker is born ignoring Ctrl-C (Python keeps an inherited SIG_IGN)
+            self._proc.start()
         child.close()
         self._call("activate")
 
     def _deactivate(self) -> None:
+        from fwconv.signals import received
+
         if self._proc is None or not self._proc.is_alive():
+            return
+        if received():  # interrupted: the worker may be mid-call, so it is stopped, not asked
+            self._proc.kill()
+            self._proc.join(5)
             return
         try:
             self._call("close")
