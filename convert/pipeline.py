@@ -107,7 +107,8 @@ def prepare_source(source: str, options: ConvertOptions):
         loaded = time.perf_counter() - start
         runner = make_runner(torch_source)
     else:
-        runner, loaded = make_runner(prepared.path if prepared else source, fmt=fmt, trust_pickle=options.trust_pickle), 0.0
+        model_path = prepared.path if prepared else source
+        runner, loaded = make_runner(model_path, fmt=fmt, trust_pickle=options.trust_pickle), 0.0
     if prepared:
         prepared.bind(runner)  # the copy lives as long as the reference runner
     runner.activate()

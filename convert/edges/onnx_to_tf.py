@@ -24,10 +24,11 @@ import re
 import numpy as np
 
 from fwconv.convert.edges import Edge
-from fwconv.convert.job import Artifact, Job, StageRecord
+from fwconv.convert.job import Artifact, Job
 from fwconv.interface import Binding, Interface
-from fwconv.convert.onnx_utils import (PREPARE_STAGES, constants_to_initializers, decompose_prelu, io_specs,
-                                       load_onnx, name_nodes, split_strided_dilated_convs, undilate_max_pools)
+from fwconv.convert.onnx_utils import (PREPARE_STAGES, adopt_prepare_stages, constants_to_initializers,
+                                       decompose_prelu, io_specs, load_onnx, name_nodes,
+                                       split_strided_dilated_convs, undilate_max_pools)
 from fwconv.errors import ConversionError, InputError, UnsupportedOpError, first_line, require
 from fwconv.manifest import tool_versions
 from fwconv.quiet import captured_output, tail
@@ -123,7 +124,7 @@ def _prepare_copy(model, job: Job, exporter: str | None):
     with job.stage("prepare:onnx2tf") as record:
         done = [(name_nodes(model), "nodes named"), (decompose_prelu(model), "PRelu -> Relu arithmetic"),
                 (split_strided_dilated_convs(model), "strided dilated Conv -> Conv + strided Slice"),
-                (undilate_max_pools(model), "dilated MaxPool -> Pad + strided Slice + MaxPool")]
+                (undilate_max_pools(model), "dilated MaxPool -> MaxPool(kernel 1, stride d) + MaxPool")]
         record.detail = "; ".join(f"{n} {what}" for n, what in done if n) or "nothing to rewrite"
     return model
 
@@ -219,13 +220,6 @@ def _artifact_specs(prev: Artifact, interface: Interface, side: str) -> list[Ten
         layout = "NHWC" if perm else (src.layout if src else None)
         specs.append(TensorSpec(b.name, shape, src.dtype if src else "float32", layout))
     return specs
-
-
-def adopt_prepare_stages(onnx_artifact: Artifact, job: Job) -> None:
-    """Stages done to the source before this job existed (e.g. prepare:opset) go first in its
-    record, so the manifest shows them."""
-    records = [StageRecord(**r) for r in onnx_artifact.extra.get(PREPARE_STAGES, [])]
-    job.stages[:0] = [r for r in records if r not in job.stages]
 
 
 def _build(onnx_artifact: Artifact, job: Job):
