@@ -1,5 +1,10 @@
 """Run a planned route: load the source, make sample inputs, run each edge in a scratch dir,
-check the artifact, validate it against the source, write the manifest, then publish atomically."""
+check the artifact, validate it against the source, write the manifest, then publish atomically.
+
+This module is the one place where conversion uses the validators (the reference run in
+`prepare_source`, the verdict in `_validate`); nothing else in fwconv.convert imports them, and
+fwconv.validators never imports fwconv.convert.
+"""
 
 from __future__ import annotations
 
@@ -94,7 +99,7 @@ def prepare_source(source: str, options: ConvertOptions):
     family = family_of(fmt)
     torch_source, prepared = None, None
     if fmt == "onnx":
-        from fwconv.convert.onnx_utils import prepare_onnx_source
+        from fwconv.convert.onnx_prepare import prepare_onnx_source
 
         # A corrupt file is the user's input error, not a runtime failure. An opset older than the
         # runtimes take is upgraded once, on a private copy that the runner and the edges read.

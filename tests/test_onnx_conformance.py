@@ -7,7 +7,7 @@ test's expected outputs (fwconv's own validator is not the judge), or is listed 
 EXPECTED_FAILURES and fwconv refuses it with exactly that exit code and one error line.
 
 Most of these graphs are opset 6 / IR 3, which ONNX Runtime no longer runs: fwconv upgrades a
-private copy first (convert/onnx_utils.py), and the manifest must say so.
+private copy first (convert/onnx_prepare.py), and the manifest must say so.
 
 The fast tests at the bottom check the graph rewrites behind that (opset upgrade, IR 3, PRelu,
 strided dilated Conv) against ONNX Runtime on the original graphs.
@@ -221,7 +221,7 @@ def test_opset6_ir3_graph_is_brought_forward():
     import onnx
     from onnx import helper
 
-    from fwconv.convert.onnx_utils import modernize
+    from fwconv.convert.onnx_prepare import modernize
 
     slope = np.array([0.1, 0.2, 0.3], np.float32)
     nodes = [helper.make_node("Pad", ["x"], ["p"], pads=[0, 0, 1, 1, 0, 0, 1, 1], value=2.0),
@@ -242,7 +242,7 @@ def test_opset6_ir3_graph_is_brought_forward():
 def test_prelu_decomposition_is_exact(x_shape, slope_shape):
     from onnx import helper
 
-    from fwconv.convert.onnx_utils import decompose_prelu
+    from fwconv.convert.onnx_prepare import decompose_prelu
 
     rng = np.random.default_rng(1)
     slope = rng.standard_normal(slope_shape).astype(np.float32)
@@ -259,7 +259,7 @@ def test_prelu_decomposition_is_exact(x_shape, slope_shape):
 def test_strided_dilated_conv_split_is_exact(spatial, strides, dilations, pads):
     from onnx import helper
 
-    from fwconv.convert.onnx_utils import split_strided_dilated_convs
+    from fwconv.convert.onnx_prepare import split_strided_dilated_convs
 
     rng = np.random.default_rng(2)
     kernel = rng.standard_normal([4, 3] + [3] * len(spatial)).astype(np.float32)
@@ -276,7 +276,7 @@ def test_strided_dilated_conv_split_is_exact(spatial, strides, dilations, pads):
 def test_unnamed_and_duplicate_nodes_get_unique_names():
     from onnx import helper
 
-    from fwconv.convert.onnx_utils import name_nodes
+    from fwconv.convert.onnx_prepare import name_nodes
 
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["b"], name="r"),
              helper.make_node("Relu", ["b"], ["c"], name="r"), helper.make_node("Relu", ["c"], ["y"], name="Relu_0")]
@@ -292,7 +292,7 @@ def test_unnamed_and_duplicate_nodes_get_unique_names():
 def test_dilated_max_pool_rewrite_is_exact(spatial, kernel, strides, dilations, pads):
     from onnx import helper
 
-    from fwconv.convert.onnx_utils import undilate_max_pools
+    from fwconv.convert.onnx_prepare import undilate_max_pools
 
     node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=kernel, strides=strides, dilations=dilations,
                             pads=pads)

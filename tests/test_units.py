@@ -194,3 +194,22 @@ def test_gate_config_paths_names_and_overrides(tmp_path):
     assert jobs[0].settings["atol"] == 1e-3 and jobs[1].settings["atol"] == 1e-2
     assert jobs[1].settings["quantize"] == "fp16" and "quantize" not in jobs[0].settings
     assert meta["output_dir"] == str(tmp_path / "arts")
+
+
+# -- the house: imports go one way ------------------------------------------------------------
+
+def test_layers_import_one_way():
+    """CLI -> API -> convert / validators -> models: the validators never import the conversion
+    wing, the model layer imports neither, and conversion uses the validators in one place."""
+    import pathlib
+    import re
+
+    repo = pathlib.Path(__file__).resolve().parent.parent
+
+    def importers(folder: str, target: str) -> set[str]:
+        pattern = re.compile(rf"^\s*(from|import) {re.escape(target)}\b", re.M)
+        return {str(p.relative_to(repo)) for p in (repo / folder).rglob("*.py") if pattern.search(p.read_text())}
+
+    assert importers("validators", "fwconv.convert") == set()
+    assert importers("fwconv/models", "fwconv.convert") == set() and importers("fwconv/models", "fwconv.validators") == set()
+    assert importers("convert", "fwconv.validators") == {"convert/pipeline.py"}

@@ -26,9 +26,10 @@ import numpy as np
 from fwconv.convert.edges import Edge
 from fwconv.convert.job import Artifact, Job
 from fwconv.interface import Binding, Interface
-from fwconv.convert.onnx_utils import (PREPARE_STAGES, adopt_prepare_stages, constants_to_initializers,
-                                       decompose_prelu, io_specs, load_onnx, name_nodes,
-                                       split_strided_dilated_convs, undilate_max_pools)
+from fwconv.convert.onnx_prepare import (PREPARE_STAGES, adopt_prepare_stages, constants_to_initializers,
+                                         decompose_prelu, name_nodes, split_strided_dilated_convs,
+                                         undilate_max_pools)
+from fwconv.models.onnx import io_specs, load_onnx
 from fwconv.errors import ConversionError, InputError, UnsupportedOpError, first_line, require
 from fwconv.manifest import tool_versions
 from fwconv.quiet import captured_output, tail

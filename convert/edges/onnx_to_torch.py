@@ -19,7 +19,8 @@ import numpy as np
 from fwconv.convert.edges import Edge
 from fwconv.convert.job import Artifact, Job
 from fwconv.interface import Binding, Interface
-from fwconv.convert.onnx_utils import io_specs, load_onnx
+from fwconv.convert.onnx_prepare import adopt_prepare_stages
+from fwconv.models.onnx import io_specs, load_onnx
 from fwconv.errors import ConversionError, UnsupportedOpError, first_line, require
 from fwconv.manifest import tool_versions
 from fwconv.quiet import captured_output
@@ -117,6 +118,7 @@ def onnx_to_torch(artifact: Artifact, job: Job, out: str) -> Artifact:
     torch = require("torch", "torch")
     from fwconv.convert.onnx2torch_compat import convert_model, refuse_torchvision_ops, relax_reshape_allowzero
 
+    adopt_prepare_stages(artifact, job)  # e.g. prepare:opset, done to the source before this job existed
     model = relax_reshape_allowzero(_at_supported_opset(load_onnx(artifact.path), job))
     refuse_torchvision_ops(model)
     inputs, outputs = io_specs(model)

@@ -18,7 +18,7 @@ import re
 from fwconv.convert.edges import Edge
 from fwconv.convert.job import Artifact, Job
 from fwconv.interface import Binding, Interface
-from fwconv.convert.onnx_utils import io_specs, load_onnx
+from fwconv.models.onnx import io_specs, load_onnx
 from fwconv.models.keras import load_keras
 from fwconv.errors import ConversionError, InputError, UnsupportedOpError, first_line, require
 from fwconv.manifest import tool_versions

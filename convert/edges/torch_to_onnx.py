@@ -10,7 +10,7 @@ from __future__ import annotations
 from fwconv.convert.edges import Edge, needs_torch_source
 from fwconv.convert.job import Artifact, Job
 from fwconv.interface import Interface
-from fwconv.convert.onnx_utils import io_specs, load_onnx
+from fwconv.models.onnx import io_specs, load_onnx
 from fwconv.errors import ConversionError, first_line, require
 from fwconv.manifest import tool_versions
 from fwconv.quiet import captured_output

@@ -25,7 +25,7 @@ def _tflite(path: str) -> dict[str, Any]:
 
 
 def _onnx(path: str) -> dict[str, Any]:
-    from fwconv.convert.onnx_utils import io_specs, load_onnx
+    from fwconv.models.onnx import io_specs, load_onnx
 
     model = load_onnx(path, check=False)
     inputs, outputs = io_specs(model)

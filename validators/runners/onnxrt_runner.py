@@ -57,7 +57,7 @@ class OnnxRuntimeRunner(Runner):
         return [o.name for o in self.session.get_outputs()]
 
     def index_bounds(self) -> dict[str, int]:
-        from fwconv.convert.onnx_utils import embedding_bound, load_onnx
+        from fwconv.models.onnx import embedding_bound, load_onnx
 
         return embedding_bound(load_onnx(self.path, check=False))
 

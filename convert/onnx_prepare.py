@@ -1,4 +1,6 @@
-"""Small ONNX helpers shared by the edges and the ONNX Runtime runner."""
+"""Preparing ONNX graphs for the converters and runtimes, always on a private copy: old opsets
+brought forward (what ONNX Runtime needs to run the reference), and exact rewrites onnx2tf needs.
+The user's file is only read."""
 
 from __future__ import annotations
 
@@ -10,54 +12,9 @@ import weakref
 
 import numpy as np
 
-from fwconv.errors import InputError, first_line, require
+from fwconv.errors import first_line, require
+from fwconv.models.onnx import _spec, default_opset, load_onnx
 from fwconv.specs import TensorSpec
-
-_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
-                10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
-
-
-def load_onnx(path: str, *, check: bool = True):
-    onnx = require("onnx", "onnx")
-    try:
-        model = onnx.load(path)
-        if check:
-            onnx.checker.check_model(model)
-    except Exception as exc:  # DecodeError, ValidationError, OSError: all mean "not a usable ONNX file"
-        raise InputError(f"{path} is not a valid ONNX model: {first_line(exc)}") from exc
-    return model
-
-
-def _spec(value_info) -> TensorSpec:
-    ttype = value_info.type.tensor_type
-    shape = [d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim]
-    return TensorSpec(name=value_info.name, shape=shape, dtype=_ONNX_DTYPES.get(ttype.elem_type, str(ttype.elem_type)))
-
-
-def io_specs(model) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Graph inputs (minus initializers, which old exporters list as inputs) and outputs."""
-    init = {i.name for i in model.graph.initializer}
-    inputs = [_spec(v) for v in model.graph.input if v.name not in init]
-    outputs = [_spec(v) for v in model.graph.output]
-    return inputs, outputs
-
-
-def embedding_bound(model) -> dict[str, int]:
-    """For integer graph inputs that index a table (Gather on an initializer), the table size:
-    token ids must stay below it. Walks through Cast nodes."""
-    init = {i.name: list(i.dims) for i in model.graph.initializer}
-    int_inputs = {v.name for v in model.graph.input if v.type.tensor_type.elem_type in (6, 7)}
-    alias = {n: n for n in int_inputs}
-    for node in model.graph.node:
-        if node.op_type == "Cast" and node.input and node.input[0] in alias:
-            alias[node.output[0]] = alias[node.input[0]]
-    bounds: dict[str, int] = {}
-    for node in model.graph.node:
-        if node.op_type == "Gather" and len(node.input) == 2 and node.input[0] in init and node.input[1] in alias:
-            name = alias[node.input[1]]
-            size = init[node.input[0]][0]
-            bounds[name] = min(bounds.get(name, size), size)
-    return bounds
 
 
 def constants_to_initializers(model) -> int:
@@ -95,14 +52,7 @@ def constants_to_initializers(model) -> int:
 # the reference then runs the upgraded copy, so a converter mistake would be invisible to parity.
 UPGRADE_BELOW = 7  # ORT only guarantees opset >= 7
 TARGET_OPSET = 13
-_DEFAULT_DOMAINS = ("", "ai.onnx")
 PREPARE_STAGES = "prepare_stages"  # Artifact.extra key: stage records made before any Job existed
-
-
-def default_opset(model) -> int | None:
-    """The opset of the default ONNX domain, or None if the graph does not import it."""
-    versions = [o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS]
-    return versions[0] if versions else None
 
 
 @dataclasses.dataclass
