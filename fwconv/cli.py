@@ -72,6 +72,11 @@ def main(debug: bool, max_size: str | None) -> None:
 
     signals.install()
     DEBUG["on"] = debug
+    if not debug:  # one line per error: TensorFlow's C++ log and library warnings only with --debug
+        import warnings
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        warnings.filterwarnings("ignore")
     if max_size is not None:
         from fwconv.limits import ENV, parse_size
 
@@ -214,6 +219,7 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
     from fwconv.convert.pipeline import convert, resolve_output
     from fwconv.convert.planner import family_of
     from fwconv.errors import InputError, ParityError
+    from fwconv.manifest import manifest_path
     from fwconv.models.formats import detect_format
     from fwconv.staging import protected_paths
 
@@ -230,7 +236,8 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
                          hint=f"use: fwconv convert {source} --to {target}")
     inputs = protected_paths(source, kw["inputs_file"], kw["calibration"])
     # the artifact is not a report's to overwrite either; an artifact this command replaces is no input
-    report_protected = inputs + [resolve_output(kw["output"], source, target)]
+    artifact = resolve_output(kw["output"], source, target)
+    report_protected = inputs + [artifact, manifest_path(artifact)]
     _check_report_paths(kw, report_protected)
     try:
         result = convert(source, target, kw["output"], options, settings)
@@ -291,7 +298,8 @@ def convert_command(source, target, **kw):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--isolate/--in-process", default=True, show_default=True,
               help="Run each model in its own process (crash/hang safe, per-runner peak memory).")
-@click.option("--timeout", default=600.0, show_default=True, help="Seconds each isolated runner may take per step.")
+@click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds each isolated runner may take per step.")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading pickled Python objects (runs code from the file).")
 @input_options
 @validation_options
@@ -346,7 +354,7 @@ def gate_command(config, workers, executor, ray_address, only, check_only, no_ca
     from fwconv.staging import check_writable
 
     protected = input_paths(config)
-    check_writable(*filter(None, (json_path, junit_path, markdown_path)), force=force, protected=protected)
+    check_writable(*filter(None, (json_path, junit_path, markdown_path, save_baseline)), force=force, protected=protected)
 
     def progress(result, done, total):
         cached = " (cached)" if result.get("cached") else f" ({result.get('seconds', 0):.0f}s)"
@@ -356,7 +364,8 @@ def gate_command(config, workers, executor, ray_address, only, check_only, no_ca
                              check_only=check_only, use_cache=not no_cache, baseline=baseline,
                              regression_threshold=regression_threshold, on_result=progress)
     if save_baseline:
-        click.echo(f"saved latency baseline for {write_baseline(save_baseline, results)} job(s) to {save_baseline}")
+        saved = write_baseline(save_baseline, results, force=force, protected=protected)
+        click.echo(f"saved latency baseline for {saved} job(s) to {save_baseline}")
     click.echo(report.to_text(results))
     report.write(results, meta, json_path=json_path, junit_path=junit_path, markdown_path=markdown_path, force=force,
                  protected=protected)

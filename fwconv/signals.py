@@ -14,6 +14,7 @@ import threading
 
 _EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _received: list[int] = []
+_published: list[str] = []  # outputs already in place when the signal came: the message says so
 
 
 class Interrupted(BaseException):
@@ -22,7 +23,9 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         self.signal_name = signal.Signals(signum).name
         self.exit_code = _EXIT_CODES.get(signum, 128 + signum)
-        super().__init__(f"interrupted by {self.signal_name}; nothing was written")
+        done = f"; already written: {', '.join(_published[:3])}{' ...' if len(_published) > 3 else ''}" \
+            if _published else "; nothing was written"
+        super().__init__(f"interrupted by {self.signal_name}{done}")
 
     def one_line(self) -> str:
         return str(self)
@@ -33,6 +36,11 @@ def _handler(signum, _frame) -> None:
     _received.append(signum)
     if first:
         raise Interrupted(signum)
+
+
+def note_published(path: str) -> None:
+    """An output is complete and in place (a later interrupt does not undo it)."""
+    _published.append(path)
 
 
 def install() -> None:

@@ -76,6 +76,9 @@ def parse_shape(text: str) -> list[int]:
         raise InputError(f"bad shape '{text}': expected comma-separated integers like 1,3,224,224") from exc
     if not dims or any(d <= 0 for d in dims):
         raise InputError(f"bad shape '{text}': dimensions must be positive integers")
+    from fwconv.limits import check_declared
+
+    check_declared(f"--input-shape {text}", int(np.prod(dims, dtype=object)) * 8)  # sample arrays are allocated
     return dims
 
 
@@ -115,6 +118,8 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
 
     if not os.path.exists(path):
         raise InputError(f"inputs file not found: {path}")
+    if not os.path.isfile(path):  # a FIFO or device would block or never end
+        raise InputError(f"inputs file {path} is not a regular file")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: np.asarray(data[k]) for k in data.files}

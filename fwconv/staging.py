@@ -25,7 +25,9 @@ from fwconv.errors import InputError, OutputExistsError
 
 
 def _real(path: str) -> str:
-    return os.path.realpath(os.path.abspath(path))
+    """Symbolic links resolved before `..` is applied (`link/../x` is where the link points, up
+    one), as the kernel resolves it when the file is written."""
+    return os.path.realpath(path)
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -33,11 +35,27 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def protected_paths(*paths: str | None) -> list[str]:
-    """The existing files/dirs among `paths` (a factory `file.py:fn` counts as its file)."""
-    from fwconv.models.formats import model_file
+    """The existing files/dirs among `paths` (a factory `file.py:fn` counts as its file, a
+    `package.module:fn` factory as its module's file)."""
+    from fwconv.models.formats import FACTORY_RE, model_file
 
-    found = [model_file(path) for path in paths if path]
+    found = []
+    for path in filter(None, paths):
+        found.append(model_file(path))
+        factory = FACTORY_RE.match(path)
+        if factory and not factory["target"].endswith(".py") and not os.path.exists(path):
+            found.append(_module_file(factory["target"]))
     return [path for path in found if path and os.path.exists(path)]
+
+
+def _module_file(module: str) -> str | None:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None and spec.origin and os.path.exists(spec.origin) else None
 
 
 def check_not_an_input(output: str, protected: Iterable[str]) -> None:
@@ -72,6 +90,8 @@ def check_replaceable(path: str, *, force: bool) -> None:
     if os.path.islink(path) or os.path.isfile(path):
         return
     if os.path.isdir(path):
+        if _inside(_real(os.getcwd()), _real(path)):
+            raise InputError(f"refusing to replace {path}: it holds the working directory", hint="run from elsewhere")
         if written_by_fwconv(path):
             return
         raise InputError(f"refusing to replace directory {path}: fwconv did not write it (no fwconv.json)",
@@ -81,6 +101,9 @@ def check_replaceable(path: str, *, force: bool) -> None:
 
 def check_writable(*paths: str, force: bool, protected: Iterable[str] = ()) -> None:
     protected = list(protected)
+    reals = [_real(p) for p in paths]
+    if len(set(reals)) != len(reals):
+        raise InputError(f"two outputs name the same file: {', '.join(paths)}")
     for path in paths:
         check_not_an_input(path, protected)
         check_replaceable(path, force=force)
@@ -125,9 +148,12 @@ def staged_outputs(final_paths: list[str], *, force: bool, protected: Iterable[s
         from fwconv.signals import raise_if_interrupted
 
         raise_if_interrupted()  # a converter that swallowed the signal must not get its artifact published
+        from fwconv.signals import note_published
+
         for final, temp in temps.items():
             if os.path.lexists(temp):
                 _publish(temp, final, workdir)
+                note_published(final)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

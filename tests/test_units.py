@@ -80,8 +80,8 @@ def test_route_choice_is_fastest_then_smaller_then_earlier(tmp_path):
 
     clear = [_try("a", 100, 1.0, tmp_path), _try("b", 50, 2.0, tmp_path)]
     assert _choose(clear).label == "a"  # 2x faster wins whatever the size
-    tie = [_try("c", 100, 1.00, tmp_path), _try("d", 50, 1.05, tmp_path)]
-    assert _choose(tie).label == "d"  # within 10%: the smaller
+    tie = [_try("c", 100, 1.00, tmp_path), _try("d", 50, 1.2, tmp_path)]
+    assert _choose(tie).label == "d"  # within 25%: the smaller
     same = [_try("e", 64, 1.0, tmp_path), _try("f", 64, 1.02, tmp_path)]
     assert _choose(same).label == "e"  # same size: the earlier route
     failed = [_try("g", 10, 0.1, tmp_path, passed=False), _try("h", 100, 5.0, tmp_path)]

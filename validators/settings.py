@@ -4,6 +4,7 @@ they default from, sample count, input ranges, tensor pairings, latency."""
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Mapping
 
 from fwconv.errors import InputError
@@ -17,6 +18,8 @@ def _number(value, what: str) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise InputError(f"{what} must be a number, not {value!r}") from None
+    if not math.isfinite(number):  # nan compares false with everything: it would pass any error
+        raise InputError(f"{what} must be a finite number, not {value!r}")
     if number < 0:
         raise InputError(f"{what} must not be negative")
     return number

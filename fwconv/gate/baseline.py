@@ -19,17 +19,19 @@ from fwconv.errors import InputError
 SCHEMA = "fwconv.latency-baseline"
 
 
-def save_baseline(path: str, results: list[dict]) -> int:
+def save_baseline(path: str, results: list[dict], *, force: bool = False, protected: list[str] = ()) -> int:
+    """Write this run's latencies, by fwconv's output rules (staged, --force, never an input)."""
+    from fwconv.staging import write_text
+
     entries = {}
     for r in results:
         lat = r.get("latency")
         if lat and r["status"] in ("pass", "latency_exceeded"):
             entries[r["id"]] = {"p50_ms": lat["p50_ms"], "spread": (lat["p90_ms"] - lat["p50_ms"]) / lat["p50_ms"],
                                 "runs": lat["runs"]}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"schema": SCHEMA, "schema_version": 1, "machine": platform.machine(),
-                   "processor": platform.processor(), "entries": entries}, f, indent=2)
+    write_text(path, json.dumps({"schema": SCHEMA, "schema_version": 1, "machine": platform.machine(),
+                                 "processor": platform.processor(), "entries": entries}, indent=2),
+               force=force, protected=protected)
     return len(entries)
 
 

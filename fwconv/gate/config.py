@@ -91,8 +91,9 @@ def load_config(path: str) -> dict[str, Any]:
     except OSError as exc:
         raise InputError(f"cannot read gate config {path}: {exc.strerror or exc}") from exc
     if os.path.basename(path) == "pyproject.toml":
-        data = data.get("tool", {}).get("fwconv")
-        if data is None:
+        tool = data.get("tool")
+        data = tool.get("fwconv") if isinstance(tool, dict) else None
+        if not isinstance(data, dict):
             raise InputError(f"{path} has no [tool.fwconv] table")
     return data
 
@@ -155,6 +156,8 @@ def jobs_from_config(path: str, *, only: list[str] | None = None) -> tuple[list[
         if only and name not in only:
             continue
         targets = model["targets"]
+        if not targets:
+            raise InputError(f"{where}: 'targets' is empty", hint=f"choose from {', '.join(TARGETS)}")
         bad = [t for t in targets if t not in TARGETS]
         if bad:
             raise InputError(f"{where}: unknown target(s) {', '.join(bad)}", hint=f"choose from {', '.join(TARGETS)}")
@@ -174,7 +177,27 @@ def jobs_from_config(path: str, *, only: list[str] | None = None) -> tuple[list[
                             output=os.path.join(output_dir, name, f"{name}{suffix}"),
                             golden=_abs(base, golden) if golden else None,
                             timeout=float(model.get("timeout", default_timeout))))
+    _check_jobs(jobs, output_dir)
     return jobs, {"output_dir": output_dir, "config": os.path.abspath(path)}
+
+
+def _check_jobs(jobs: list[GateJob], output_dir: str) -> None:
+    """Before any job runs: every job's options and tolerances are valid (the same builders the
+    CLI uses), output_dir can be a directory, and no job's output touches any job's input."""
+    from fwconv.manifest import manifest_path
+    from fwconv.staging import check_not_an_input, protected_paths
+
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise InputError(f"output_dir {output_dir} is a file, not a directory")
+    for job in jobs:
+        options = convert_options(job.settings)
+        gate_settings(job.settings, options.precision)
+        if job.timeout <= 0:
+            raise InputError(f"model '{job.model}': timeout must be positive")
+    inputs = protected_paths(*(j.source for j in jobs), *(j.settings.get(k) for j in jobs for k in ("inputs", "calibration")))
+    for job in jobs:
+        for out in (job.output, manifest_path(job.output)):
+            check_not_an_input(out, inputs)
 
 
 def input_paths(path: str) -> list[str]:

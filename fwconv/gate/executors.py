@@ -58,7 +58,12 @@ def run_local(jobs: list[dict], *, workers: int, check_only: bool) -> Iterator[d
     try:
         futures = [pool.submit(run_isolated, job, check_only) for job in jobs]
         for future in concurrent.futures.as_completed(futures):
-            yield future.result()
+            result = future.result()
+            if os.path.exists(result.get("artifact", "")):
+                from fwconv.signals import note_published
+
+                note_published(result["artifact"])  # a finished job's artifact stays, interrupt or not
+            yield result
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         stop_workers()

@@ -59,25 +59,36 @@ def save_golden(directory: str, source: str, settings: dict, *, update: bool = F
     """Run the source on the model's inputs (its .npz, or seeded synthetic) and freeze the result."""
     from fwconv.convert.pipeline import prepare_source
     from fwconv.gate.config import convert_options
-    from fwconv.models.formats import model_file
+    from fwconv.staging import check_writable, protected_paths, staged_outputs
 
     if os.path.exists(os.path.join(directory, "golden.json")) and not update:
         raise InputError(f"golden exists: {directory}", hint="refresh it deliberately with: fwconv golden update")
-    _, runner, _, sample, outputs = prepare_source(source, convert_options(settings))
+    options = convert_options(settings)
+    finals = [os.path.join(directory, f) for f in FILES]
+    protected = protected_paths(source, options.inputs_file, options.calibration)
+    check_writable(*finals, force=update, protected=protected)  # before the model runs
+    _, runner, _, sample, outputs = prepare_source(source, options)
     runner.deactivate()
-    os.makedirs(directory, exist_ok=True)
-    np.savez(os.path.join(directory, "inputs.npz"), **sample)
-    np.savez(os.path.join(directory, "outputs.npz"), **outputs)
+    with staged_outputs(finals, force=update, protected=protected) as temps:
+        np.savez(temps[finals[0]], **sample)
+        np.savez(temps[finals[1]], **outputs)
+        _write_info(temps, finals, source)
+    with open(finals[2]) as f:
+        return json.load(f)
+
+
+def _write_info(temps: dict[str, str], finals: list[str], source: str) -> None:
+    from fwconv.models.formats import model_file
+
     info = {
         "schema": "fwconv.golden", "schema_version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source": {"path": source, "sha256": sha256_of(model_file(source)) if model_file(source) else None},
         "device": "cpu", "machine": platform.machine(), "python": platform.python_version(),
         "versions": tool_versions("torch", "onnx", "onnxruntime", "tensorflow", "onnx2tf", "ai-edge-litert", "litert-torch"),
-        "files": {f: sha256_of(os.path.join(directory, f)) for f in ("inputs.npz", "outputs.npz")},
+        "files": {os.path.basename(final): sha256_of(temps[final]) for final in finals[:2]},
     }
-    with open(os.path.join(directory, "golden.json"), "w") as f:
+    with open(temps[finals[2]], "w") as f:
         json.dump(info, f, indent=2)
-    return info
 
 
 def compare_to_golden(directory: str, model, settings) -> object:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Callable
+
+from fwconv.errors import InputError
 
 from fwconv.gate.baseline import check_regressions, load_baseline
 from fwconv.gate.cache import GateCache, job_key
@@ -18,6 +21,10 @@ def run_gate(config: str, *, workers: int = 1, executor: str = "local", address:
     jobs, meta = jobs_from_config(config, only=only)
     by_id = {j.id: j.to_dict() for j in jobs}
     base = load_baseline(baseline) if baseline else None  # a bad baseline fails before any work
+    try:
+        os.makedirs(meta["output_dir"], exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output_dir {meta['output_dir']}: {exc.strerror or exc}") from exc
     cache = GateCache(meta["output_dir"])
     keys = {job_id: job_key(job, check_only) for job_id, job in by_id.items()}
     results, todo = [], []

@@ -17,3 +17,5 @@ def load_keras(path: str, *, trust: bool):
             raise InputError(f"{path} contains Python code (a Lambda layer); loading it would run that code",
                              hint="pass --trust-pickle if you trust its author") from exc
         raise InputError(f"cannot load {path}: {first_line(exc)}") from exc
+    except Exception as exc:  # a malformed archive or config fails in Keras in many ways: all are bad input
+        raise InputError(f"cannot load {path} as a Keras model: {type(exc).__name__}: {first_line(exc)}") from exc

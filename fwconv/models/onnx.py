@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fwconv.errors import InputError, first_line, require
 from fwconv.specs import TensorSpec
 
@@ -10,14 +12,41 @@ _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: 
 
 
 def load_onnx(path: str, *, check: bool = True):
+    """The model with its external data; declared sizes and data locations are checked first."""
     onnx = require("onnx", "onnx")
+    from fwconv.limits import check_declared
+
+    check_declared(path, os.path.getsize(path))
     try:
-        model = onnx.load(path)
+        model = onnx.load(path, load_external_data=False)
+        _check_external_data(model, path)
+        onnx.load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
         if check:
             onnx.checker.check_model(model)
+    except InputError:
+        raise
     except Exception as exc:  # DecodeError, ValidationError, OSError: all mean "not a usable ONNX file"
         raise InputError(f"{path} is not a valid ONNX model: {first_line(exc)}") from exc
     return model
+
+
+def _check_external_data(model, path: str) -> None:
+    """Each external tensor's file lies beside the model (no absolute path, no `..`), exists, and
+    holds the bytes it declares, within the size cap: checked before anything is read."""
+    from fwconv.limits import check_declared
+
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    for tensor in model.graph.initializer:
+        if tensor.data_location != 1:  # TensorProto.EXTERNAL
+            continue
+        entry = {e.key: e.value for e in tensor.external_data}
+        target = os.path.realpath(os.path.join(folder, entry.get("location", "")))
+        if os.path.isabs(entry.get("location", "")) or not target.startswith(folder + os.sep):
+            raise InputError(f"{path}: tensor '{tensor.name}' points outside the model's folder ({entry.get('location')!r})")
+        offset, length = int(entry.get("offset", 0) or 0), int(entry.get("length", 0) or 0)
+        check_declared(f"external tensor '{tensor.name}'", length)
+        if not os.path.isfile(target) or os.path.getsize(target) < offset + length:
+            raise InputError(f"{path}: external data for '{tensor.name}' is missing or shorter than it declares")
 
 
 def _spec(value_info) -> TensorSpec:

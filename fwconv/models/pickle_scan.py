@@ -219,18 +219,32 @@ def _is_pickle_member(info: zipfile.ZipInfo, pickled: set[str]) -> bool:
     storages are never unpickled (and may begin with any byte), so they are not parsed."""
     name = info.filename
     return (name.endswith("pkl") or name in pickled or "/sample_inputs/" in name
-            or ("/data/constants/" in name and name.endswith(".pt")))
+            or (("/data/constants/" in name or "/data/weights/" in name) and name.endswith(".pt")))
 
 
 def _scan_zip(zf: zipfile.ZipFile, where: str, bad: set[str], depth: int) -> None:
+    from fwconv.models.pt2_code import code_in_program
+
+    for info in zf.infolist():  # sizes first: nothing is read before every member passes
+        check_declared(f"archive member {where}!{info.filename}" if where else f"archive member {info.filename}",
+                       info.file_size, compressed=info.compress_size)
+    corrupt = zf.testzip()
+    if corrupt is not None:  # a CRC mismatch: corrupt, or changed after it was written
+        from fwconv.errors import InputError
+
+        raise InputError(f"{where or 'the archive'}: member {corrupt} fails its checksum (corrupt file)")
     pickled = _pickled_paths(zf)
     for info in zf.infolist():
         if info.is_dir():
             continue
         name = f"{where}!{info.filename}" if where else info.filename
-        check_declared(f"archive member {name}", info.file_size, compressed=info.compress_size)
-        with zf.open(info) as f:
-            head = f.read(4)
+        bad.update(code_in_program(info, zf))
+        try:
+            with zf.open(info) as f:
+                head = f.read(4)
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
+            bad.add(f"<unreadable member {name}: {exc}>")  # a loader may read it another way: refuse
+            continue
         if head.startswith(b"PK\x03\x04"):
             if depth >= _MAX_NESTING:
                 bad.add(f"<archive nested deeper than {_MAX_NESTING} levels: {name}>")
@@ -250,10 +264,13 @@ def unsafe_globals(path: str) -> list[str]:
 
     Raises InputError (exit 2) for a member over the size cap or a compression bomb."""
     bad: set[str] = set()
-    try:
-        with zipfile.ZipFile(path) as zf:
-            _scan_zip(zf, "", bad, 0)
-    except zipfile.BadZipFile:
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                _scan_zip(zf, "", bad, 0)
+        except zipfile.BadZipFile as exc:  # a zip whose directory does not hold up: never scan it as something else
+            bad.add(f"<unreadable archive: {exc}>")
+    else:
         import os
 
         check_declared(path, os.path.getsize(path))

@@ -60,7 +60,7 @@ def load_torch_source(spec: str, *, trust_pickle: bool = False) -> TorchSource:
     bad = unsafe_globals(spec)  # also enforces the size caps, trusted or not
     if bad and not trust_pickle:
         raise UnsafeModelError(
-            f"{spec} contains pickled code references ({', '.join(bad[:4])}{'...' if len(bad) > 4 else ''}); "
+            f"{spec} contains code that loading it would run ({', '.join(bad[:4])}{'...' if len(bad) > 4 else ''}); "
             "loading it would run code from the file",
             hint="save it as TorchScript/.pt2 or pass a factory; or --trust-pickle if you trust its author",
         )
