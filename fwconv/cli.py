@@ -59,7 +59,27 @@ MAIN_HELP = ("Convert models between PyTorch, ONNX, TensorFlow and TFLite, and p
              + "\n".join(f"  {code:>3} {meaning}" for code, meaning in EXIT_CODES.items()))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, help=MAIN_HELP)
+class OneLineErrors(click.Group):
+    """Click's usage errors (unknown option, bad value) as one `fwconv: error:` line, exit 2,
+    like every other error: no usage banner, no 'Try --help' line."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `fwconv`: the help, as --help gives it
+            click.echo(exc.format_message())
+            sys.exit(0)
+        except click.ClickException as exc:
+            _fail(exc.format_message().replace("\n", " "), exc.exit_code)
+        except click.exceptions.Abort:
+            _fail("interrupted", 130)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+        return code
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             help=MAIN_HELP)
 @click.version_option(package_name="fwconv")
 @click.option("--debug", is_flag=True, help="Show tracebacks and the converters' own logs.")
 @click.option("--max-size", metavar="SIZE", help="Largest archive member or tensor an input file may declare "

@@ -147,3 +147,61 @@ def pickle_loads_would_run(data: bytes) -> bool:
 
 
 __all__ = [name for name in dir() if not name.startswith("_") and name not in ("io", "json", "pickle", "struct", "zipfile")]
+
+
+def pt2_with_code(clean_pt2: str, dst: str, canary: str, where: str) -> None:
+    """A .pt2 that would run code with no pickle at all.
+
+    where: "aoti" (a shared library under data/aotinductor/, which torch.export.load dlopen()s),
+    "expr" (a symbolic size whose expression sympy's sympify evaluates), "guard" (guards_code,
+    which torch exec()s into the unlifted module).
+    """
+    model_json = _member(clean_pt2, "models/model.json")
+    root = model_json.split("/")[0]
+    if where == "aoti":
+        rewrite_zip(clean_pt2, dst, {}, add={f"{root}/data/aotinductor/model/evil.wrapper.so": b"\x7fELF" + b"\0" * 60})
+        return
+    with zipfile.ZipFile(clean_pt2) as zf:
+        program = json.loads(zf.read(model_json))
+    command = f"__import__('os').system('touch {canary}')"
+    if where == "expr":
+        graph = program["graph_module"]["graph"]
+        meta = graph["tensor_values"][next(iter(graph["tensor_values"]))]
+        meta["sizes"][0] = {"as_expr": {"expr_str": f"{command}*0 + 2", "hint": {"as_int": 2}}}
+    elif where == "guard":
+        program["guards_code"] = [f"{command} == 0"]
+    else:
+        raise ValueError(where)
+    rewrite_zip(clean_pt2, dst, {model_json: json.dumps(program).encode()})
+
+
+def torchscript_writing_a_file(dst: str, target: str) -> None:
+    """A scripted module whose forward writes `target` with torch.from_file(shared=True)."""
+    import torch
+
+    class Writer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.path = target
+
+        def forward(self, x):
+            t = torch.from_file(self.path, shared=True, size=4, dtype=torch.uint8)
+            t.fill_(65)
+            return x + t.sum().float()
+
+    torch.jit.save(torch.jit.script(Writer()), dst)
+
+
+def corrupt_member_crc(src: str, dst: str, suffix: str) -> None:
+    """A copy of the zip at src with the first bytes of one member flipped (its CRC no longer matches)."""
+    import shutil
+
+    shutil.copy(src, dst)
+    with zipfile.ZipFile(dst) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith(suffix))
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    with open(dst, "r+b") as f:
+        f.seek(start)
+        data = f.read(16)
+        f.seek(start)
+        f.write(bytes(b ^ 0xFF for b in data))

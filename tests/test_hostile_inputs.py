@@ -454,3 +454,146 @@ def test_auto_route_gives_the_same_bytes_and_works_across_filesystems(models_dir
         digests.append(digest(out))
     assert chosen[0][0] == chosen[1][0], chosen
     assert digests[0] == digests[1]
+
+
+# -- found by a hostile pass: code without pickles, paths through links, odd inputs -----------------
+
+@pytest.mark.parametrize("where", ["aoti", "expr", "guard"])
+def test_pt2_code_without_pickles_never_runs(where, clean_models, sandbox):
+    """AOTInductor libraries, sympy-evaluated shape expressions and exec'd guard code: refused
+    before torch.export.load sees them, in every command."""
+    canary = sandbox / "CANARY"
+    path = sandbox / f"{where}.pt2"
+    H.pt2_with_code(clean_models["pt2"], str(path), str(canary), where)
+    for args in (("inspect", path), ("torch2onnx", path, "-o", sandbox / "o.onnx"),
+                 ("validate", path, clean_models["pt2"], "--no-latency")):
+        assert_refused(invoke(*args), 2, "would run code")
+        assert not canary.exists(), f"{where}: the payload ran ({args[0]})"
+    assert not (sandbox / "o.onnx").exists()
+
+
+def test_torchscript_that_writes_files_is_refused(sandbox):
+    target = sandbox / "victim.txt"
+    target.write_text("precious")
+    path = sandbox / "writer.pt"
+    H.torchscript_writing_a_file(str(path), str(target))
+    assert_refused(invoke("torch2onnx", path, "--input-shape", "2,4", "-o", sandbox / "w.onnx"), 2, "from_file")
+    assert target.read_text() == "precious"
+
+
+def test_zip_members_that_do_not_check_out_are_refused(clean_models, sandbox):
+    bad = sandbox / "crc.pt2"
+    H.corrupt_member_crc(clean_models["pt2"], str(bad), "weight_0")
+    assert_refused(invoke("inspect", bad), 2, "checksum")
+    legacy = sandbox / "legacy_weights.pt2"  # a raw pickle as a legacy weights file inside the .pt2
+    root = bad.name and __import__("zipfile").ZipFile(clean_models["pt2"]).namelist()[0].split("/")[0]
+    H.rewrite_zip(clean_models["pt2"], str(legacy), {},
+                  add={f"{root}/data/weights/model.pt": H.command_pickle(str(sandbox / "CANARY"), "proto0")})
+    from fwconv.models.pickle_scan import unsafe_globals
+
+    assert "posix.system" in unsafe_globals(str(legacy))
+
+
+def test_outputs_through_symlinks_and_working_directory(clean_models, sandbox, monkeypatch):
+    """`link/../x` is where the link points, up one; a directory holding the working directory is
+    never replaced; a package.module:fn factory's file is an input too."""
+    real = sandbox / "real"
+    (real / "sub").mkdir(parents=True)
+    shutil.copy(clean_models["pt2"], real / "m.pt2")
+    (sandbox / "link").symlink_to(real / "sub")
+    before = digest(real / "m.pt2")
+    monkeypatch.chdir(sandbox)
+    assert_refused(invoke("torch2onnx", "real/m.pt2", "-o", "link/../m.pt2", "--force", "--no-validate"), 2,
+                   "is the input")
+    assert digest(real / "m.pt2") == before
+    made = sandbox / "sm"
+    made.mkdir()
+    (made / "fwconv.json").write_text('{"generator": "fwconv"}')
+    (made / "notes.txt").write_text("mine")
+    monkeypatch.chdir(made)
+    assert_refused(invoke("torch2savedmodel", clean_models["pt2"], "-o", made, "--force", "--no-validate"), 2,
+                   "working directory")
+    assert (made / "notes.txt").read_text() == "mine"
+    pkg = sandbox / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "net.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(4, 2)\n")
+    monkeypatch.chdir(sandbox)
+    monkeypatch.syspath_prepend(str(sandbox))
+    assert_refused(invoke("torch2onnx", "mypkg.net:build", "--input-shape", "2,4", "-o", pkg / "net.py", "--force"), 2,
+                   "is the input")
+    assert "def build" in (pkg / "net.py").read_text()
+
+
+def test_reports_never_overwrite_the_manifest_or_each_other(clean_models, sandbox):
+    out = sandbox / "m.onnx"
+    assert_refused(invoke("torch2onnx", clean_models["pt2"], "-o", out, "--json", f"{out}.fwconv.json", "--force"), 2)
+    assert_refused(invoke("torch2onnx", clean_models["pt2"], "-o", out, "--json", sandbox / "r", "--junit",
+                          sandbox / "r"), 2, "same file")
+    assert not out.exists()
+
+
+def test_gate_writes_only_by_the_output_rules(clean_models, sandbox):
+    """--save-baseline at the config, a golden directory holding an input, a job whose artifact is
+    another job's source, malformed option values: all exit 2 before any job runs."""
+    shutil.copy(clean_models["pt2"], sandbox / "m.pt2")
+    (sandbox / "data").mkdir()
+    shutil.copy(clean_models["npz"], sandbox / "data" / "inputs.npz")
+    config = sandbox / "g.toml"
+    base = '[[model]]\nname = "a"\nsource = "m.pt2"\ntargets = ["onnx"]\n'
+    config.write_text(base)
+    assert_refused(invoke("gate", config, "--save-baseline", config, "--force"), 2, "is the input")
+    golden = sandbox / "golden.toml"
+    golden.write_text('[[model]]\nname = "a"\nsource = "m.pt2"\ninputs = "data/inputs.npz"\ngolden = "data"\n'
+                      'targets = ["onnx"]\n')
+    npz_before = digest(sandbox / "data" / "inputs.npz")
+    assert_refused(invoke("golden", "save", golden), 2, "is the input")
+    assert digest(sandbox / "data" / "inputs.npz") == npz_before
+    chained = sandbox / "chained.toml"
+    chained.write_text('[gate]\noutput_dir = "arts"\n' + base + '[[model]]\nname = "b"\nsource = "arts/a/a.onnx"\n'
+                       'targets = ["tflite"]\n')
+    (sandbox / "arts" / "a").mkdir(parents=True)
+    (sandbox / "arts" / "a" / "a.onnx").write_bytes(b"users own")
+    assert_refused(invoke("gate", chained), 2, "is the input")
+    for extra, words in (('via = "bogus"', "unknown via"), ("atol = -1.0", "negative"), ("samples = 0", "at least 1"),
+                         ('input_shape = ["a,b"]', "bad shape"), ("targets = []", "empty")):
+        body = base.replace('targets = ["onnx"]\n', "") + (extra + "\n" if "targets" in extra else f'targets = ["onnx"]\n{extra}\n')
+        config.write_text(body)
+        assert_refused(invoke("gate", config), 2, words)
+
+
+def test_more_odd_inputs_are_exit_2(clean_models, sandbox):
+    fifo = sandbox / "fifo.npz"
+    os.mkfifo(fifo)
+    assert_refused(invoke("torch2onnx", clean_models["pt2"], "--inputs", fifo, "-o", sandbox / "a.onnx"), 2,
+                   "not a regular file")
+    assert_refused(invoke("torch2onnx", clean_models["pt2"], "--input-shape", "100000,100000,100000"), 2, "cap")
+    assert_refused(invoke("torch2onnx", clean_models["pt2"], "--input-shape", "99999999999999999999999,32"), 2)
+    assert_refused(invoke("validate", clean_models["pt2"], clean_models["pt"], "--atol", "nan"), 2, "finite")
+    assert_refused(invoke("validate", clean_models["pt2"], clean_models["pt"], "--timeout", "0"), 2)
+    keras_file = sandbox / "odd.keras"
+    import zipfile
+
+    with zipfile.ZipFile(keras_file, "w") as zf:
+        zf.writestr("config.json", '{"class_name": "Sequential", "config": {"layers": 5}}')
+        zf.writestr("metadata.json", "{}")
+    assert_refused(invoke("inspect", keras_file), 2)
+
+
+def test_onnx_external_data_is_located_and_capped(sandbox):
+    import onnx
+    from onnx import TensorProto, helper
+
+    tensor = helper.make_tensor("W", TensorProto.FLOAT, [4], [0.0] * 4)
+    tensor.data_location = TensorProto.EXTERNAL
+    del tensor.float_data[:]
+    for location, length, words in (("../outside.bin", 16, "outside the model's folder"),
+                                    ("big.bin", 18 << 30, "cap"), ("missing.bin", 16, "missing")):
+        tensor.ClearField("external_data")
+        for key, value in (("location", location), ("offset", "0"), ("length", str(length))):
+            tensor.external_data.add(key=key, value=value)
+        graph = helper.make_graph([helper.make_node("Identity", ["W"], ["y"])], "g", [],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [tensor])
+        path = sandbox / "ext.onnx"
+        onnx.save(helper.make_model(graph), path)
+        assert_refused(invoke("inspect", path), 2, words)

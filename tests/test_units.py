@@ -213,3 +213,16 @@ def test_layers_import_one_way():
     assert importers("validators", "fwconv.convert") == set()
     assert importers("fwconv/models", "fwconv.convert") == set() and importers("fwconv/models", "fwconv.validators") == set()
     assert importers("convert", "fwconv.validators") == {"convert/pipeline.py"}
+
+
+def test_interrupt_message_says_what_was_already_written(monkeypatch):
+    import signal
+
+    from fwconv import signals
+
+    monkeypatch.setattr(signals, "_published", [])
+    assert str(signals.Interrupted(signal.SIGINT)).endswith("nothing was written")
+    signals.note_published("out/m.tflite")
+    message = str(signals.Interrupted(signal.SIGTERM))
+    assert "SIGTERM" in message and "already written: out/m.tflite" in message
+    assert signals.Interrupted(signal.SIGTERM).exit_code == 143
