@@ -181,11 +181,12 @@ def _most_telling_error(tries: list[RouteTry]):
 # Two routes' p50 latencies this close are a tie: on this machine kind a repeat run moved p50 by up
 # to ~20% under load, and picking by noise made `--via auto` give different artifacts run to run.
 TIE_RATIO = 0.25
+TIE_FLOOR_MS = 0.05  # below this, two timings of a tiny model differ by scheduler noise alone
 
 
 def _choose(tries: list[RouteTry]) -> RouteTry:
     """The fastest artifact that passed parity; routes whose p50 is within TIE_RATIO (or two
-    standard deviations) of the fastest tie, and a tie goes to the smaller artifact, then to the
+    standard deviations, or TIE_FLOOR_MS) of the fastest tie, and a tie goes to the smaller artifact, then to the
     earlier route in preference order, so the same input gives the same artifact. Without
     latency, the first that passed; with no validation, the first that converted."""
     done = [t for t in tries if t.artifact is not None]
@@ -194,7 +195,7 @@ def _choose(tries: list[RouteTry]) -> RouteTry:
     if timed:
         stats = lambda t: t.report.latency["candidate"]
         fastest = min(stats(t).p50_ms for t in timed)
-        noise = max(TIE_RATIO * fastest, 2 * max(stats(t).std_ms or 0.0 for t in timed))
+        noise = max(TIE_RATIO * fastest, TIE_FLOOR_MS, 2 * max(stats(t).std_ms or 0.0 for t in timed))
         tied = [t for t in timed if stats(t).p50_ms <= fastest + noise]
         return min(tied, key=lambda t: (size_of(t.artifact.path), tries.index(t)))
     if passed:

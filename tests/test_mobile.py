@@ -34,10 +34,10 @@ def test_auto_keeps_the_fastest_passing_route(models_dir, tmp_path):
     assert {r["route"] for r in routes} == {"torch -> tflite (litert)", "torch -> onnx -> tflite"}
     passing = [r for r in routes if r["status"] == "pass"]
     assert passing, routes
-    from fwconv.convert.pipeline import TIE_RATIO
+    from fwconv.convert.pipeline import TIE_FLOOR_MS, TIE_RATIO
 
     fastest = min(r["p50_ms"] for r in passing)
-    noise = max(TIE_RATIO * fastest, 2 * max(r["std_ms"] for r in passing))
+    noise = max(TIE_RATIO * fastest, TIE_FLOOR_MS, 2 * max(r["std_ms"] for r in passing))
     tied = [r for r in passing if r["p50_ms"] <= fastest + noise]  # within noise of the fastest: a tie
     expected = min(tied, key=lambda r: (r["size_bytes"], routes.index(r)))  # the smaller, then the earlier
     assert result.manifest.extra["chosen_route"] == expected["route"], routes

@@ -75,7 +75,10 @@ def run_torchscript(path, feed: dict[str, np.ndarray], by_name: bool = False) ->
         out = module(**tensors) if by_name else module(*tensors.values())
     if isinstance(out, dict):
         return {k: v.numpy() for k, v in out.items()}
-    return {"output": out.numpy()}
+    outs = out if isinstance(out, tuple) else (out,)
+    names = list(getattr(module, "output_names", None) or (["output"] if len(outs) == 1 else
+                                                           [f"output_{i}" for i in range(len(outs))]))
+    return {n: o.numpy() for n, o in zip(names, outs, strict=True)}  # by the source's output names
 
 
 def leftovers(directory) -> list[str]:
