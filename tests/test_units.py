@@ -226,3 +226,16 @@ def test_interrupt_message_says_what_was_already_written(monkeypatch):
     message = str(signals.Interrupted(signal.SIGTERM))
     assert "SIGTERM" in message and "already written: out/m.tflite" in message
     assert signals.Interrupted(signal.SIGTERM).exit_code == 143
+
+
+def test_pt2_shape_code_allowlist():
+    """What torch writes passes; anything that calls, imports or reaches attributes does not."""
+    from fwconv.models.pt2_code import _safe_expression, _safe_guard
+
+    for ok in ("Symbol('s77', positive=True, integer=True)", "2*s0 + 1", "Max(1, FloorDiv(s0, 2))", "s0 >= 2"):
+        assert _safe_expression(ok), ok
+    for bad in ("__import__('os').system('x')", "s0.__class__", "open('f')", "Symbol('__x__')", "lambda: 1", "s0[0]"):
+        assert not _safe_expression(bad), bad
+    assert _safe_guard("L['x'].size()[0] >= 2 and L['x'].stride()[1] == 1")
+    for bad in ("__import__('os').system('x') == 0", "L['x'].__class__", "print(1)", "L['x'].size().__len__()"):
+        assert not _safe_guard(bad), bad

@@ -41,48 +41,41 @@ _OPERATORS = (ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.operator, ast
               ast.Expression, ast.Load, ast.keyword, ast.Tuple)
 
 
-def _safe_expression(text: str) -> bool:
-    """A symbolic shape expression: arithmetic, shape symbols, allowlisted sympy functions."""
+def _only(text: str, allowed) -> bool:
+    """Whether `text` parses as one Python expression made only of operators and nodes `allowed` accepts."""
     try:
         tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError):
         return False
-    for node in ast.walk(tree):
-        if isinstance(node, _OPERATORS):
-            continue
-        if isinstance(node, ast.Constant):
-            if isinstance(node.value, str) and not _SYMBOL.fullmatch(node.value):
-                return False
-            continue
-        if isinstance(node, ast.Name):
-            if not (node.id in _FUNCTIONS or node.id in _CONSTANTS or _SYMBOL.fullmatch(node.id)):
-                return False
-            continue
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS:
-            continue
-        return False
-    return True
+    return all(isinstance(node, _OPERATORS) or allowed(node) for node in ast.walk(tree))
+
+
+def _expression_node(node: ast.AST) -> bool:
+    """Shape symbols, numbers, allowlisted sympy names and calls (Symbol('s0', integer=True))."""
+    if isinstance(node, ast.Constant):
+        return not isinstance(node.value, str) or bool(_SYMBOL.fullmatch(node.value))
+    if isinstance(node, ast.Name):
+        return node.id in _FUNCTIONS or node.id in _CONSTANTS or bool(_SYMBOL.fullmatch(node.id))
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS
+
+
+def _guard_node(node: ast.AST) -> bool:
+    """Comparisons over L['name'].size()[i]-style reads and numbers."""
+    if isinstance(node, (ast.Subscript, ast.Constant)):
+        return not isinstance(node, ast.Constant) or isinstance(node.value, (int, float, str, bool))
+    if isinstance(node, ast.Name):
+        return node.id == "L"
+    if isinstance(node, ast.Attribute):
+        return node.attr in _GUARD_ATTRS
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _GUARD_ATTRS
+
+
+def _safe_expression(text: str) -> bool:
+    return _only(text, _expression_node)
 
 
 def _safe_guard(text: str) -> bool:
-    """A shape guard: comparisons over L['name'].size()[i]-style reads and numbers."""
-    try:
-        tree = ast.parse(text, mode="eval")
-    except (SyntaxError, ValueError):
-        return False
-    for node in ast.walk(tree):
-        if isinstance(node, _OPERATORS) or isinstance(node, ast.Subscript):
-            continue
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
-            continue
-        if isinstance(node, ast.Name) and node.id == "L":
-            continue
-        if isinstance(node, ast.Attribute) and node.attr in _GUARD_ATTRS:
-            continue
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _GUARD_ATTRS:
-            continue
-        return False
-    return True
+    return _only(text, _guard_node)
 
 
 def _strings_under(obj: Any, key: str) -> Iterator[str]:
