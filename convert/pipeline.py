@@ -22,7 +22,7 @@ from fwconv.convert.planner import family_of
 from fwconv.errors import ConversionError, InputError, ModelLoadError, ParityError
 from fwconv.manifest import Manifest, manifest_path, sha256_of, size_of
 from fwconv.specs import TensorSpec, bind_arrays, load_npz
-from fwconv.staging import check_writable, protected_paths, scratch_dir, staged_outputs
+from fwconv.staging import protected_paths, scratch_dir, staged_outputs
 
 
 @dataclasses.dataclass
@@ -269,7 +269,6 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
     is_dir_target = target == "savedmodel"
     finals = [output] if is_dir_target else [output, manifest_path(output)]
     protected = protected_paths(source, options.inputs_file, options.calibration)
-    check_writable(*finals, force=options.force, protected=protected)
     t0 = time.perf_counter()
     with staged_outputs(finals, force=options.force, protected=protected) as temps, scratch_dir() as workdir:
         artifact, ref_runner, torch_source, sample, ref_outputs = prepare_source(source, options)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import pickle
 import struct
 import zipfile
 
@@ -145,8 +144,6 @@ def pickle_loads_would_run(data: bytes) -> bool:
     except Exception:
         return False
 
-
-__all__ = [name for name in dir() if not name.startswith("_") and name not in ("io", "json", "pickle", "struct", "zipfile")]
 
 
 def pt2_with_code(clean_pt2: str, dst: str, canary: str, where: str) -> None:

@@ -45,6 +45,14 @@ def tf_models(tmp_path_factory):
     return {"paths": paths, "models": {"gmp": gmp, "gelu": gelu, "multi": multi}}
 
 
+def keras_to_torch(tf_models, name: str, tmp_path):
+    """`fwconv keras2torch` on one of the module's models; the path of the saved module."""
+    pt = tmp_path / f"{name}.pt"
+    r = invoke("keras2torch", tf_models["paths"][name], "-o", pt, "--no-latency")
+    assert r.exit_code == 0, r.output
+    return pt
+
+
 def feed_for(model, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {t.name: rng.standard_normal([1 if d is None else d for d in t.shape]).astype(np.float32)
@@ -109,9 +117,7 @@ def test_tflite_fused_gelu_converts(tf_models, tmp_path):
 
 def test_global_max_pooling_back_to_torch(tf_models, tmp_path):
     model = tf_models["models"]["gmp"]
-    pt = tmp_path / "gmp.pt"
-    r = invoke("keras2torch", tf_models["paths"]["gmp"], "-o", pt, "--no-latency")
-    assert r.exit_code == 0, r.output
+    pt = keras_to_torch(tf_models, "gmp", tmp_path)
     feed = feed_for(model, 13)
     ref = np.asarray(model(feed["image"]))
     module = load_torch(pt)
@@ -153,9 +159,7 @@ def test_multi_output_savedmodel_gives_a_tuple_in_source_order(tf_models, tmp_pa
 def test_keras_multi_output_tuple_follows_model_outputs(tf_models, tmp_path):
     """A Keras model with a list of outputs: the tuple follows model.outputs' order."""
     model = tf_models["models"]["multi"]
-    pt = tmp_path / "multi_keras.pt"
-    r = invoke("keras2torch", tf_models["paths"]["multi"], "-o", pt, "--no-latency")
-    assert r.exit_code == 0, r.output
+    pt = keras_to_torch(tf_models, "multi", tmp_path)
     feed = feed_for(model, 15)
     ref = [np.asarray(o) for o in model([feed["image"], feed["meta"]])]
     got = call(load_torch(pt), feed, keyword=True)

@@ -485,8 +485,10 @@ def test_zip_members_that_do_not_check_out_are_refused(clean_models, sandbox):
     bad = sandbox / "crc.pt2"
     H.corrupt_member_crc(clean_models["pt2"], str(bad), "weight_0")
     assert_refused(invoke("inspect", bad), 2, "checksum")
+    import zipfile
+
     legacy = sandbox / "legacy_weights.pt2"  # a raw pickle as a legacy weights file inside the .pt2
-    root = bad.name and __import__("zipfile").ZipFile(clean_models["pt2"]).namelist()[0].split("/")[0]
+    root = zipfile.ZipFile(clean_models["pt2"]).namelist()[0].split("/")[0]
     H.rewrite_zip(clean_models["pt2"], str(legacy), {},
                   add={f"{root}/data/weights/model.pt": H.command_pickle(str(sandbox / "CANARY"), "proto0")})
     from fwconv.models.pickle_scan import unsafe_globals

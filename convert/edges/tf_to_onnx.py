@@ -20,7 +20,7 @@ from fwconv.convert.job import Artifact, Job
 from fwconv.interface import Binding, Interface
 from fwconv.models.onnx import io_specs, load_onnx
 from fwconv.models.keras import load_keras
-from fwconv.errors import ConversionError, InputError, UnsupportedOpError, first_line, require
+from fwconv.errors import ConversionError, UnsupportedOpError, first_line, require
 from fwconv.manifest import tool_versions
 from fwconv.quiet import captured_output
 

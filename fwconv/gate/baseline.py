@@ -9,7 +9,6 @@ twice more and the median of the three p50s still does: one noisy sample never f
 from __future__ import annotations
 
 import json
-import os
 import platform
 import statistics
 from typing import Any

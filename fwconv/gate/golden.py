@@ -59,17 +59,16 @@ def save_golden(directory: str, source: str, settings: dict, *, update: bool = F
     """Run the source on the model's inputs (its .npz, or seeded synthetic) and freeze the result."""
     from fwconv.convert.pipeline import prepare_source
     from fwconv.gate.config import convert_options
-    from fwconv.staging import check_writable, protected_paths, staged_outputs
+    from fwconv.staging import protected_paths, staged_outputs
 
     if os.path.exists(os.path.join(directory, "golden.json")) and not update:
         raise InputError(f"golden exists: {directory}", hint="refresh it deliberately with: fwconv golden update")
     options = convert_options(settings)
     finals = [os.path.join(directory, f) for f in FILES]
     protected = protected_paths(source, options.inputs_file, options.calibration)
-    check_writable(*finals, force=update, protected=protected)  # before the model runs
-    _, runner, _, sample, outputs = prepare_source(source, options)
-    runner.deactivate()
-    with staged_outputs(finals, force=update, protected=protected) as temps:
+    with staged_outputs(finals, force=update, protected=protected) as temps:  # checked before the model runs
+        _, runner, _, sample, outputs = prepare_source(source, options)
+        runner.deactivate()
         np.savez(temps[finals[0]], **sample)
         np.savez(temps[finals[1]], **outputs)
         _write_info(temps, finals, source)

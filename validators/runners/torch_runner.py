@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from fwconv.errors import InputError, RunnerError, first_line, require
-from fwconv.specs import TensorSpec, normalize_dtype
+from fwconv.specs import TensorSpec
 from fwconv.models.torch_source import flatten_outputs, to_numpy
 from fwconv.validators.runners.base import Runner
 
