@@ -77,16 +77,24 @@ def set_io_order(path: str, inputs: list[str], outputs: list[str], signature: st
         f.write(builder.Output())
 
 
-def open_interpreter(path: str, threads: int | None = None):
+def open_interpreter(path: str, threads: int | None = None, *, keep_intermediates: bool = False):
     """A LiteRT interpreter with tensors allocated; a Flex model is exit 5 naming its ops, an
-    unreadable file exit 2."""
+    unreadable file exit 2. `keep_intermediates` keeps every op's output readable after invoke
+    (for the layerwise debugger; it costs memory and turns off in-place buffer reuse)."""
+    import warnings
+
     litert = require("ai_edge_litert.interpreter", "tflite")
     from fwconv.errors import UnsupportedOpError, load_error
     from fwconv.quiet import captured_output
 
     try:
-        with captured_output():  # "Created TensorFlow Lite XNNPACK delegate" and friends
-            interpreter = litert.Interpreter(model_path=path, num_threads=threads or 1)
+        with captured_output(), warnings.catch_warnings():  # "Created TensorFlow Lite XNNPACK delegate"...
+            warnings.simplefilter("ignore")  # preserve_all_tensors warns that it is for debugging: it is
+            extra = {}
+            if keep_intermediates:  # XNNPACK fuses ops into one DELEGATE node: run each op itself
+                extra = dict(experimental_preserve_all_tensors=True,
+                             experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            interpreter = litert.Interpreter(model_path=path, num_threads=threads or 1, **extra)
             interpreter.allocate_tensors()
         return interpreter
     except Exception as exc:

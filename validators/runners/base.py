@@ -7,12 +7,33 @@ recording its own wall time, and `deactivate()` frees the runtime.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 import numpy as np
 
+from fwconv.errors import RunnerError
 from fwconv.specs import TensorSpec
+
+
+@dataclasses.dataclass
+class Intermediate:
+    """One op's output tensor, captured by `Runner.intermediates` in execution order. `inputs`
+    names the tensors the op read, so the debugger can walk the graph; `module`/`source` are
+    the PyTorch module path and source line where the exporter recorded them."""
+
+    tensor: str
+    op: str
+    op_type: str
+    inputs: list[str]
+    value: np.ndarray
+    module: str | None = None
+    source: str | None = None
+
+    def describe(self) -> dict:
+        return {"tensor": self.tensor, "op": self.op, "op_type": self.op_type,
+                "module": self.module, "source": self.source}
 
 
 class Runner:
@@ -79,6 +100,11 @@ class Runner:
     def index_bounds(self) -> dict[str, int]:
         """Upper bounds for integer inputs that index a table (token ids < vocabulary size)."""
         return {}
+
+    def intermediates(self, feed: dict[str, np.ndarray]) -> list[Intermediate]:
+        """Run once with every intermediate tensor exposed (for `fwconv debug`), in execution
+        order. Graph inputs are not listed; the model's outputs are."""
+        raise RunnerError(f"{self.name} cannot expose intermediate tensors")
 
     # -- introspection ---------------------------------------------------------------------
     def input_specs(self) -> list[TensorSpec]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fwconv.specs import TensorSpec, normalize_dtype
-from fwconv.validators.runners.base import Runner
+from fwconv.validators.runners.base import Intermediate, Runner
 
 
 class KerasRunner(Runner):
@@ -45,6 +45,24 @@ class KerasRunner(Runner):
             return {k: np.asarray(v) for k, v in out.items()}
         out = out if isinstance(out, (list, tuple)) else [out]
         return {n: np.asarray(v) for n, v in zip(self.output_names(), out)}
+
+    def intermediates(self, feed):
+        """A functional model's layer outputs, through a model that returns them all."""
+        import keras
+
+        layers = [layer for layer in self.model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        try:
+            outputs = [layer.output for layer in layers]
+        except (AttributeError, ValueError) as exc:
+            raise RunnerError(f"{self.path}: only functional Keras models expose their layers' outputs") from exc
+        probe = keras.Model(self.model.inputs, outputs)
+        names = [t.name for t in self.model.inputs]
+        values = probe({n: feed[n] for n in names} if len(names) > 1 else feed[names[0]], training=False)
+        found = []
+        for layer, value in zip(layers, values):
+            parents = [n.operation.name for node in layer._inbound_nodes[:1] for n in node.parent_nodes]
+            found.append(Intermediate(layer.name, layer.name, type(layer).__name__, parents, np.asarray(value)))
+        return found
 
 
 RUNNERS = [KerasRunner]

@@ -6,11 +6,13 @@ code calls); otherwise the raw tensor names are used.
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 from fwconv.errors import RunnerError, first_line
 from fwconv.specs import TensorSpec
-from fwconv.validators.runners.base import Runner
+from fwconv.validators.runners.base import Intermediate, Runner
 
 
 class LiteRTRunner(Runner):
@@ -73,6 +75,32 @@ class LiteRTRunner(Runner):
             raise RunnerError(f"LiteRT failed to run {self.path}: {first_line(exc)}") from exc
         return {name: _dequantize(np.array(self.interpreter.get_tensor(d["index"])), d)
                 for name, d in self._details("output")}
+
+    def intermediates(self, feed):
+        """A second interpreter that keeps every tensor, fed the way `infer` feeds; each op's
+        outputs are read back (dequantized) in execution order. It runs LiteRT's builtin
+        kernels, not XNNPACK (which would fuse ops away), as TF's quantization debugger does."""
+        from fwconv.models.tflite import open_interpreter
+
+        main, self.interpreter = self.interpreter, open_interpreter(self.path, self.threads, keep_intermediates=True)
+        try:
+            self._infer(feed)
+            interp = self.interpreter
+            tensors = {d["index"]: d for d in interp.get_tensor_details()}
+            counts = collections.Counter(d["name"] for d in tensors.values())
+            key = lambda i: tensors[i]["name"] if counts[tensors[i]["name"]] == 1 else f"{tensors[i]['name']}@{i}"
+            found = []
+            for op in interp._get_ops_details():
+                if op["op_name"] == "DELEGATE":
+                    continue
+                inputs = [key(i) for i in op["inputs"] if i >= 0 and i in tensors]
+                for index in op["outputs"]:
+                    d = tensors[index]
+                    found.append(Intermediate(key(index), f"{op['op_name']}#{op['index']}", op["op_name"], inputs,
+                                              _dequantize(np.array(interp.get_tensor(index)), d)))
+            return found
+        finally:
+            self.interpreter = main
 
     def timed_call(self, feed):
         inputs = [(d["index"], _quantize(np.ascontiguousarray(feed[name]), d)) for name, d in self._details("input")]

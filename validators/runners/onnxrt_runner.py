@@ -6,7 +6,7 @@ import numpy as np
 
 from fwconv.errors import RunnerError, first_line, load_error, require
 from fwconv.specs import TensorSpec
-from fwconv.validators.runners.base import Runner
+from fwconv.validators.runners.base import Intermediate, Runner
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
                "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
@@ -68,6 +68,38 @@ class OnnxRuntimeRunner(Runner):
         except Exception as exc:
             raise RunnerError(f"onnxruntime failed to run {self.path}: {first_line(exc)}") from exc
         return dict(zip(names, outs))
+
+    def intermediates(self, feed):
+        """Every node output made a graph output (as Polygraphy does), run once with graph
+        optimisations off, so each value is the node's own and none is fused away."""
+        ort = require("onnxruntime", "onnx")
+        from fwconv.models.onnx import load_onnx
+        from fwconv.models.provenance import module_from_onnx_metadata, user_frame
+
+        model = load_onnx(self.path, check=False)
+        graph_outputs = {o.name for o in model.graph.output}
+        produced = [(node, name) for node in model.graph.node for name in node.output if name]
+        for _, name in produced:
+            if name not in graph_outputs:
+                model.graph.output.add().name = name  # no type: ORT infers it
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            session = ort.InferenceSession(model.SerializeToString(), sess_options=opts,
+                                           providers=providers_for(self.device, ort.get_available_providers()))
+            names = [o.name for o in session.get_outputs()]
+            values = dict(zip(names, session.run(names, {k: np.ascontiguousarray(v) for k, v in feed.items()})))
+        except Exception as exc:
+            raise RunnerError(f"onnxruntime failed to run {self.path} with its intermediates exposed: "
+                              f"{first_line(exc)}") from exc
+        found = []
+        for node, name in produced:
+            props = {p.key: p.value for p in node.metadata_props}
+            found.append(Intermediate(name, node.name or name, node.op_type, [i for i in node.input if i],
+                                      np.asarray(values[name]), module_from_onnx_metadata(props),
+                                      user_frame(props.get("pkg.torch.onnx.stack_trace"))))
+        return found
 
     def timed_call(self, feed):
         if self.device.startswith("cuda"):

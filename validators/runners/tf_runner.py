@@ -6,7 +6,7 @@ import numpy as np
 
 from fwconv.errors import RunnerError, first_line, require
 from fwconv.specs import TensorSpec, normalize_dtype
-from fwconv.validators.runners.base import Runner
+from fwconv.validators.runners.base import Intermediate, Runner
 
 
 class TensorFlowRunner(Runner):
@@ -75,6 +75,31 @@ class TensorFlowRunner(Runner):
             raise RunnerError(f"TensorFlow failed to run {self.path}: {first_line(exc)}") from exc
         return {k: v.numpy() for k, v in out.items()}
 
+    def intermediates(self, feed):
+        """The signature frozen (variables to constants), then pruned to fetch every op's outputs
+        in graph order: TF's way to expose what a function keeps internal."""
+        tf = self._tf
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        frozen = convert_variables_to_constants_v2(self._fn)
+        graph_def = frozen.graph.as_graph_def()
+        skip = {"Placeholder", "Const", "NoOp", "Identity", "IdentityN"}
+        ops = [op for op in frozen.graph.get_operations() if op.type not in skip and op.outputs]
+        wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
+        by_name = wrapped.graph.get_tensor_by_name
+        placeholders = [t.name for t in frozen.inputs]
+        tensors = [t.name for op in ops for t in op.outputs if t.dtype.is_floating or t.dtype.is_integer]
+        pruned = wrapped.prune(feeds=[by_name(n) for n in placeholders], fetches=[by_name(n) for n in tensors])
+        args = [tf.constant(np.ascontiguousarray(feed[_feed_key(n, feed)])) for n in placeholders]
+        try:
+            values = pruned(*args)
+        except Exception as exc:
+            raise RunnerError(f"TensorFlow failed to run {self.path} with its intermediates exposed: "
+                              f"{first_line(exc)}") from exc
+        ops_of = {t.name: op for op in ops for t in op.outputs}
+        return [Intermediate(name, ops_of[name].name, ops_of[name].type, [i.name for i in ops_of[name].inputs],
+                             np.asarray(v)) for name, v in zip(tensors, values)]
+
     def timed_call(self, feed):
         staged = self._stage(feed)
         tf = self._tf
@@ -86,6 +111,17 @@ class TensorFlowRunner(Runner):
             for v in out.values():
                 v.numpy()
         return call
+
+
+def _feed_key(placeholder: str, feed: dict) -> str:
+    """A frozen signature's placeholder ('x:0') back to the signature's input name ('x')."""
+    base = placeholder.split(":")[0]
+    if base in feed:
+        return base
+    matches = [k for k in feed if base.endswith(k) or k.endswith(base)]
+    if len(matches) != 1:
+        raise RunnerError(f"cannot tell which input feeds placeholder '{placeholder}' (inputs: {', '.join(feed)})")
+    return matches[0]
 
 
 RUNNERS = [TensorFlowRunner]

@@ -7,7 +7,7 @@ import numpy as np
 from fwconv.errors import InputError, RunnerError, first_line, require
 from fwconv.specs import TensorSpec
 from fwconv.models.torch_source import flatten_outputs, to_numpy
-from fwconv.validators.runners.base import Runner
+from fwconv.validators.runners.base import Intermediate, Runner
 
 
 class TorchRunner(Runner):
@@ -110,6 +110,22 @@ class TorchRunner(Runner):
         self._output_names = [n for n, _ in flat]
         return {n: to_numpy(t) for n, t in flat}
 
+    def intermediates(self, feed):
+        """Interpret the exported FX graph node by node (a .pt2's graph; a factory's module is
+        exported first) and keep each op's tensor output with its module path and source line.
+        TorchScript keeps no such graph a debugger can step through."""
+        import torch
+
+        if self.source.kind == "torchscript":
+            raise RunnerError("TorchScript does not expose its intermediate tensors: debug the .pt2 "
+                              "(torch.export.save) or the factory the model came from")
+        args = self.stage(feed)
+        graph_module = self._fn if self.source.kind == "exported" else torch.export.export(self._fn, tuple(args)).module()
+        recorder = _recorder_class()(graph_module)
+        with torch.inference_mode():
+            recorder.run(*args)
+        return recorder.found
+
     def timed_call(self, feed):
         args = self.stage(feed)
         return lambda: self.run_staged(args)
@@ -124,6 +140,29 @@ class TorchRunner(Runner):
         if self._output_names is None:
             raise RunnerError("output names are known after the first inference")
         return list(self._output_names)
+
+
+def _recorder_class():
+    import torch.fx
+
+    class Recorder(torch.fx.Interpreter):
+        """Runs the graph and records every call_function node's tensor output."""
+
+        def __init__(self, module):
+            super().__init__(module)
+            self.found: list[Intermediate] = []
+
+        def run_node(self, node):
+            from fwconv.models.provenance import module_from_stack, user_frame
+
+            out = super().run_node(node)
+            if node.op == "call_function" and isinstance(out, torch.Tensor):
+                inputs = [a.name for a in node.all_input_nodes]
+                self.found.append(Intermediate(node.name, node.name, str(node.target), inputs, to_numpy(out),
+                                               module_from_stack(node.meta.get("nn_module_stack")),
+                                               user_frame(node.meta.get("stack_trace"))))
+            return out
+    return Recorder
 
 
 RUNNERS = [TorchRunner]
