@@ -38,9 +38,23 @@ class LatencyStats:
     memory_mb: float | None = None  # peak RSS of an isolated runner, else RSS growth while it ran
     memory_kind: str | None = None
     threads: int | None = None
+    # every timed run (ms, capped at MAX_SAMPLES): the HTML report draws the distribution;
+    # the text/Markdown tables show only the summary numbers above
+    samples_ms: list[float] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+MAX_SAMPLES = 2000
+
+
+def kept_samples(ms: np.ndarray, cap: int = MAX_SAMPLES) -> list[float]:
+    """At most `cap` samples, evenly spread over the run (so drift stays visible), rounded to
+    0.1 µs to keep the JSON small."""
+    if ms.size > cap:
+        ms = ms[np.linspace(0, ms.size - 1, cap).round().astype(int)]
+    return [round(float(v), 4) for v in ms]
 
 
 def summarize(samples_s: list[float], warmup_runs: int) -> LatencyStats:
@@ -49,7 +63,7 @@ def summarize(samples_s: list[float], warmup_runs: int) -> LatencyStats:
     return LatencyStats(
         runs=len(ms), mean_ms=float(ms.mean()), std_ms=float(ms.std()), min_ms=float(ms.min()),
         max_ms=float(ms.max()), p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99),
-        warmup_runs=warmup_runs,
+        warmup_runs=warmup_runs, samples_ms=kept_samples(ms),
     )
 
 

@@ -64,6 +64,7 @@ class OutputParity:
     warnings: list[str] = dataclasses.field(default_factory=list)
     worst: dict[str, Any] = dataclasses.field(default_factory=dict)
     sample: int = 0
+    histogram: dict[str, Any] | None = None  # of |cand - ref| (error_histogram), for the HTML report
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -118,7 +119,33 @@ def compare_arrays(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance,
         worst = {"index": [int(i) for i in idx], "reference": float(r[idx]), "candidate": float(c[idx])}
     metrics = {k: (_finite(v) if isinstance(v, float) else v) for k, v in metrics.items() if not k.startswith("_")}
     return OutputParity(name, list(ref.shape), ref.dtype.name, failure is None, metrics,
-                        {"precision": tol.precision, **limits}, failure, degenerate_warnings(ref), worst, sample)
+                        {"precision": tol.precision, **limits}, failure, degenerate_warnings(ref), worst, sample,
+                        error_histogram(absdiff))
+
+
+def error_histogram(absdiff: np.ndarray, bins: int = 40) -> dict[str, Any] | None:
+    """Counts of |cand - ref| in `bins` bins, log-spaced when the errors span more than a decade
+    (errors live at 1e-7 and 1e-1 in the same tensor), so the report can show how errors are
+    spread, not just the worst one. Exact zeros are counted apart: a log axis has no 0.
+    {"edges": [bins+1], "counts": [bins], "zeros": n, "log": bool}; None for an empty tensor."""
+    flat = np.asarray(absdiff, dtype=np.float64).ravel()
+    flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        return None
+    positive = flat[flat > 0]
+    zeros = int(flat.size - positive.size)
+    if positive.size == 0:
+        return {"edges": [0.0, 1.0], "counts": [0], "zeros": zeros, "log": False}
+    low, high = float(positive.min()), float(positive.max())
+    log = high > 10 * low
+    if log:
+        edges = np.logspace(np.log10(low), np.log10(high), bins + 1)
+        edges[0], edges[-1] = low, high  # exact ends: float rounding must not drop the extremes
+    else:
+        edges = np.linspace(0.0, high, bins + 1)
+    counts, edges = np.histogram(positive, bins=edges)
+    return {"edges": [float(f"{e:.6g}") for e in edges], "counts": [int(c) for c in counts], "zeros": zeros,
+            "log": bool(log)}
 
 
 def _error_metrics(r: np.ndarray, c: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
