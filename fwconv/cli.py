@@ -150,6 +150,8 @@ def validation_options(fn):
         click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON."),
         click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write the report as JUnit XML."),
         click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Write a Markdown summary."),
+        click.option("--html", "html_path", type=click.Path(dir_okay=False),
+                     help="Write a self-contained HTML report (plots; one offline file; needs fwconv[report])."),
         click.option("--force", is_flag=True, help="Replace existing outputs (a file, or a directory fwconv wrote); "
                      "never an input."),
     ]):
@@ -203,7 +205,15 @@ def validate_settings(kw, *, device="cpu", precision=None):
 
 
 def _report_paths(kw) -> list[str]:
-    return [p for p in (kw["json_path"], kw["junit_path"], kw["markdown_path"]) if p]
+    return [p for p in (kw["json_path"], kw["junit_path"], kw["markdown_path"], kw["html_path"]) if p]
+
+
+def check_html_support(html_path: str | None) -> None:
+    """--html needs plotly (the `report` extra): say so before any model runs, not after."""
+    if html_path:
+        from fwconv.errors import require
+
+        require("plotly", "report")
 
 
 def _check_report_paths(kw, protected: list[str]) -> None:
@@ -211,13 +221,14 @@ def _check_report_paths(kw, protected: list[str]) -> None:
     from fwconv.staging import check_writable
 
     check_writable(*_report_paths(kw), force=kw["force"], protected=protected)
+    check_html_support(kw["html_path"])
 
 
 def _write_reports(report, kw, protected: list[str]) -> None:
     from fwconv.validators.report import write_reports
 
     write_reports(report, json_path=kw["json_path"], junit_path=kw["junit_path"], markdown_path=kw["markdown_path"],
-                  force=kw["force"], protected=protected)
+                  html_path=kw["html_path"], force=kw["force"], protected=protected)
 
 
 def _emit(report, kw, protected: list[str]) -> None:
@@ -362,10 +373,12 @@ def validate_command(reference, candidate, device, isolate, timeout, trust_pickl
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False))
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False))
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Write a self-contained HTML report (one offline file; needs fwconv[report]).")
 @click.option("--force", is_flag=True, help="Replace existing report files (never an input).")
 @handle_errors
 def gate_command(config, workers, executor, ray_address, only, check_only, no_cache, baseline, save_baseline,
-                 regression_threshold, json_path, junit_path, markdown_path, force):
+                 regression_threshold, json_path, junit_path, markdown_path, html_path, force):
     """Convert and validate every model x target in CONFIG (TOML, or pyproject.toml [tool.fwconv])."""
     from fwconv.gate import report
     from fwconv.gate.baseline import save_baseline as write_baseline
@@ -374,7 +387,9 @@ def gate_command(config, workers, executor, ray_address, only, check_only, no_ca
     from fwconv.staging import check_writable
 
     protected = input_paths(config)
-    check_writable(*filter(None, (json_path, junit_path, markdown_path, save_baseline)), force=force, protected=protected)
+    check_writable(*filter(None, (json_path, junit_path, markdown_path, html_path, save_baseline)), force=force,
+                   protected=protected)
+    check_html_support(html_path)
 
     def progress(result, done, total):
         cached = " (cached)" if result.get("cached") else f" ({result.get('seconds', 0):.0f}s)"
@@ -387,8 +402,8 @@ def gate_command(config, workers, executor, ray_address, only, check_only, no_ca
         saved = write_baseline(save_baseline, results, force=force, protected=protected)
         click.echo(f"saved latency baseline for {saved} job(s) to {save_baseline}")
     click.echo(report.to_text(results))
-    report.write(results, meta, json_path=json_path, junit_path=junit_path, markdown_path=markdown_path, force=force,
-                 protected=protected)
+    report.write(results, meta, json_path=json_path, junit_path=junit_path, markdown_path=markdown_path,
+                 html_path=html_path, force=force, protected=protected)
     code = report.exit_code(results)
     if code:
         sys.exit(code)

@@ -129,11 +129,18 @@ def to_markdown(report: ValidationReport) -> str:
     return "\n".join(md) + "\n"
 
 
-def write_reports(report: ValidationReport, *, json_path=None, junit_path=None, markdown_path=None,
+def to_html(report: ValidationReport) -> str:
+    from fwconv.validators.html_report import validation_html
+
+    return validation_html(report.to_dict())
+
+
+def write_reports(report: ValidationReport, *, json_path=None, junit_path=None, markdown_path=None, html_path=None,
                   force: bool = False, protected: list[str] = ()) -> None:
     """Each report by fwconv's output rules (staged, --force to replace, never an input)."""
     from fwconv.staging import write_text
 
-    for path, render in ((json_path, to_json), (junit_path, to_junit), (markdown_path, to_markdown)):
+    for path, render in ((json_path, to_json), (junit_path, to_junit), (markdown_path, to_markdown),
+                         (html_path, to_html)):
         if path:
             write_text(path, render(report), force=force, protected=protected)

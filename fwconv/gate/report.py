@@ -81,12 +81,18 @@ def to_markdown(results: list[dict]) -> str:
     return "\n".join(md + ([""] + problems if problems else [])) + "\n"
 
 
-def write(results: list[dict], meta: dict, *, json_path=None, junit_path=None, markdown_path=None,
+def to_html(results: list[dict], meta: dict) -> str:
+    from fwconv.validators.html_report import gate_html
+
+    return gate_html(results, meta)
+
+
+def write(results: list[dict], meta: dict, *, json_path=None, junit_path=None, markdown_path=None, html_path=None,
           force: bool = False, protected: list[str] = ()) -> None:
     """Each report by fwconv's output rules (staged, --force to replace, never an input)."""
     from fwconv.staging import write_text
 
     for path, text in ((json_path, lambda: to_json(results, meta)), (junit_path, lambda: to_junit(results)),
-                       (markdown_path, lambda: to_markdown(results))):
+                       (markdown_path, lambda: to_markdown(results)), (html_path, lambda: to_html(results, meta))):
         if path:
             write_text(path, text(), force=force, protected=protected)
