@@ -323,6 +323,23 @@ def convert_command(source, target, **kw):
     run_conversion(source, target, kw)
 
 
+def _validation_inputs(candidate: str, kw, device: str):
+    """Settings (precision from the candidate's manifest unless given), --input-shape specs and
+    --inputs arrays: the same for validate and debug."""
+    from fwconv.errors import InputError
+    from fwconv.manifest import read_manifest
+    from fwconv.specs import load_npz, specs_from_options
+
+    manifest = read_manifest(candidate)
+    precision = (manifest.extra or {}).get("precision") if manifest is not None else None
+    settings = validate_settings(kw, device=device, precision=precision)
+    user = load_npz(kw["inputs_file"]) if kw["inputs_file"] else None
+    specs = specs_from_options(kw["input_shapes"], kw["input_dtypes"]) or None
+    if user is not None and specs:
+        raise InputError("give either --inputs or --input-shape, not both")
+    return settings, specs, user
+
+
 @main.command("validate")
 @click.argument("reference")
 @click.argument("candidate")
@@ -337,24 +354,64 @@ def convert_command(source, target, **kw):
 @handle_errors
 def validate_command(reference, candidate, device, isolate, timeout, trust_pickle, **kw):
     """Compare CANDIDATE against REFERENCE on identical inputs: parity per output, and latency."""
-    from fwconv.errors import InputError
-    from fwconv.manifest import read_manifest
-    from fwconv.specs import load_npz, specs_from_options
     from fwconv.staging import protected_paths
     from fwconv.validators import validate
 
     protected = protected_paths(reference, candidate, kw["inputs_file"])
     _check_report_paths(kw, protected)
-    manifest = read_manifest(candidate)
-    precision = (manifest.extra or {}).get("precision") if manifest is not None else None
-    settings = validate_settings(kw, device=device, precision=precision)
-    user = load_npz(kw["inputs_file"]) if kw["inputs_file"] else None
-    specs = specs_from_options(kw["input_shapes"], kw["input_dtypes"]) or None
-    if user is not None and specs:
-        raise InputError("give either --inputs or --input-shape, not both")
+    settings, specs, user = _validation_inputs(candidate, kw, device)
     report = validate(reference, candidate, settings=settings, ref_specs=specs, user_inputs=user,
                       isolate=isolate, timeout=timeout, trust_pickle=trust_pickle)
     _emit(report, kw, protected)
+
+
+@main.command("debug")
+@click.argument("reference")
+@click.argument("candidate")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--trust-pickle", is_flag=True, help="Allow loading pickled Python objects (runs code from the file).")
+@click.option("--isolate-ops", is_flag=True,
+              help="Also run each candidate op alone on the reference's inputs (ONNX candidates), so an op "
+                   "wrong by itself stands out from the error it inherits.")
+@click.option("--model-explorer", "explorer_path", type=click.Path(dir_okay=False),
+              help="Write per-op errors as Model Explorer node data (colour the candidate's graph).")
+@click.option("--top", default=10, show_default=True, help="Rows of the worst tensor pairs to print.")
+@input_options
+@validation_options
+@handle_errors
+def debug_command(reference, candidate, device, trust_pickle, isolate_ops, explorer_path, top, **kw):
+    """Find where CANDIDATE departs from REFERENCE: every intermediate tensor paired across the
+    two frameworks and compared in graph order; the first divergence named on both sides.
+    --json and --html write the layerwise report; --junit/--markdown the outputs' verdict."""
+    from fwconv.errors import ParityError
+    from fwconv.staging import check_writable, protected_paths
+    from fwconv.validators.debug import DebugSettings, debug
+    from fwconv.validators.debug.report import to_text, write_debug_reports
+    from fwconv.validators.report import write_reports
+
+    protected = protected_paths(reference, candidate, kw["inputs_file"])
+    _check_report_paths(kw, protected)
+    check_writable(*filter(None, [explorer_path]), force=kw["force"], protected=protected)
+    settings, specs, user = _validation_inputs(candidate, kw, device)
+    report = debug(reference, candidate, settings=DebugSettings(settings, isolate=isolate_ops), ref_specs=specs,
+                   user_inputs=user, trust_pickle=trust_pickle)
+    click.echo(to_text(report, top=top))
+    write_debug_reports(report, json_path=kw["json_path"], html_path=kw["html_path"], explorer_path=explorer_path,
+                        force=kw["force"], protected=protected)
+    write_reports(report.validation, junit_path=kw["junit_path"], markdown_path=kw["markdown_path"],
+                  force=kw["force"], protected=protected)
+    if report.status != "clean":
+        raise ParityError("the models diverge: " + _divergence_line(report))
+
+
+def _divergence_line(report) -> str:
+    d = report.first_divergence
+    if d is None:
+        return "; ".join(report.validation.failures()) or "outputs differ"
+    p = report.pairs[d.pair]
+    where = f" [{p.reference['module']}]" if p.reference.get("module") else ""
+    return (f"first at reference {p.reference['op']} ({p.reference['op_type']}){where} = candidate "
+            f"{p.candidate['op']} ({p.candidate['op_type']})")
 
 
 @main.command("gate")

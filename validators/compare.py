@@ -114,7 +114,7 @@ def compare_runners(reference, candidate, *, settings: ValidateSettings, ref_spe
     `candidate_interface` (fwconv.interface.Interface) says how the candidate's tensors are the
     reference's, where a conversion recorded it."""
     notes: list[str] = []
-    plan = _InputPlan.make(reference, candidate, settings, ref_specs, user_inputs, candidate_interface, notes)
+    plan = InputPlan.make(reference, candidate, settings, ref_specs, user_inputs, candidate_interface, notes)
     worst: dict[str, OutputParity] = {}
     out_bindings: list[Binding] = []
     first_ms: dict[str, float] = {}
@@ -143,7 +143,7 @@ def compare_runners(reference, candidate, *, settings: ValidateSettings, ref_spe
 
 
 @dataclasses.dataclass
-class _InputPlan:
+class InputPlan:
     """The input sets both sides see, and how each reference input feeds the candidate."""
 
     specs: list[TensorSpec]
@@ -153,7 +153,7 @@ class _InputPlan:
     notes: list[str]
 
     @classmethod
-    def make(cls, reference, candidate, settings, ref_specs, user_inputs, interface, notes) -> "_InputPlan":
+    def make(cls, reference, candidate, settings, ref_specs, user_inputs, interface, notes) -> "InputPlan":
         if user_inputs is not None:
             # the user's arrays: matching names win, the rest go in the reference's order
             names = reference.input_names()[: len(user_inputs)]
@@ -188,7 +188,7 @@ def _output_bindings(ref_out, cand_out, settings, interface, notes: list[str]) -
     return bindings
 
 
-def _measure_latency(report: ValidationReport, reference, candidate, plan: _InputPlan, settings, first_ms) -> None:
+def _measure_latency(report: ValidationReport, reference, candidate, plan: InputPlan, settings, first_ms) -> None:
     for side, runner, feed in (("reference", reference, plan.feeds[0]),
                                ("candidate", candidate, plan.to_candidate(plan.feeds[0]))):
         stats = runner.measure_latency(feed, settings.latency)
