@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The HTML report test opens the reports in headless Chromium from the system packages. Best
+# effort: installed when missing (as root, with apt-get), and the run never fails over it; the
+# browser test skips where Chromium is absent.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+  echo "installing chromium for the HTML report test"
+  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 \
+    && apt-get install -y -q chromium >/dev/null 2>&1)) || true
+fi
+command -v chromium >/dev/null 2>&1 || echo "chromium not installed: the browser test will skip"
 PYTEST=(.venv/bin/python -m pytest "$@")
 if unshare -n true 2>/dev/null; then
   echo "running tests without network (unshare -n)"
