@@ -125,7 +125,7 @@ def error_histograms(outputs: list[dict], div_id: str = "fw-histograms") -> str 
             continue
         log = log and bool(hist.get("log")) and xy[0][0] > 0
         zeros = hist.get("zeros") or 0
-        name = escape(str(out.get("name"))) + (f" ({zeros} exact)" if zeros else "")
+        name = escape(str(out.get("name"))) + (f" ({zeros} exactly equal)" if zeros else "")
         fig.add_trace(go.Scatter(x=xy[0], y=xy[1], mode="lines", line_shape="hv", fill="tozeroy", name=name))
     if not fig.data:
         return None

@@ -41,13 +41,23 @@ def badge(status: Any) -> str:
     return f'<span class="badge {cls}">{escape(s.replace("_", " ").upper())}</span>'
 
 
+# a column's number format, by its header (cosine needs its 6 decimals: 0.999994 is not 1)
+SPECS = {"cosine": ".6f", "SNR dB": ".1f"}
+
+
+def _cell(value: Any, spec: str) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f'<td class="num">{escape(_fmt(value, spec))}</td>'
+    return f"<td>{escape(_fmt(value))}</td>"
+
+
 def table(headers: list[str], rows: list[list[Any]], *, failed: list[bool] | None = None) -> str:
     """An HTML table; every cell escaped, numbers right-aligned."""
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    specs = [SPECS.get(h, ".3g") for h in headers]
     body = []
     for i, row in enumerate(rows):
-        cells = "".join(f'<td class="num">{escape(_fmt(c))}</td>' if isinstance(c, (int, float)) and not isinstance(c, bool)
-                        else f"<td>{escape(_fmt(c))}</td>" for c in row)
+        cells = "".join(_cell(c, spec) for c, spec in zip(row, specs))
         cls = ' class="fail"' if failed and failed[i] else ""
         body.append(f"<tr{cls}>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
