@@ -34,6 +34,7 @@ class ConvertOptions:
     inputs_file: str | None = None
     input_ranges: tuple[str, ...] = ()
     outputs: str = "auto"  # -> torch: auto (tensor / tuple, or dict where the source returns one) | tuple | dict
+    debug_on_failure: bool = False  # a parity failure runs the layerwise debugger (ParityError.debug)
 
     def __post_init__(self) -> None:
         if self.fp16 and self.quantize not in (None, "fp16"):

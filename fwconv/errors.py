@@ -103,6 +103,7 @@ class ParityError(FwconvError):
     def __init__(self, message: str, report=None):
         super().__init__(message)
         self.report = report
+        self.debug = None  # the layerwise DebugReport, where --debug-on-failure asked for one
 
 
 class LatencyBudgetError(FwconvError):

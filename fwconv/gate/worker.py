@@ -54,6 +54,8 @@ def run_job(job: dict[str, Any], *, check_only: bool = False) -> dict[str, Any]:
                 report = convert(job["source"], job["target"], job["output"], options, settings).validation
             except ParityError as exc:  # kept on disk (keep_failed) so it can be inspected
                 report = exc.report
+                if exc.debug is not None:
+                    result["debug"] = _write_debug(exc.debug, job["output"])
         result["validation"] = report.to_dict()
         result["status"] = report.status
         result["messages"] += report.failures()
@@ -81,6 +83,19 @@ def run_job(job: dict[str, Any], *, check_only: bool = False) -> dict[str, Any]:
     result["exit_code"] = STATUS_CODE[result["status"]]
     result["seconds"] = round(time.perf_counter() - start, 2)
     return result
+
+
+def _write_debug(debug, artifact: str) -> dict[str, Any]:
+    """debug_on_failure: the layerwise report beside the failed artifact (in the gate's output_dir)."""
+    import importlib.util
+
+    from fwconv.validators.debug.report import write_debug_reports
+
+    html = artifact + ".debug.html" if importlib.util.find_spec("plotly") else None
+    written = write_debug_reports(debug, json_path=artifact + ".debug.json", html_path=html, force=True)
+    first = debug.to_dict()["first_divergence"]
+    where = None if first is None else {"reference": first["reference"], "candidate": first["candidate"]}
+    return {"reports": written, "first_divergence": where}
 
 
 def main(argv: list[str]) -> int:
