@@ -308,3 +308,11 @@ def test_reports_render_in_headless_chromium(validation_page, tmp_path):
     assert near(pixels, (239, 85, 59)) > 100  # first divergence star and line, candidate latency box
     assert near(pixels, (253, 231, 37), 30) > 20 and near(pixels, (68, 1, 84), 30) > 20  # Viridis ends
     assert near(pixels, (5, 48, 97), 30) > 100  # RdBu's dark blue: the planted difference block
+
+
+def test_plotly_loads_only_when_a_page_is_drawn():
+    """--help and every run without --html must not pay for plotly's import."""
+    code = ("import sys, fwconv.cli, fwconv.validators.report, fwconv.validators.html_report, fwconv.gate.report\n"
+            "assert 'plotly' not in sys.modules, 'plotly imported eagerly'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
