@@ -316,3 +316,28 @@ def test_plotly_loads_only_when_a_page_is_drawn():
             "assert 'plotly' not in sys.modules, 'plotly imported eagerly'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_gate_check_only_writes_html(onnx_pair, tmp_path):
+    """A real gate run (--check-only: the 'artifact' is the faulty ONNX model, validated in a
+    worker process against the source) with --html: the page shows the job, its latency and why
+    it failed."""
+    ref, cand = onnx_pair
+    artifact = tmp_path / "out" / "tiny" / "tiny.onnx"
+    artifact.parent.mkdir(parents=True)
+    shutil.copy(cand, artifact)
+    cfg = tmp_path / "fwconv.toml"
+    cfg.write_text(textwrap.dedent(f"""
+        [gate]
+        output_dir = "out"
+        [[model]]
+        name = "tiny"
+        source = "{ref}"
+        targets = ["onnx"]
+    """))
+    r = invoke("gate", cfg, "--check-only", "--no-cache", "--html", tmp_path / "gate.html")
+    assert r.exit_code == 3, r.output
+    html = (tmp_path / "gate.html").read_text()
+    assert_one_offline_file(html)
+    assert plot_ids(html) == ["fw-gate-latency"]
+    assert "tiny:onnx" in html and "PARITY FAILED" in html and "elements exceed atol" in html
