@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from fwconv import progress
 from fwconv.convert.options import ConvertOptions
 from fwconv.interface import Interface
 from fwconv.specs import TensorSpec
@@ -57,12 +58,14 @@ class Job:
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[StageRecord]:
-        """Time a stage and record ok/failed; the exception still propagates."""
+        """Time a stage and record ok/failed (and show it as a progress step); the exception still
+        propagates."""
         record = StageRecord(name)
         self.stages.append(record)
         start = time.perf_counter()
         try:
-            yield record
+            with progress.step(name):
+                yield record
         except BaseException as exc:
             record.status = "failed"
             record.detail = record.detail or type(exc).__name__

@@ -235,18 +235,20 @@ def _run_route(route, k: int, single: bool, artifact: Artifact, ctx: dict, final
 
 def _try_routes(routes, artifact: Artifact, ctx: dict, final_temp: str) -> tuple[list[RouteTry], RouteTry]:
     """Every applicable route (one error is final when there is one route), and the one kept."""
+    from fwconv import progress
+    from fwconv.convert.planner import route_label
     from fwconv.errors import FwconvError
 
     tries: list[RouteTry] = []
-    for k, route in enumerate(routes):
-        try:
-            tries.append(_run_route(route, k, len(routes) == 1, artifact, ctx, final_temp))
-        except FwconvError as exc:
-            if len(routes) == 1:
-                raise
-            from fwconv.convert.planner import route_label
-
-            tries.append(RouteTry(route_label(route), None, None, error=exc))
+    with progress.counted("route", len(routes)) as shown:
+        for k, route in enumerate(routes):
+            try:
+                with shown.step(route_label(route)):
+                    tries.append(_run_route(route, k, len(routes) == 1, artifact, ctx, final_temp))
+            except FwconvError as exc:
+                if len(routes) == 1:
+                    raise
+                tries.append(RouteTry(route_label(route), None, None, error=exc))
     if all(t.artifact is None for t in tries):
         raise _most_telling_error(tries)
     chosen = _choose(tries)

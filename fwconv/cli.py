@@ -84,13 +84,17 @@ class OneLineErrors(click.Group):
 @click.option("--debug", is_flag=True, help="Show tracebacks and the converters' own logs.")
 @click.option("--max-size", metavar="SIZE", help="Largest archive member or tensor an input file may declare "
               "(default 16G; 'none' lifts the cap). Larger ones are refused (exit 2).")
-def main(debug: bool, max_size: str | None) -> None:
+@click.option("--progress/--no-progress", "show_progress", default=None,
+              help="Show long steps on stderr: live on a terminal, plain lines otherwise (default: on a "
+              "terminal or with CI=true; also FWCONV_PROGRESS=0/1).")
+def main(debug: bool, max_size: str | None, show_progress: bool | None) -> None:
     """Global options (see MAIN_HELP for the help text)."""
     import os
 
-    from fwconv import signals
+    from fwconv import progress, signals
 
     signals.install()
+    progress.configure(show_progress, live=not debug)
     DEBUG["on"] = debug
     if not debug:  # one line per error: TensorFlow's C++ log and library warnings only with --debug
         import warnings
@@ -441,6 +445,7 @@ def gate_command(config, workers, executor, ray_address, only, check_only, no_ca
     from fwconv.gate.baseline import save_baseline as write_baseline
     from fwconv.gate.config import input_paths
     from fwconv.gate.run import run_gate
+    from fwconv.progress import echo
     from fwconv.staging import check_writable
 
     protected = input_paths(config)
@@ -450,7 +455,7 @@ def gate_command(config, workers, executor, ray_address, only, check_only, no_ca
 
     def progress(result, done, total):
         cached = " (cached)" if result.get("cached") else f" ({result.get('seconds', 0):.0f}s)"
-        click.echo(f"[{'#' * done:<{total}}] {done}/{total} {result['id']}: {result['status']}{cached}")
+        echo(f"[{'#' * done:<{total}}] {done}/{total} {result['id']}: {result['status']}{cached}")
 
     results, meta = run_gate(config, workers=workers, executor=executor, address=ray_address, only=list(only) or None,
                              check_only=check_only, use_cache=not no_cache, baseline=baseline,

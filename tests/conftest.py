@@ -18,6 +18,9 @@ pytest_plugins = ["pytester"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # for `fixtures.*` factories
+# Tests assert exact stderr (one line per failure); CI=true would add progress lines to it.
+# tests/test_progress.py turns progress back on where it checks it.
+os.environ["FWCONV_PROGRESS"] = "0"
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -33,8 +33,10 @@ def run_isolated(job: dict[str, Any], check_only: bool = False) -> dict[str, Any
             json.dump({"job": job, "check_only": check_only}, f)
         base = {"id": f"{job['model']}:{job['target']}", "model": job["model"], "target": job["target"],
                 "artifact": job["output"], "status": "error", "exit_code": 1}
+        # the gate's parent shows progress; a worker's lines would only land in its captured stderr
         proc = subprocess.Popen([sys.executable, "-m", "fwconv.gate.worker", job_file, result_file],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "FWCONV_PROGRESS": "0"})
         _RUNNING.add(proc)
         try:
             _, stderr = proc.communicate(timeout=job["timeout"])

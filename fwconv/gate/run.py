@@ -6,6 +6,7 @@ import os
 from typing import Callable
 
 from fwconv.errors import InputError
+from fwconv.progress import counted
 
 from fwconv.gate.baseline import check_regressions, load_baseline
 from fwconv.gate.cache import GateCache, job_key
@@ -28,20 +29,23 @@ def run_gate(config: str, *, workers: int = 1, executor: str = "local", address:
     cache = GateCache(meta["output_dir"])
     keys = {job_id: job_key(job, check_only) for job_id, job in by_id.items()}
     results, todo = [], []
-    for job_id, job in by_id.items():
-        hit = cache.lookup(job, keys[job_id]) if use_cache else None
-        if hit:
-            results.append(hit)
-            on_result(hit, len(results), len(jobs))
-        else:
-            todo.append(job)
+    with counted("gate job", len(jobs)) as shown:  # the parent counts; workers show nothing
+        for job_id, job in by_id.items():
+            hit = cache.lookup(job, keys[job_id]) if use_cache else None
+            if hit:
+                results.append(hit)
+                shown.advance(hit["id"])
+                on_result(hit, len(results), len(jobs))
+            else:
+                todo.append(job)
 
-    def progress(result: dict) -> None:
-        results.append(result)
-        cache.store(by_id[result["id"]], keys[result["id"]], result)
-        on_result(result, len(results), len(jobs))
+        def progress(result: dict) -> None:
+            results.append(result)
+            cache.store(by_id[result["id"]], keys[result["id"]], result)
+            shown.advance(result["id"])
+            on_result(result, len(results), len(jobs))
 
-    execute(todo, executor=executor, workers=workers, address=address, check_only=check_only, on_result=progress)
+        execute(todo, executor=executor, workers=workers, address=address, check_only=check_only, on_result=progress)
     cache.save()
     order = list(by_id)
     results.sort(key=lambda r: order.index(r["id"]))
