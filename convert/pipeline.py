@@ -299,13 +299,40 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
         )
         manifest.write(manifest_path(current.path) if is_dir_target else temps[manifest_path(output)])
         failed = report is not None and not report.parity_passed
+        explained = None
+        if failed and options.debug_on_failure:
+            explained = _debug_failure(source, torch_source, current, (source, output), sample, report, validate_settings)
         if failed and not options.keep_failed:
-            raise ParityError("the converted model does not match the source (artifact not written): "
-                              + "; ".join(report.failures()), report=report)
+            raise _parity_error("artifact not written", report, explained)
     if failed:
-        raise ParityError("the converted model does not match the source (kept by --keep-failed): "
-                          + "; ".join(report.failures()), report=report)
+        raise _parity_error("kept by --keep-failed", report, explained)
     return ConversionResult(output, manifest, report)
+
+
+def _parity_error(what: str, report, explained) -> ParityError:
+    error = ParityError(f"the converted model does not match the source ({what}): " + "; ".join(report.failures()),
+                        report=report)
+    error.debug = explained
+    return error
+
+
+def _debug_failure(source: str, torch_source, artifact: Artifact, names: tuple[str, str],
+                   sample: dict[str, np.ndarray], report, settings):
+    """--debug-on-failure: the layerwise debugger on the source and the failed artifact (still
+    in staging), with the validator's inputs and tolerances. A debugger error becomes a note,
+    never the verdict."""
+    from fwconv.errors import FwconvError
+    from fwconv.validators.compare import ValidateSettings
+    from fwconv.validators.debug import DebugSettings, debug
+    from fwconv.validators.metrics import Tolerance
+
+    settings = settings or ValidateSettings(tolerance=Tolerance(precision=artifact.extra.get("precision", "fp32")))
+    try:
+        return debug(torch_source or source, artifact.path, settings=DebugSettings(dataclasses.replace(settings, latency=None)),
+                     user_inputs=sample, candidate_interface=artifact.interface, names=names)
+    except FwconvError as exc:
+        report.notes.append(f"--debug-on-failure could not explain it: {exc.one_line()}")
+        return None
 
 
 def _tools_of(edge) -> dict[str, str]:

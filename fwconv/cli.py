@@ -5,6 +5,7 @@ at start-up, so --help and usage errors are instant. Exit codes: fwconv.errors.E
 from __future__ import annotations
 
 import functools
+import importlib.util
 import sys
 import traceback
 
@@ -188,6 +189,9 @@ def conversion_options(fn):
                      help="Allow the model file to run code: pickled Python objects, Keras Lambda layers."),
         click.option("--no-validate", is_flag=True, help="Skip validating the artifact against the source."),
         click.option("--keep-failed", is_flag=True, help="Write the artifact even if it fails parity (exit 3 still)."),
+        click.option("--debug-on-failure", is_flag=True,
+                     help="On a parity failure, run `fwconv debug` on the source and the failed artifact and write "
+                          "OUTPUT.debug.json/.html (first diverging op, named on both sides)."),
     ]):
         fn = opt(fn)
     return input_options(validation_options(fn))
@@ -263,7 +267,7 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
         layout=kw["layout"], allow_flex=kw["allow_flex"], exporter=kw["exporter"], trust_pickle=kw["trust_pickle"],
         force=kw["force"], validate=not kw["no_validate"], keep_failed=kw["keep_failed"],
         inputs_file=kw["inputs_file"], input_ranges=kw["input_ranges"], int8_io=kw["int8_io"],
-        calibration=kw["calibration"], via=kw["via"], outputs=kw["outputs"])
+        calibration=kw["calibration"], via=kw["via"], outputs=kw["outputs"], debug_on_failure=kw["debug_on_failure"])
     settings = validate_settings(kw, precision=options.precision)
     fmt = detect_format(source)
     if families and family_of(fmt) not in families:
@@ -274,16 +278,34 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
     artifact = resolve_output(kw["output"], source, target)
     report_protected = inputs + [artifact, manifest_path(artifact)]
     _check_report_paths(kw, report_protected)
+    if options.debug_on_failure:
+        from fwconv.staging import check_writable
+
+        check_writable(artifact + ".debug.json", artifact + ".debug.html", force=kw["force"], protected=report_protected)
     try:
         result = convert(source, target, kw["output"], options, settings)
     except ParityError as exc:
         if exc.report is not None:
             _write_reports(exc.report, kw, report_protected)
+        if exc.debug is not None:
+            _write_failure_debug(exc, artifact, kw["force"], report_protected)
         raise
     click.echo(result.to_text())
     if result.validation is not None:
         click.echo("")
         _emit(result.validation, kw, report_protected)
+
+
+def _write_failure_debug(exc, artifact: str, force: bool, protected: list[str]) -> None:
+    """--debug-on-failure: the layerwise report beside where the artifact would have gone
+    (ARTIFACT.debug.json, and .debug.html where plotly is installed), its summary on stdout."""
+    from fwconv.validators.debug.report import to_text, write_debug_reports
+
+    click.echo(to_text(exc.debug))
+    html = artifact + ".debug.html" if importlib.util.find_spec("plotly") else None
+    written = write_debug_reports(exc.debug, json_path=artifact + ".debug.json", html_path=html, force=force,
+                                  protected=protected)
+    exc.hint = "; ".join(filter(None, [exc.hint, f"layerwise report: {', '.join(written)}"]))
 
 
 def _conversion_command(name: str, target: str, families: tuple[str, ...] | None, help_text: str):
@@ -426,6 +448,8 @@ def _divergence_line(report) -> str:
 @click.option("--ray-address", help="Ray cluster address for --executor ray (default: a local instance).")
 @click.option("--model", "only", multiple=True, help="Only these models (repeatable).")
 @click.option("--check-only", is_flag=True, help="Do not convert: validate the artifacts already in the output dir.")
+@click.option("--debug-on-failure", is_flag=True, help="Each job that fails parity gets a layerwise report beside its "
+              "artifact (ARTIFACT.debug.json/.html); also `debug_on_failure = true` in the config.")
 @click.option("--no-cache", is_flag=True, help="Run every job, even if nothing it depends on changed.")
 @click.option("--baseline", type=click.Path(), help="Latency baseline to check for regressions.")
 @click.option("--save-baseline", type=click.Path(), help="Write this run's latencies as the new baseline.")
@@ -438,8 +462,8 @@ def _divergence_line(report) -> str:
               help="Write a self-contained HTML report (one offline file; needs fwconv[report]).")
 @click.option("--force", is_flag=True, help="Replace existing report files (never an input).")
 @handle_errors
-def gate_command(config, workers, executor, ray_address, only, check_only, no_cache, baseline, save_baseline,
-                 regression_threshold, json_path, junit_path, markdown_path, html_path, force):
+def gate_command(config, workers, executor, ray_address, only, check_only, debug_on_failure, no_cache, baseline,
+                 save_baseline, regression_threshold, json_path, junit_path, markdown_path, html_path, force):
     """Convert and validate every model x target in CONFIG (TOML, or pyproject.toml [tool.fwconv])."""
     from fwconv.gate import report
     from fwconv.gate.baseline import save_baseline as write_baseline
@@ -459,7 +483,8 @@ def gate_command(config, workers, executor, ray_address, only, check_only, no_ca
 
     results, meta = run_gate(config, workers=workers, executor=executor, address=ray_address, only=list(only) or None,
                              check_only=check_only, use_cache=not no_cache, baseline=baseline,
-                             regression_threshold=regression_threshold, on_result=progress)
+                             regression_threshold=regression_threshold, debug_on_failure=debug_on_failure,
+                             on_result=progress)
     if save_baseline:
         saved = write_baseline(save_baseline, results, force=force, protected=protected)
         click.echo(f"saved latency baseline for {saved} job(s) to {save_baseline}")

@@ -16,11 +16,14 @@ from fwconv.gate.executors import execute
 
 def run_gate(config: str, *, workers: int = 1, executor: str = "local", address: str | None = None,
              only: list[str] | None = None, check_only: bool = False, use_cache: bool = True,
-             baseline: str | None = None, regression_threshold: float = 0.25,
+             baseline: str | None = None, regression_threshold: float = 0.25, debug_on_failure: bool = False,
              on_result: Callable[[dict, int, int], None] = lambda result, done, total: None) -> tuple[list[dict], dict]:
     """Results in config order (each a plain dict, see fwconv.gate.worker) and run metadata."""
     jobs, meta = jobs_from_config(config, only=only)
     by_id = {j.id: j.to_dict() for j in jobs}
+    if debug_on_failure:  # --debug-on-failure: as if every job's config said debug_on_failure = true
+        for job in by_id.values():
+            job["settings"]["debug_on_failure"] = True
     base = load_baseline(baseline) if baseline else None  # a bad baseline fails before any work
     try:
         os.makedirs(meta["output_dir"], exist_ok=True)

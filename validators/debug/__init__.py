@@ -31,9 +31,10 @@ class DebugSettings:
 
 
 def debug(reference, candidate, *, settings: DebugSettings | None = None, ref_specs=None, user_inputs=None,
-          trust_pickle: bool = False, candidate_interface=None, labels=None) -> DebugReport:
+          trust_pickle: bool = False, candidate_interface=None, names: tuple[str, str] | None = None) -> DebugReport:
     """Compare two models layer by layer. Each of `reference`/`candidate` is a path, a loaded
-    TorchSource, or an active Runner (the conversion pipeline passes its own)."""
+    TorchSource, or an active Runner; `names` labels them in the report (a conversion's
+    candidate is still a staging file: the report names the output the user asked for)."""
     from fwconv.manifest import read_manifest
 
     settings = settings or DebugSettings()
@@ -43,7 +44,9 @@ def debug(reference, candidate, *, settings: DebugSettings | None = None, ref_sp
         candidate_interface = manifest.interface if manifest else None
     with contextlib.ExitStack() as stack:
         ref_runner, cand_runner = (_runner(m, vs, trust_pickle, stack) for m in (reference, candidate))
-        labels = labels or (_label(reference, ref_runner), _label(candidate, cand_runner))
+        labels = (_label(reference, ref_runner), _label(candidate, cand_runner))
+        for label, name in zip(labels, names or ()):
+            label["model"] = name
         validation = compare_runners(ref_runner, cand_runner, settings=vs, ref_specs=ref_specs, user_inputs=user_inputs,
                                      candidate_interface=candidate_interface, labels=labels)
         feed, cand_feed = _feeds(ref_runner, cand_runner, vs, ref_specs, user_inputs, candidate_interface)
@@ -107,8 +110,9 @@ def _output_pairs(ref_out, cand_out, validation, ref_nodes, cand_nodes) -> dict[
 def _report(ref_nodes, cand_nodes, outputs, validation, settings: ValidateSettings, isolated) -> DebugReport:
     tol = settings.tolerance
     defaults = DEFAULT_TOLERANCES[tol.precision]
-    strict = (defaults["atol_scaled"] or 0.05) + (defaults["rtol"] or 0.0)
-    pairs = pair_intermediates(ref_nodes, cand_nodes, strict=strict, loose=strict * LOOSE_FACTOR, outputs=outputs)
+    loose = ((defaults["atol_scaled"] or 0.05) + (defaults["rtol"] or 0.0)) * LOOSE_FACTOR
+    agrees = lambda p: _parity(p, ref_nodes, cand_nodes, tol).passed
+    pairs = pair_intermediates(ref_nodes, cand_nodes, agrees=agrees, loose=loose, outputs=outputs)
     results = [_result(k, p, ref_nodes, cand_nodes, tol) for k, p in enumerate(pairs)]
     notes = []
     first = next((r for r in results if not r.within_tolerance), None)
@@ -122,34 +126,41 @@ def _report(ref_nodes, cand_nodes, outputs, validation, settings: ValidateSettin
     if first is not None:
         p = pairs[first.index]
         ref_value, cand_value = ref_nodes[p.ref].value, p.view.to_reference(cand_nodes[p.cand].value, ref_nodes[p.ref].value.shape)
-        divergence = Divergence(first.index, _span(ref_nodes, p.ref, {q.ref for q in pairs}), preview(ref_value, cand_value))
+        divergence = Divergence(first.index, _span(ref_nodes, p.ref, {q.ref for q in pairs}),
+                                _span(cand_nodes, p.cand, {q.cand for q in pairs}), preview(ref_value, cand_value))
     paired_ref, paired_cand = {p.ref for p in pairs}, {p.cand for p in pairs}
     return DebugReport(
         reference=validation.reference, candidate=validation.candidate,
-        tolerance={"precision": tol.precision, "atol": tol.atol, "rtol": tol.rtol, "identify_within": strict * LOOSE_FACTOR},
+        tolerance={"precision": tol.precision, "atol": tol.atol, "rtol": tol.rtol, "identify_within": loose},
         mode="isolated" if isolated and any(r.isolated for r in results) else "propagated", pairs=results,
         unpaired={"reference": len(ref_nodes) - len(paired_ref), "candidate": len(cand_nodes) - len(paired_cand)},
         first_divergence=divergence, validation=validation, notes=notes + validation.notes)
 
 
+def _parity(p: Pair, ref_nodes, cand_nodes, tol):
+    r, c = ref_nodes[p.ref], cand_nodes[p.cand]
+    return compare_arrays(r.tensor, r.value, p.view.to_reference(c.value, r.value.shape), tol)
+
+
 def _result(k: int, p: Pair, ref_nodes, cand_nodes, tol) -> PairResult:
     r, c = ref_nodes[p.ref], cand_nodes[p.cand]
-    parity = compare_arrays(r.tensor, r.value, p.view.to_reference(c.value, r.value.shape), tol)
+    parity = _parity(p, ref_nodes, cand_nodes, tol)
     how = p.how + (f", {p.view.label}" if p.view.label else "")
     return PairResult(k, r.describe(), c.describe(), how, list(p.view.perm) if p.view.perm else None,
                       list(r.value.shape), parity.metrics, parity.passed)
 
 
-def _span(ref_nodes: list[Intermediate], index: int, paired: set[int]) -> list[str]:
-    """Unpaired reference ops feeding this one, back to the nearest paired tensors: the
-    candidate computed them inside the op it was paired with."""
-    producer = {n.tensor: k for k, n in enumerate(ref_nodes)}
+def _span(nodes: list[Intermediate], index: int, paired: set[int]) -> list[str]:
+    """Unpaired ops feeding this one, back to the nearest paired tensors: on the reference side,
+    what the candidate fused into the op it was paired with; on the candidate side, ops the
+    reference does not have (a transpose a converter inserted, say)."""
+    producer = {n.tensor: k for k, n in enumerate(nodes)}
     seen, todo = set(), [index]
     while todo:
         k = todo.pop()
-        for name in ref_nodes[k].inputs:
+        for name in nodes[k].inputs:
             j = producer.get(name)
             if j is not None and j not in paired and j not in seen:
                 seen.add(j)
                 todo.append(j)
-    return [f"{ref_nodes[j].op} ({ref_nodes[j].module or ref_nodes[j].op_type})" for j in sorted(seen)]
+    return [f"{nodes[j].op} ({nodes[j].module or nodes[j].op_type})" for j in sorted(seen)]

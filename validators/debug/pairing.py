@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import re
+from typing import Callable
 
 import numpy as np
 
@@ -33,10 +34,10 @@ class Pair:
     error: float  # scaled max error under the view
 
 
-def pair_intermediates(ref: list[Intermediate], cand: list[Intermediate], *, strict: float, loose: float,
-                       outputs: dict[int, int] | None = None) -> list[Pair]:
-    """Pairs in reference order. `strict` is the scaled error a pair may have and still agree;
-    `loose` is how far values may be apart to identify a tensor by its values alone;
+def pair_intermediates(ref: list[Intermediate], cand: list[Intermediate], *, agrees: Callable[[Pair], bool],
+                       loose: float, outputs: dict[int, int] | None = None) -> list[Pair]:
+    """Pairs in reference order. `agrees(pair)` is the validator's verdict on a pair;
+    `loose` is how far values may be apart (scaled) to identify a tensor by its values alone;
     `outputs` maps reference to candidate indices of the tensors the models return."""
     anchors = _in_order(_anchors(ref, cand, loose, outputs or {}))
     pairs = list(anchors)
@@ -45,7 +46,7 @@ def pair_intermediates(ref: list[Intermediate], cand: list[Intermediate], *, str
     for k in range(len(bounds) - 1):
         (r0, c0), (r1, c1) = bounds[k], bounds[k + 1]
         after = closing[k + 1]
-        if r1 - r0 > 1 and c1 - c0 > 1 and (after is None or after.error > strict):
+        if r1 - r0 > 1 and c1 - c0 > 1 and (after is None or not agrees(after)):
             used = {p.cand for p in pairs}
             free = [j for j in range(c0 + 1, c1) if j not in used]
             pairs.extend(_align(ref, cand, list(range(r0 + 1, r1)), free))

@@ -34,12 +34,14 @@ class PairResult:
 class Divergence:
     pair: int
     span: list[str]  # reference ops between the last agreeing tensors and this one (fused in the candidate)
+    candidate_span: list[str]  # candidate ops there that the reference does not have
     preview: dict[str, Any] | None
 
     def to_dict(self, pairs: list[PairResult]) -> dict[str, Any]:
         p = pairs[self.pair]
         keys = ("max_abs_err", "scaled_max_err", "cosine", "snr_db")
         return {"pair": self.pair, "reference": p.reference, "candidate": p.candidate, "span": self.span,
+                "candidate_span": self.candidate_span,
                 "metrics": {k: p.metrics.get(k) for k in keys}, "preview": self.preview}
 
 
@@ -96,9 +98,14 @@ def _fmt(x: Any) -> str:
     return "-" if x is None else (f"{x:.3g}" if isinstance(x, float) else str(x))
 
 
+def _short(text: str, limit: int = 60) -> str:
+    """Converters make tensor names hundreds of characters long: the table keeps their ends."""
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+
+
 def _side(d: dict[str, Any]) -> str:
     extra = f" [{d['module']}]" if d.get("module") else ""
-    return f"{d['op']} ({d['op_type']}){extra}"
+    return f"{_short(d['op'])} ({d['op_type']}){extra}"
 
 
 def to_text(report: DebugReport, top: int = 10) -> str:
@@ -115,9 +122,11 @@ def to_text(report: DebugReport, top: int = 10) -> str:
         lines += [f"FIRST DIVERGENCE at pair {d.pair}: scaled max err {_fmt(p.metrics.get('scaled_max_err'))}, "
                   f"cosine {_fmt(p.metrics.get('cosine'))}",
                   f"  reference: {_side(p.reference)}" + (f" at {p.reference['source']}" if p.reference.get("source") else ""),
-                  f"  candidate: {_side(p.candidate)}, tensor '{p.candidate['tensor']}'"]
+                  f"  candidate: {_side(p.candidate)}, tensor '{_short(p.candidate['tensor'], 80)}'"]
         if d.span:
-            lines.append(f"  fused in the candidate with: {', '.join(d.span)}")
+            lines.append(f"  reference ops the candidate computes inside it: {', '.join(d.span)}")
+        if d.candidate_span:
+            lines.append(f"  candidate ops with no reference counterpart before it: {', '.join(d.candidate_span)}")
     worst = sorted(report.pairs, key=lambda p: -(p.metrics.get("scaled_max_err") or 0))[:top]
     lines.append(f"{'#':>4}  {'scaled err':>10}  {'cosine':>8}  ok  reference -> candidate (how paired)")
     for p in sorted(worst, key=lambda p: p.index):
