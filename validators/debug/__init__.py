@@ -14,6 +14,7 @@ import dataclasses
 
 import numpy as np
 
+from fwconv import progress
 from fwconv.validators.compare import ValidateSettings, compare_runners
 from fwconv.validators.debug.pairing import Pair, pair_intermediates
 from fwconv.validators.debug.report import DebugReport, Divergence, PairResult, preview
@@ -47,10 +48,14 @@ def debug(reference, candidate, *, settings: DebugSettings | None = None, ref_sp
         labels = (_label(reference, ref_runner), _label(candidate, cand_runner))
         for label, name in zip(labels, names or ()):
             label["model"] = name
-        validation = compare_runners(ref_runner, cand_runner, settings=vs, ref_specs=ref_specs, user_inputs=user_inputs,
-                                     candidate_interface=candidate_interface, labels=labels)
+        with progress.step("debug: outputs and latency"):
+            validation = compare_runners(ref_runner, cand_runner, settings=vs, ref_specs=ref_specs,
+                                         user_inputs=user_inputs, candidate_interface=candidate_interface, labels=labels)
         feed, cand_feed = _feeds(ref_runner, cand_runner, vs, ref_specs, user_inputs, candidate_interface)
-        ref_nodes, cand_nodes = ref_runner.intermediates(feed), cand_runner.intermediates(cand_feed)
+        with progress.step(f"debug: intermediates of the reference ({ref_runner.name})"):
+            ref_nodes = ref_runner.intermediates(feed)
+        with progress.step(f"debug: intermediates of the candidate ({cand_runner.name})"):
+            cand_nodes = cand_runner.intermediates(cand_feed)
         outputs = _output_pairs(ref_runner.infer(feed), cand_runner.infer(cand_feed), validation, ref_nodes, cand_nodes)
         isolated = None
         if settings.isolate:
@@ -58,7 +63,8 @@ def debug(reference, candidate, *, settings: DebugSettings | None = None, ref_sp
 
             isolated = lambda pairs: isolate_ops(cand_runner, ref_nodes, cand_nodes, pairs, cand_feed,
                                                  vs.tolerance)
-        return _report(ref_nodes, cand_nodes, outputs, validation, vs, isolated)
+        with progress.step(f"debug: pairing {len(ref_nodes)} x {len(cand_nodes)} tensors"):
+            return _report(ref_nodes, cand_nodes, outputs, validation, vs, isolated)
 
 
 def _runner(model, settings: ValidateSettings, trust_pickle: bool, stack) -> Runner:
