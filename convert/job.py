@@ -49,6 +49,7 @@ class Job:
     torch_source: Any = None  # the loaded TorchSource for torch-rooted routes
     max_opset: int | None = None  # set by the pipeline from later edges' limits (e.g. onnx2torch)
     source_returns_dict: bool = False  # the source model's call returns a dict of named outputs
+    repair: dict[str, Any] = dataclasses.field(default_factory=dict)  # a repair's overrides (convert/repair.py)
     stages: list[StageRecord] = dataclasses.field(default_factory=list)
 
     def opset(self, tool_max: int | None = None) -> int:

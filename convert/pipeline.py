@@ -45,6 +45,10 @@ class ConversionResult:
                 detail = r.get("error") or f"{r['status']}, {r.get('size_bytes', 0) / 1024:.1f} KiB" + (
                     f", p50 {r['p50_ms']:.3f} ms" if "p50_ms" in r else "")
                 lines.append(f"    {r['route']}: {detail}")
+        if m.extra.get("repairs"):
+            lines.append("  repairs tried (the first route failed parity):")
+            lines += [f"    {r['route']}: {r['repair']}{' (aimed at the first divergence)' if r.get('aimed_at_first_divergence') else ''}"
+                      f": {r['status']}" for r in m.extra["repairs"]]
         lines.append("  stages: " + ", ".join(f"{s['stage']} {s['seconds']:.1f}s" for s in m.stages))
         return "\n".join(lines)
 
@@ -151,6 +155,7 @@ class RouteTry:
     job: Job
     report: object | None = None
     error: Exception | None = None
+    route: list | None = None  # the edges it went along
 
     def summary(self) -> dict:
         d = {"route": self.label, "status": "error" if self.error else (
@@ -204,22 +209,24 @@ def _choose(tries: list[RouteTry]) -> RouteTry:
     return unvalidated[0] if unvalidated else done[0]
 
 
-def _run_route(route, k: int, single: bool, artifact: Artifact, ctx: dict, final_temp: str) -> RouteTry:
-    """Convert along one route in its own scratch folder, then validate the result."""
+def _run_route(route, k: int, artifact: Artifact, ctx: dict, final_out: str | None,
+               repair: dict | None = None, tag: str = "") -> RouteTry:
+    """Convert along one route in its own scratch folder (the last step to `final_out` when given),
+    with a repair's overrides if any, then validate the result."""
     from fwconv.convert.planner import route_label
 
     options = ctx["options"]
-    job = Job(options=options, workdir=os.path.join(ctx["workdir"], f"route{k}"), sample=ctx["sample"],
+    job = Job(options=options, workdir=os.path.join(ctx["workdir"], f"route{k}{tag}"), sample=ctx["sample"],
               reference_outputs=ctx["ref_outputs"], torch_source=ctx["torch_source"],
-              source_returns_dict=ctx["ref_runner"].returns_dict())
+              source_returns_dict=ctx["ref_runner"].returns_dict(), repair=repair or {})
     os.makedirs(job.workdir)
-    attempt = RouteTry(route_label(route), None, job)
+    attempt = RouteTry(route_label(route), None, job, route=route)
     current = artifact
     for i, edge in enumerate(route):
         limits = [e.max_opset for e in route[i + 1:] if e.max_opset]
         job.max_opset = min(limits) if limits else None
         last = i == len(route) - 1
-        out = final_temp if last and single else os.path.join(job.workdir, f"step{i}{TARGET_SUFFIX[edge.dst]}")
+        out = final_out if last and final_out else os.path.join(job.workdir, f"step{i}{TARGET_SUFFIX[edge.dst]}")
         current = edge.run(current, job, out)
     attempt.artifact = current
     flex = (current.ops or {}).get("flex")
@@ -244,20 +251,79 @@ def _try_routes(routes, artifact: Artifact, ctx: dict, final_temp: str) -> tuple
         for k, route in enumerate(routes):
             try:
                 with shown.step(route_label(route)):
-                    tries.append(_run_route(route, k, len(routes) == 1, artifact, ctx, final_temp))
+                    tries.append(_run_route(route, k, artifact, ctx, final_temp if len(routes) == 1 else None))
             except FwconvError as exc:
                 if len(routes) == 1:
                     raise
                 tries.append(RouteTry(route_label(route), None, None, error=exc))
     if all(t.artifact is None for t in tries):
         raise _most_telling_error(tries)
+    repairs = _repair(routes, tries, artifact, ctx) if _needs_repair(tries, ctx["options"]) else []
     chosen = _choose(tries)
-    if len(routes) > 1:
+    if chosen.artifact.path != final_temp:
         shutil.move(chosen.artifact.path, final_temp)  # scratch may be on another filesystem (TMPDIR)
         chosen.artifact.path = final_temp
+    if len(tries) > 1:
         chosen.artifact.extra = {**chosen.artifact.extra, "routes": [t.summary() for t in tries],
                                  "chosen_route": chosen.label}
+    if repairs:
+        chosen.artifact.extra = {**chosen.artifact.extra, "repairs": repairs}
+        if chosen.report is not None and not chosen.report.parity_passed:
+            chosen.report.notes.append("repairs tried, none passed: " + ", ".join(
+                f"{r['repair']} ({r['status']})" for r in repairs))
     return tries, chosen
+
+
+def _needs_repair(tries: list[RouteTry], options: ConvertOptions) -> bool:
+    """Only when no route passed, and validation (the judge of a repair) ran."""
+    validated = [t for t in tries if t.report is not None]
+    return options.repair and bool(validated) and not any(t.report.parity_passed for t in validated)
+
+
+def _repair(routes, tries: list[RouteTry], artifact: Artifact, ctx: dict) -> list[dict]:
+    """Try each failed route's repairs (convert/repair.py), aimed by its first divergence, until one
+    passes or the budget is spent; a passing attempt joins `tries`. Returns every attempt."""
+    from fwconv.convert import repair as repairs
+    from fwconv.errors import FwconvError
+
+    options, attempts = ctx["options"], []
+    deadline = time.monotonic() + options.repair_budget
+    kind = ctx["torch_source"].kind if ctx["torch_source"] else None
+    for k, (route, tried) in enumerate(zip(routes, list(tries))):
+        if tried.report is None:
+            continue
+        divergence = _first_divergence(ctx, tried.artifact)
+        for fix in repairs.plan(route, divergence):
+            overrides = repairs.resolve(fix, tried.job.stages, kind)
+            if overrides is None:
+                continue
+            record = {**fix.summary(), "settings": overrides, "route": tried.label,
+                      "aimed_at_first_divergence": repairs.aimed_at(fix, divergence)}
+            if time.monotonic() > deadline:
+                attempts.append({**record, "status": "skipped: --repair-budget spent"})
+                return attempts
+            start = time.perf_counter()
+            try:
+                fixed = _run_route(route, k, artifact, ctx, None, repair=overrides, tag=f"-{fix.name}")
+                record["status"] = fixed.report.status if fixed.report else "not validated"
+            except repairs.RepairNotApplicable:
+                continue
+            except FwconvError as exc:
+                fixed, record["status"] = None, f"error: {exc.one_line()}"
+            attempts.append({**record, "seconds": round(time.perf_counter() - start, 2)})
+            if fixed is not None and fixed.report is not None and fixed.report.parity_passed:
+                fixed.label = f"{tried.label} + repair {fix.name}"
+                fixed.artifact.notes.append(f"repaired by {fix.name} (avoids {fix.why}): settings {overrides}")
+                tries.append(fixed)
+                return attempts
+    return attempts
+
+
+def _first_divergence(ctx: dict, artifact: Artifact) -> dict | None:
+    """The layerwise debugger's first divergence (as a dict), to aim the repairs; None if it cannot tell."""
+    report = _explain(ctx["ref_runner"], artifact, ctx["sample"], ctx["settings"], None,
+                      precision=ctx["options"].precision)
+    return report.to_dict()["first_divergence"] if report is not None else None
 
 
 def convert(source: str, target: str, output: str | None = None, options: ConvertOptions | None = None,
@@ -282,7 +348,7 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
             ref_runner.deactivate()
         current, job, report = chosen.artifact, chosen.job, chosen.report
         current.extra = {**current.extra, "precision": options.precision}  # the validator's default thresholds
-        route = routes[tries.index(chosen)]
+        route = chosen.route
         manifest = Manifest(
             artifact=os.path.abspath(output), format=target,
             source={"path": os.path.abspath(source) if os.path.exists(source) else source, "format": fmt,
@@ -301,37 +367,39 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
         failed = report is not None and not report.parity_passed
         explained = None
         if failed and options.debug_on_failure:
-            explained = _debug_failure(source, torch_source, current, (source, output), sample, report, validate_settings)
+            explained = _explain(torch_source or source, current, sample, validate_settings, (source, output), report.notes)
         if failed and not options.keep_failed:
-            raise _parity_error("artifact not written", report, explained)
+            raise _parity_error("artifact not written", report, explained, current.extra.get("repairs", []))
     if failed:
-        raise _parity_error("kept by --keep-failed", report, explained)
+        raise _parity_error("kept by --keep-failed", report, explained, current.extra.get("repairs", []))
     return ConversionResult(output, manifest, report)
 
 
-def _parity_error(what: str, report, explained) -> ParityError:
-    error = ParityError(f"the converted model does not match the source ({what}): " + "; ".join(report.failures()),
-                        report=report)
+def _parity_error(what: str, report, explained, repairs: list[dict]) -> ParityError:
+    tried = f"; repairs tried, none passed: {', '.join(r['repair'] for r in repairs)}" if repairs else ""
+    error = ParityError(f"the converted model does not match the source ({what}): " + "; ".join(report.failures())
+                        + tried, report=report)
     error.debug = explained
     return error
 
 
-def _debug_failure(source: str, torch_source, artifact: Artifact, names: tuple[str, str],
-                   sample: dict[str, np.ndarray], report, settings):
-    """--debug-on-failure: the layerwise debugger on the source and the failed artifact (still
-    in staging), with the validator's inputs and tolerances. A debugger error becomes a note,
-    never the verdict."""
+def _explain(reference, artifact: Artifact, sample: dict[str, np.ndarray], settings, names, notes=None,
+             precision: str | None = None):
+    """The layerwise debugger on the reference and a failed artifact (still in staging), with the
+    validator's inputs and tolerances. A debugger error becomes a note, never the verdict."""
     from fwconv.errors import FwconvError
     from fwconv.validators.compare import ValidateSettings
     from fwconv.validators.debug import DebugSettings, debug
     from fwconv.validators.metrics import Tolerance
 
-    settings = settings or ValidateSettings(tolerance=Tolerance(precision=artifact.extra.get("precision", "fp32")))
+    precision = precision or artifact.extra.get("precision", "fp32")
+    settings = settings or ValidateSettings(tolerance=Tolerance(precision=precision))
     try:
-        return debug(torch_source or source, artifact.path, settings=DebugSettings(dataclasses.replace(settings, latency=None)),
+        return debug(reference, artifact.path, settings=DebugSettings(dataclasses.replace(settings, latency=None)),
                      user_inputs=sample, candidate_interface=artifact.interface, names=names)
     except FwconvError as exc:
-        report.notes.append(f"--debug-on-failure could not explain it: {exc.one_line()}")
+        if notes is not None:
+            notes.append(f"the layerwise debugger could not explain it: {exc.one_line()}")
         return None
 
 

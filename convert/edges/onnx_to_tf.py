@@ -94,7 +94,7 @@ def run_onnx2tf(onnx_path: str, job: Job, exporter: str | None = None):
         data_paths.append([spec.name, path])
     with job.stage("convert:onnx2tf") as record, _cwd(work), captured_output() as cap:
         try:
-            keras_model = onnx2tf.convert(
+            settings = dict(
                 input_onnx_file_path=copy, output_folder_path=os.path.join(work, "out"),
                 keep_shape_absolutely_input_names=[s.name for s in inputs],
                 custom_input_op_name_np_data_path=data_paths,
@@ -102,6 +102,7 @@ def run_onnx2tf(onnx_path: str, job: Job, exporter: str | None = None):
                 not_use_onnxsim=True, not_use_opname_auto_generate=True,
                 disable_model_save=True, verbosity="error",
             )
+            keras_model = onnx2tf.convert(**{**settings, **job.repair.get("onnx2tf", {})})
         except SystemExit as exc:  # onnx2tf exits the process (SystemExit) on many errors
             record.detail = tail(cap.text, 3)
             raise ConversionError("convert", f"onnx2tf stopped (exit {exc.code}): {tail(cap.text, 2) or 'no message'}",
@@ -115,9 +116,12 @@ def run_onnx2tf(onnx_path: str, job: Job, exporter: str | None = None):
 def _prepare_copy(model, job: Job, exporter: str | None):
     """What onnx2tf's copy of the graph goes through first: onnxsim, then the rewrites onnx2tf
     needs (each exact, each counted in the stage record)."""
+    model = _upgrade_for_repair(model, job)
     with job.stage("prepare:onnxsim") as record:
         if exporter == "dynamo":  # already optimized (constants folded) by the exporter's onnxscript pass
             record.detail = "skipped: dynamo export is already optimized"
+        elif job.repair.get("onnxsim") is False:
+            record.detail = "skipped (repair: no-onnxsim)"
         else:
             model, record.detail = simplify(model)
         moved = constants_to_initializers(model)
@@ -128,6 +132,27 @@ def _prepare_copy(model, job: Job, exporter: str | None):
                 (undilate_max_pools(model), "dilated MaxPool -> MaxPool(kernel 1, stride d) + MaxPool")]
         record.detail = "; ".join(f"{n} {what}" for n, what in done if n) or "nothing to rewrite"
     return model
+
+
+def _upgrade_for_repair(model, job: Job):
+    """Repair `onnx-opset-upgrade`: bring an older graph to the repair's opset with ONNX's version
+    converter (new attribute forms become inputs, which onnx2tf reads right)."""
+    from fwconv.convert.onnx_prepare import modernize
+    from fwconv.models.onnx import default_opset
+
+    from fwconv.convert.repair import RepairNotApplicable
+
+    target = job.repair.get("onnx_opset_upgrade")
+    if not target:
+        return model
+    if (default_opset(model) or target) >= target:
+        raise RepairNotApplicable(f"the graph is already at opset {default_opset(model)}")
+    with job.stage("prepare:opset-upgrade") as record:
+        upgraded, details = modernize(model, target)
+        record.detail = "; ".join(details)
+        if upgraded is None:
+            raise ConversionError("prepare", f"opset upgrade failed: {record.detail}")
+    return upgraded
 
 
 def simplify(model):

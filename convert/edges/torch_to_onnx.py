@@ -58,7 +58,7 @@ def torch_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
     out_names = list(job.reference_outputs)
     args = tuple(torch.from_numpy(a.copy()) for a in job.sample.values())
     attempts: list[str] = []
-    for exporter in exporter_order(source.kind, job.options.exporter):
+    for exporter in exporter_order(source.kind, job.repair.get("exporter", job.options.exporter)):
         with job.stage(f"export:{exporter}") as record:
             try:
                 with captured_output():
