@@ -35,6 +35,8 @@ class ConvertOptions:
     input_ranges: tuple[str, ...] = ()
     outputs: str = "auto"  # -> torch: auto (tensor / tuple, or dict where the source returns one) | tuple | dict
     debug_on_failure: bool = False  # a parity failure runs the layerwise debugger (ParityError.debug)
+    repair: bool = True  # when no route passes parity, try the repairs in convert/repair.py
+    repair_budget: float = 600.0  # seconds all repair attempts may take together
 
     def __post_init__(self) -> None:
         if self.fp16 and self.quantize not in (None, "fp16"):
@@ -50,6 +52,8 @@ class ConvertOptions:
         if self.quantize == "int8" and not self.calibration:
             raise InputError("--quantize int8 needs calibration data: --calibration FILE.npz (or a folder of samples)",
                              hint="fwconv never calibrates on random data silently")
+        if not (isinstance(self.repair_budget, (int, float)) and 0 < self.repair_budget < float("inf")):
+            raise InputError(f"--repair-budget {self.repair_budget!r} must be a positive number of seconds")
         if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not 7 <= self.opset <= 23:
             raise InputError(f"--opset {self.opset!r} is not an ONNX opset fwconv can export (7..23)")
 

@@ -189,6 +189,11 @@ def conversion_options(fn):
                      help="Allow the model file to run code: pickled Python objects, Keras Lambda layers."),
         click.option("--no-validate", is_flag=True, help="Skip validating the artifact against the source."),
         click.option("--keep-failed", is_flag=True, help="Write the artifact even if it fails parity (exit 3 still)."),
+        click.option("--no-repair", is_flag=True,
+                     help="When the artifact fails parity, do not try the repairs (other converter settings, "
+                          "the other exporter, an opset upgrade; see README)."),
+        click.option("--repair-budget", type=float, default=600.0, show_default=True,
+                     help="Seconds all repair attempts may take together."),
         click.option("--debug-on-failure", is_flag=True,
                      help="On a parity failure, run `fwconv debug` on the source and the failed artifact and write "
                           "OUTPUT.debug.json/.html (first diverging op, named on both sides)."),
@@ -267,7 +272,8 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
         layout=kw["layout"], allow_flex=kw["allow_flex"], exporter=kw["exporter"], trust_pickle=kw["trust_pickle"],
         force=kw["force"], validate=not kw["no_validate"], keep_failed=kw["keep_failed"],
         inputs_file=kw["inputs_file"], input_ranges=kw["input_ranges"], int8_io=kw["int8_io"],
-        calibration=kw["calibration"], via=kw["via"], outputs=kw["outputs"], debug_on_failure=kw["debug_on_failure"])
+        calibration=kw["calibration"], via=kw["via"], outputs=kw["outputs"], debug_on_failure=kw["debug_on_failure"],
+        repair=not kw["no_repair"], repair_budget=kw["repair_budget"])
     settings = validate_settings(kw, precision=options.precision)
     fmt = detect_format(source)
     if families and family_of(fmt) not in families:
