@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -51,6 +51,10 @@ class Job:
     source_returns_dict: bool = False  # the source model's call returns a dict of named outputs
     repair: dict[str, Any] = dataclasses.field(default_factory=dict)  # a repair's overrides (convert/repair.py)
     stages: list[StageRecord] = dataclasses.field(default_factory=list)
+    # Set by the pipeline when validation is on: the validator's verdict on an intermediate
+    # candidate Artifact, as {"passed", "cosine", "snr_db", "failure", "p50_ms"}. Selective
+    # quantization (convert/quant_repair.py) searches with it; convert/ never imports validators.
+    check: Callable[[Artifact], dict] | None = None
 
     def opset(self, tool_max: int | None = None) -> int:
         """The opset an ONNX-producing edge should emit: the user's, within what this tool and

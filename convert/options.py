@@ -37,6 +37,8 @@ class ConvertOptions:
     debug_on_failure: bool = False  # a parity failure runs the layerwise debugger (ParityError.debug)
     repair: bool = True  # when no route passes parity, try the repairs in convert/repair.py
     repair_budget: float = 600.0  # seconds all repair attempts may take together
+    min_cosine: float | None = None  # selective quantization's target: the verdict's cosine floor
+    max_float_ops: int | None = None  # selective quantization's bound on ops kept in float (None: 16)
 
     def __post_init__(self) -> None:
         if self.fp16 and self.quantize not in (None, "fp16"):
@@ -54,8 +56,20 @@ class ConvertOptions:
                              hint="fwconv never calibrates on random data silently")
         if not (isinstance(self.repair_budget, (int, float)) and 0 < self.repair_budget < float("inf")):
             raise InputError(f"--repair-budget {self.repair_budget!r} must be a positive number of seconds")
+        self._check_quantization_targets()
         if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not 7 <= self.opset <= 23:
             raise InputError(f"--opset {self.opset!r} is not an ONNX opset fwconv can export (7..23)")
+
+    def _check_quantization_targets(self) -> None:
+        """--min-cosine in (0, 1]; --max-float-ops a count (0: full int8 only), with --quantize int8."""
+        c = self.min_cosine
+        if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c <= 1):
+            raise InputError(f"--min-cosine {c!r} must be a number in (0, 1]")
+        n = self.max_float_ops
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise InputError(f"--max-float-ops {n!r} must be a whole number >= 0")
+        if n is not None and self.quantize != "int8":
+            raise InputError("--max-float-ops goes with --quantize int8 (ops kept in float by selective quantization)")
 
     @classmethod
     def from_strings(cls, input_shapes=(), input_dtypes=(), **options) -> "ConvertOptions":

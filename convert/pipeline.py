@@ -36,6 +36,10 @@ class ConversionResult:
         m = self.manifest
         lines = [f"wrote {self.artifact} ({m.size_bytes / 1024:.1f} KiB) via {' -> '.join(m.route)}"]
         lines += [f"  {note}" for note in m.notes]
+        worst = (m.extra.get("quantization") or {}).get("per_layer", [])[:3]
+        if worst:
+            lines.append("  int8 error per op, worst first (rmse/scale): " + ", ".join(
+                f"{w['tensor']} ({w['op']}) {w.get('rmse_over_scale', float('nan')):.2f}" for w in worst))
         if m.ops:
             lines.append(f"  ops: {sum(m.ops['builtin'].values())} builtin ({len(m.ops['builtin'])} kinds), "
                          f"flex: {m.ops['flex'] or 'none'}, custom: {m.ops['custom'] or 'none'}")
@@ -220,6 +224,7 @@ def _run_route(route, k: int, artifact: Artifact, ctx: dict, final_out: str | No
               reference_outputs=ctx["ref_outputs"], torch_source=ctx["torch_source"],
               source_returns_dict=ctx["ref_runner"].returns_dict(), repair=repair or {})
     os.makedirs(job.workdir)
+    job.check = _candidate_check(ctx, job) if options.validate else None
     attempt = RouteTry(route_label(route), None, job, route=route)
     current = artifact
     for i, edge in enumerate(route):
@@ -419,14 +424,51 @@ def _validation_summary(report) -> dict | None:
             "latency_ratio": report.latency_ratio}
 
 
-def _validate(ref_runner, artifact: Artifact, sample: dict[str, np.ndarray], job: Job, settings, *, labels: tuple[str, str]):
-    from fwconv.validators.compare import ValidateSettings, compare_runners
+def _candidate_check(ctx: dict, job: Job):
+    """Job.check: the validator's verdict on an intermediate candidate (selective quantization's
+    search), with the final validation's reference, inputs and tolerances and a short latency run
+    (its p50 is the latency cost the manifest reports)."""
+    from fwconv.errors import FwconvError
+    from fwconv.validators.latency import LatencySettings
+
+    def check(artifact: Artifact) -> dict:
+        settings = _settings_for(ctx["settings"], job.options)
+        settings = dataclasses.replace(settings, latency=LatencySettings(warmup_runs=3, runs=20))
+        try:
+            report = _validate(ctx["ref_runner"], artifact, ctx["sample"], job, settings, labels=ctx["labels"],
+                               stage="quantize:check")
+        except FwconvError as exc:  # does not load or run (XNNPACK refuses a scale, a DIV by zero): failed
+            return {"passed": False, "cosine": None, "snr_db": None, "failure": exc.one_line(), "p50_ms": None}
+        worst = lambda key: min((o.metrics.get(key) for o in report.outputs if o.metrics.get(key) is not None), default=None)
+        cand = report.latency.get("candidate")
+        return {"passed": report.parity_passed, "cosine": worst("cosine"), "snr_db": worst("snr_db"),
+                "failure": "; ".join(report.failures()) or None, "p50_ms": round(cand.p50_ms, 4) if cand else None}
+    return check
+
+
+def _settings_for(settings, options: ConvertOptions):
+    """The validation settings of a conversion: the caller's, else the precision's defaults;
+    --min-cosine (the selective-quantization target) sets the cosine floor of both."""
+    from fwconv.validators.compare import ValidateSettings
     from fwconv.validators.metrics import Tolerance
+
+    settings = settings or ValidateSettings(tolerance=Tolerance(precision=options.precision))
+    target = getattr(options, "min_cosine", None)
+    if target is None:
+        return settings
+    per_output = {k: dataclasses.replace(t, min_cosine=target) for k, t in settings.per_output.items()}
+    return dataclasses.replace(settings, tolerance=dataclasses.replace(settings.tolerance, min_cosine=target),
+                               per_output=per_output)
+
+
+def _validate(ref_runner, artifact: Artifact, sample: dict[str, np.ndarray], job: Job, settings, *, labels: tuple[str, str],
+              stage: str = "validate"):
+    from fwconv.validators.compare import compare_runners
     from fwconv.validators.runners import make_runner
 
-    settings = settings or ValidateSettings(tolerance=Tolerance(precision=job.options.precision))
+    settings = _settings_for(settings, job.options)
     interface = artifact.interface
-    with job.stage("validate"):
+    with job.stage(stage):
         try:
             cand = make_runner(artifact.path, fmt=artifact.format, threads=settings.threads).activate()
         except ModelLoadError as exc:  # fwconv's own artifact: a converter failure, not the user's input

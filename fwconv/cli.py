@@ -176,6 +176,10 @@ def conversion_options(fn):
         click.option("--calibration", type=click.Path(), help="Calibration samples for --quantize int8 (.npz with a leading "
                      "sample axis, or a folder of .npz/.npy samples)."),
         click.option("--int8-io", is_flag=True, help="With --quantize int8: int8 input/output tensors too."),
+        click.option("--min-cosine", type=float, help="Cosine floor the artifact must reach (default: the precision's); "
+                     "with --quantize int8 the target of selective quantization."),
+        click.option("--max-float-ops", type=int, help="With --quantize int8: at most this many ops kept in float when "
+                     "full int8 fails (default 16; 0: full int8 only)."),
         click.option("--via", type=click.Choice(["auto", "onnx", "litert"]), default="auto", show_default=True,
                      help="PyTorch->TFLite route: ONNX+onnx2tf, litert-torch, or auto (try both, keep the fastest that passes)."),
         click.option("--layout", type=click.Choice(["source", "nhwc", "nchw"]), default="source", show_default=True,
@@ -273,7 +277,8 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
         force=kw["force"], validate=not kw["no_validate"], keep_failed=kw["keep_failed"],
         inputs_file=kw["inputs_file"], input_ranges=kw["input_ranges"], int8_io=kw["int8_io"],
         calibration=kw["calibration"], via=kw["via"], outputs=kw["outputs"], debug_on_failure=kw["debug_on_failure"],
-        repair=not kw["no_repair"], repair_budget=kw["repair_budget"])
+        repair=not kw["no_repair"], repair_budget=kw["repair_budget"], min_cosine=kw["min_cosine"],
+        max_float_ops=kw["max_float_ops"])
     settings = validate_settings(kw, precision=options.precision)
     fmt = detect_format(source)
     if families and family_of(fmt) not in families:

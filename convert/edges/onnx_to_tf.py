@@ -283,13 +283,17 @@ def onnx_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
     from fwconv.models.tflite import op_summary, read_io, set_io_order
 
     module, concrete, template = _build(artifact, job)
-    with job.stage("convert:tflite") as record, captured_output() as cap:
+
+    def make_converter():  # a converter converts once: selective quantization needs a fresh one
         converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
         ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if job.options.allow_flex:
             ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
         converter.target_spec.supported_ops = ops
-        quant_notes = _configure_quantization(converter, job, template)
+        return converter, _configure_quantization(converter, job, template)
+
+    with job.stage("convert:tflite") as record, captured_output() as cap:
+        converter, quant_notes = make_converter()
         try:
             flatbuffer = converter.convert()
         except Exception as exc:
@@ -301,6 +305,7 @@ def onnx_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
                 raise UnsupportedOpError(flex or ["(see --debug)"], stage="convert",
                                          hint="pass --allow-flex to keep them as Select-TF ops") from exc
             raise ConversionError("convert", f"TFLite converter failed: {first_line(exc)}") from exc
+    flatbuffer, quantization = _selective_quantization(lambda: make_converter()[0], flatbuffer, job, template)
     with open(out, "wb") as f:
         f.write(flatbuffer)
     # TF's converter may list the output tensors in another order than the function's: apps that
@@ -316,7 +321,25 @@ def onnx_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
     for spec in template.inputs + template.outputs:
         if spec.name in real:
             spec.dtype, spec.quantization = real[spec.name].dtype, real[spec.name].quantization
+    if quantization:
+        from fwconv.convert.quant_repair import notes
+
+        quant_notes += notes(quantization)
+        template.extra = {**template.extra, "quantization": quantization}
     return dataclasses.replace(template, path=out, format="tflite", ops=summary, notes=template.notes + quant_notes)
+
+
+def _selective_quantization(make_converter, flatbuffer: bytes, job: Job, template: Artifact):
+    """Full int8 judged by the validator; if it fails, the most int8-sensitive ops stay float
+    (convert/quant_repair.py). Returns (flatbuffer, record for the manifest or None)."""
+    from fwconv.convert import quant_repair
+
+    if not quant_repair.applies(job):
+        return flatbuffer, None
+    with job.stage("quantize:per-layer") as record, captured_output():
+        flatbuffer, quantization = quant_repair.fit(make_converter(), flatbuffer, job, template)
+        record.detail = f"{len(quantization['float_ops'])} float op(s), {len(quantization['attempts'])} attempt(s)"
+    return flatbuffer, quantization
 
 
 def _configure_quantization(converter, job: Job, template: Artifact) -> list[str]:
