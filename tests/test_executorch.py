@@ -113,6 +113,28 @@ def test_portable_backend_has_no_delegate(models_dir, feeds, convert_cached):
 
 
 @pytest.mark.slow
+def test_int8_is_quantized_for_xnnpack_and_close_to_torch(models_dir, feeds, convert_cached, tmp_path_factory):
+    """PT2E int8 on the user's calibration samples: the delegate takes the (de)quantize ops too."""
+    calib = tmp_path_factory.mktemp("pte_calib") / "cnn_calib.npz"
+    np.savez(calib, image=np.random.default_rng(42).standard_normal((32, 1, 3, 32, 32)).astype(np.float32))
+    feed, npz = feeds["cnn"]
+    source = _source("cnn", models_dir)
+    fp32 = convert_cached(source, "pte", inputs_file=npz)
+    q = convert_cached(source, "pte", inputs_file=npz, quantize="int8", calibration=str(calib))
+    assert q.validation.parity_passed and q.validation.outputs[0].tolerance["precision"] == "int8"
+    (ref,), (out,) = run_torch(source, feed), run_pte(q.artifact, feed)
+    assert 0 < scaled_error(ref, out) <= 0.05  # really quantized, and still close
+    manifest = _manifest(q)
+    assert manifest["extra"]["precision"] == "int8"
+    assert manifest["ops"]["delegated"].get("quantized_decomposed_quantize_per_tensor_default", 0) > 0
+    assert not manifest["ops"]["portable"]
+    assert manifest["size_bytes"] < _manifest(fp32)["size_bytes"]
+    r = invoke("torch2pte", source, "--quantize", "int8", "--calibration", calib, "--backend", "portable",
+               "-o", tmp_path_factory.mktemp("pte_q") / "x.pte")
+    assert r.exit_code == 2 and "XNNPACK" in r.output
+
+
+@pytest.mark.slow
 def test_auto_backend_tries_both_and_keeps_one(models_dir, feeds, convert_cached):
     feed, npz = feeds["mlp"]
     result = convert_cached(_source("mlp", models_dir), "pte", inputs_file=npz, backend="auto")
