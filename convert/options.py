@@ -11,7 +11,7 @@ from fwconv.specs import TensorSpec, specs_from_options
 
 CHOICES = {"quantize": (None, "fp16", "dynamic", "int8"), "via": ("auto", "onnx", "litert"),
            "layout": ("source", "nhwc", "nchw"), "exporter": ("auto", "dynamo", "torchscript"),
-           "outputs": ("auto", "tuple", "dict")}
+           "outputs": ("auto", "tuple", "dict"), "backend": (None, "xnnpack", "portable", "auto")}
 PRECISION_OF_QUANTIZE = {None: "fp32", "fp16": "fp16", "dynamic": "int8", "int8": "int8"}
 
 
@@ -37,6 +37,7 @@ class ConvertOptions:
     debug_on_failure: bool = False  # a parity failure runs the layerwise debugger (ParityError.debug)
     repair: bool = True  # when no route passes parity, try the repairs in convert/repair.py
     repair_budget: float = 600.0  # seconds all repair attempts may take together
+    backend: str | None = None  # -> pte: xnnpack (the default) | portable | auto (both, keep the fastest that passes)
 
     def __post_init__(self) -> None:
         if self.fp16 and self.quantize not in (None, "fp16"):

@@ -36,9 +36,13 @@ class ConversionResult:
         m = self.manifest
         lines = [f"wrote {self.artifact} ({m.size_bytes / 1024:.1f} KiB) via {' -> '.join(m.route)}"]
         lines += [f"  {note}" for note in m.notes]
-        if m.ops:
+        if m.ops and "builtin" in m.ops:
             lines.append(f"  ops: {sum(m.ops['builtin'].values())} builtin ({len(m.ops['builtin'])} kinds), "
                          f"flex: {m.ops['flex'] or 'none'}, custom: {m.ops['custom'] or 'none'}")
+        elif m.ops and "kernels" in m.ops:  # an ExecuTorch program: delegated vs kernel ops
+            from fwconv.models.executorch import delegation_line
+
+            lines.append(f"  ops: {delegation_line(m.ops)}")
         if m.extra.get("routes"):
             lines.append(f"  routes tried (kept: {m.extra['chosen_route']}):")
             for r in m.extra["routes"]:
@@ -331,6 +335,8 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
     from fwconv.convert.planner import applicable_routes, plan_routes
 
     options = options or ConvertOptions()
+    if options.backend and target != "pte":
+        raise InputError(f"--backend {options.backend} applies to ExecuTorch (--to pte), not to {target}")
     fmt = detect_format(source)
     routes = applicable_routes(plan_routes(family_of(fmt), target, via=options.via), fmt, options)
     output = resolve_output(output, source, target)

@@ -166,7 +166,7 @@ def validation_options(fn):
 
 def conversion_options(fn):
     for opt in reversed([
-        click.option("-o", "--output", type=click.Path(), help="Output file (.onnx/.tflite) or directory (SavedModel)."),
+        click.option("-o", "--output", type=click.Path(), help="Output file (.onnx/.tflite/.pte/.pt) or directory (SavedModel)."),
         click.option("--opset", default=18, show_default=True, help="ONNX opset for the export."),
         click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto",
                      show_default=True, help="PyTorch->ONNX exporter (auto tries dynamo, then TorchScript)."),
@@ -178,6 +178,9 @@ def conversion_options(fn):
         click.option("--int8-io", is_flag=True, help="With --quantize int8: int8 input/output tensors too."),
         click.option("--via", type=click.Choice(["auto", "onnx", "litert"]), default="auto", show_default=True,
                      help="PyTorch->TFLite route: ONNX+onnx2tf, litert-torch, or auto (try both, keep the fastest that passes)."),
+        click.option("--backend", type=click.Choice(["xnnpack", "portable", "auto"]),
+                     help="ExecuTorch (.pte) backend: the XNNPACK delegate (default), portable kernels only, or auto "
+                          "(convert both, keep the fastest that passes)."),
         click.option("--layout", type=click.Choice(["source", "nhwc", "nchw"]), default="source", show_default=True,
                      help="I/O layout of the artifact: the source's (NCHW stays NCHW, NHWC stays NHWC), "
                           "channel-last (PyTorch/ONNX -> TFLite/SavedModel) or channel-first (TF -> ONNX/PyTorch)."),
@@ -273,7 +276,7 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
         force=kw["force"], validate=not kw["no_validate"], keep_failed=kw["keep_failed"],
         inputs_file=kw["inputs_file"], input_ranges=kw["input_ranges"], int8_io=kw["int8_io"],
         calibration=kw["calibration"], via=kw["via"], outputs=kw["outputs"], debug_on_failure=kw["debug_on_failure"],
-        repair=not kw["no_repair"], repair_budget=kw["repair_budget"])
+        repair=not kw["no_repair"], repair_budget=kw["repair_budget"], backend=kw["backend"])
     settings = validate_settings(kw, precision=options.precision)
     fmt = detect_format(source)
     if families and family_of(fmt) not in families:
@@ -328,6 +331,8 @@ def _conversion_command(name: str, target: str, families: tuple[str, ...] | None
 TORCH = ("torch",)
 _conversion_command("torch2onnx", "onnx", TORCH, "PyTorch (.pt, .pt2, file.py:factory) -> ONNX, validated.")
 _conversion_command("torch2tflite", "tflite", TORCH, "PyTorch -> builtin-ops .tflite (via ONNX and onnx2tf), validated.")
+_conversion_command("torch2pte", "pte", TORCH, "PyTorch (.pt2, file.py:factory) -> ExecuTorch .pte (XNNPACK "
+                    "delegate or portable kernels), validated in the ExecuTorch runtime.")
 _conversion_command("torch2savedmodel", "savedmodel", TORCH, "PyTorch -> TensorFlow SavedModel (via ONNX), validated.")
 _conversion_command("onnx2tflite", "tflite", ("onnx",), "ONNX -> builtin-ops .tflite (onnx2tf), validated.")
 _conversion_command("onnx2savedmodel", "savedmodel", ("onnx",), "ONNX -> TensorFlow SavedModel (onnx2tf), validated.")
@@ -342,7 +347,7 @@ _conversion_command("onnx2torch", "torch", ("onnx",), "ONNX -> TorchScript .pt (
 
 @main.command("convert")
 @click.argument("source")
-@click.option("--to", "target", required=True, metavar="FORMAT", help="onnx | tflite | savedmodel | torch")
+@click.option("--to", "target", required=True, metavar="FORMAT", help="onnx | tflite | savedmodel | torch | pte")
 @conversion_options
 @handle_errors
 def convert_command(source, target, **kw):
@@ -544,7 +549,7 @@ _golden_command("update", True, "Refresh goldens deliberately (after a reviewed 
 @click.option("--trust-pickle", is_flag=True, help="Allow loading pickled Python objects (runs code from the file).")
 @handle_errors
 def inspect_command(model, as_json, trust_pickle):
-    """Describe MODEL (.tflite, .onnx, SavedModel, .pt, .pt2): I/O names, shapes, dtypes, layouts,
+    """Describe MODEL (.tflite, .onnx, SavedModel, .pt, .pt2, .pte): I/O names, shapes, dtypes, layouts,
     quantization, signatures, ops, size and sha256."""
     import json
 

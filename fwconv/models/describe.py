@@ -35,6 +35,18 @@ def _onnx(path: str) -> dict[str, Any]:
             "ops": {"total": sum(ops.values()), "by_type": dict(sorted(ops.items()))}}
 
 
+def _pte(path: str) -> dict[str, Any]:
+    """Methods, forward's I/O (the source's names when fwconv wrote it), delegate calls by backend
+    and the kernels the runtime must provide (operators outside any delegate)."""
+    from fwconv.models.executorch import program_contents, read_io
+
+    io = read_io(path)
+    contents = program_contents(path)
+    return {"methods": io["methods"], "inputs": io["inputs"], "outputs": io["outputs"],
+            "ops": contents.get("forward", {}), "method_ops": contents,
+            **({} if io["named_by"] == "fwconv" else {"note": "a .pte has no tensor names: inputs/outputs by position"})}
+
+
 def _savedmodel(path: str) -> dict[str, Any]:
     from fwconv.models.savedmodel import read_signatures
 
@@ -66,7 +78,7 @@ def _keras(path: str, trust_pickle: bool) -> dict[str, Any]:
 
 def describe(path: str, *, trust_pickle: bool = False) -> dict[str, Any]:
     fmt = detect_format(path)
-    reader = {"tflite": _tflite, "onnx": _onnx, "savedmodel": _savedmodel,
+    reader = {"tflite": _tflite, "onnx": _onnx, "savedmodel": _savedmodel, "pte": _pte,
               "keras": lambda p: _keras(p, trust_pickle)}.get(fmt)
     info = reader(path) if reader else (_torch(path, trust_pickle) if fmt in TORCH_FORMATS else {})
     manifest = read_manifest(path) if fmt != "factory" else None
@@ -82,6 +94,8 @@ def describe(path: str, *, trust_pickle: bool = False) -> dict[str, Any]:
             info["note"] = "input shapes from the fwconv manifest (TorchScript does not record them)"
         if fmt in ("torchscript", "exported") and not info.get("outputs"):
             info["outputs"] = list(manifest.outputs)
+        if fmt == "pte" and "delegated" in (manifest.ops or {}):  # recorded at conversion: per edge operator
+            info["ops"] = {**manifest.ops, **info.get("ops", {})}
     out = {"path": path, "format": fmt}
     if fmt != "factory":
         out.update({"size_bytes": size_of(path), "sha256": sha256_of(path)})
@@ -97,6 +111,8 @@ def to_text(info: dict[str, Any]) -> str:
     lines = [f"{info['path']}: {info['format']}" + (f", {info['size_bytes'] / 1024:.1f} KiB" if "size_bytes" in info else "")]
     if info.get("sha256"):
         lines.append(f"  sha256: {info['sha256']}")
+    if info.get("methods"):
+        lines.append(f"  methods: {', '.join(info['methods'])}")
     if info.get("signatures"):
         lines.append(f"  signatures: {', '.join(info['signatures'])}")
     for side in ("inputs", "outputs"):
@@ -110,6 +126,10 @@ def to_text(info: dict[str, Any]) -> str:
         lines.append(f"  flex: {', '.join(ops['flex']) or 'none'}; custom: {', '.join(ops['custom']) or 'none'}")
         if ops.get("tensor_types"):
             lines.append(f"  tensor types: {', '.join(f'{k}×{v}' for k, v in ops['tensor_types'].items())}")
+    elif ops and "kernels" in ops:
+        from fwconv.models.executorch import delegation_line
+
+        lines.append(f"  ops: {delegation_line(ops)}")
     elif ops:
         lines.append(f"  ops: {ops['total']} ({', '.join(f'{k}×{v}' for k, v in ops['by_type'].items())})")
     if info.get("opset"):
