@@ -18,6 +18,12 @@ def needs_torch_source(fmt: str, options) -> str | None:
     return None if fmt in TORCH_FORMATS else "needs a PyTorch source (it exports the loaded module)"
 
 
+def static_shapes_only(why: str):
+    """For edges whose tool freezes every dim: with --dynamic they step aside, saying why (the
+    validator would otherwise catch the frozen artifact at the other sizes)."""
+    return lambda fmt, options: f"keeps shapes static: {why}" if options.dynamic else None
+
+
 EDGE_MODULES = ("torch_to_onnx", "onnx_to_tf", "torch_to_tflite", "tf_to_onnx", "onnx_to_torch")
 
 

@@ -77,9 +77,10 @@ def run_onnx2tf(onnx_path: str, job: Job, exporter: str | None = None):
     model = load_onnx(onnx_path)
     inputs, outputs = io_specs(model)
     for spec in inputs:
-        if not spec.is_static:
-            raise InputError(f"ONNX input '{spec.name}' has a dynamic shape {spec.shape}; TFLite needs static shapes",
-                             hint="export the ONNX model with fixed shapes")
+        fixed_unknown = [i for i, d in enumerate(spec.shape) if d is None and i not in job.dynamic.get(spec.name, {})]
+        if fixed_unknown:
+            raise InputError(f"ONNX input '{spec.name}' has dynamic dims {fixed_unknown} fwconv was not told about",
+                             hint=f"keep them with --dynamic {spec.name}:{fixed_unknown[0]}, or export fixed shapes")
     work = os.path.join(job.workdir, "onnx2tf")
     os.makedirs(work, exist_ok=True)
     copy = os.path.join(work, "model.onnx")
