@@ -109,8 +109,9 @@ def run_onnx2tf(onnx_path: str, job: Job, exporter: str | None = None):
             raise ConversionError("convert", f"onnx2tf stopped (exit {exc.code}): {tail(cap.text, 2) or 'no message'}",
                                   hint="run with --debug for its full log") from None
         except Exception as exc:
-            raise ConversionError("convert", f"onnx2tf failed: {first_line(exc)}",
-                                  hint="run with --debug for its full log") from exc
+            hint = ("onnx2tf could not keep the --dynamic dims variable here: convert at a fixed size, or to ONNX"
+                    if job.dynamic else "run with --debug for its full log")
+            raise ConversionError("convert", f"onnx2tf failed: {first_line(exc)}", hint=hint) from exc
     return keras_model, inputs, outputs, feed
 
 
