@@ -39,6 +39,8 @@ class ConvertOptions:
     repair_budget: float = 600.0  # seconds all repair attempts may take together
     backend: str | None = None  # -> pte: xnnpack (the default) | portable | auto (both, keep the fastest that passes)
 
+    dynamic: tuple = ()  # fwconv.dynamic.DynamicDim: dims that stay variable (`--dynamic`)
+
     def __post_init__(self) -> None:
         if self.fp16 and self.quantize not in (None, "fp16"):
             raise InputError(f"--fp16 and --quantize {self.quantize} contradict each other")
@@ -59,9 +61,13 @@ class ConvertOptions:
             raise InputError(f"--opset {self.opset!r} is not an ONNX opset fwconv can export (7..23)")
 
     @classmethod
-    def from_strings(cls, input_shapes=(), input_dtypes=(), **options) -> "ConvertOptions":
-        """From the user's words: `--input-shape [NAME:]D0,D1` and `--input-dtype [NAME:]DTYPE`."""
-        return cls(input_specs=specs_from_options(tuple(input_shapes), tuple(input_dtypes)), **options)
+    def from_strings(cls, input_shapes=(), input_dtypes=(), dynamic=(), **options) -> "ConvertOptions":
+        """From the user's words: `--input-shape [NAME:]D0,D1`, `--input-dtype [NAME:]DTYPE` and
+        `--dynamic batch|NAME:DIM[=LABEL][:MIN..MAX]`."""
+        from fwconv.dynamic import parse_dynamic
+
+        return cls(input_specs=specs_from_options(tuple(input_shapes), tuple(input_dtypes)),
+                   dynamic=parse_dynamic(dynamic), **options)
 
     @property
     def precision(self) -> str:

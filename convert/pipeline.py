@@ -222,7 +222,7 @@ def _run_route(route, k: int, artifact: Artifact, ctx: dict, final_out: str | No
     options = ctx["options"]
     job = Job(options=options, workdir=os.path.join(ctx["workdir"], f"route{k}{tag}"), sample=ctx["sample"],
               reference_outputs=ctx["ref_outputs"], torch_source=ctx["torch_source"],
-              source_returns_dict=ctx["ref_runner"].returns_dict(), repair=repair or {})
+              source_returns_dict=ctx["ref_runner"].returns_dict(), repair=repair or {}, dynamic=ctx["dynamic"])
     os.makedirs(job.workdir)
     attempt = RouteTry(route_label(route), None, job, route=route)
     current = artifact
@@ -346,8 +346,9 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
     t0 = time.perf_counter()
     with staged_outputs(finals, force=options.force, protected=protected) as temps, scratch_dir() as workdir:
         artifact, ref_runner, torch_source, sample, ref_outputs = prepare_source(source, options)
+        dynamic = _dynamic_dims(options, artifact, torch_source, sample)
         ctx = dict(options=options, workdir=workdir, sample=sample, ref_outputs=ref_outputs, torch_source=torch_source,
-                   ref_runner=ref_runner, settings=validate_settings, labels=(source, output))
+                   ref_runner=ref_runner, settings=validate_settings, labels=(source, output), dynamic=dynamic)
         try:
             tries, chosen = _try_routes(routes, artifact, ctx, temps[output])
         finally:
@@ -366,7 +367,8 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
             stages=[dataclasses.asdict(s) for s in job.stages] + [{"stage": "total", "status": "ok",
                                                                     "seconds": round(time.perf_counter() - t0, 3)}],
             notes=current.notes,
-            extra={**current.extra, **({"interface": current.interface.to_dict()} if current.interface else {})},
+            extra={**current.extra, **({"interface": current.interface.to_dict()} if current.interface else {}),
+                   **({"dynamic": [d.to_dict() for per in dynamic.values() for d in per.values()]} if dynamic else {})},
             validation=_validation_summary(report),
         )
         manifest.write(manifest_path(current.path) if is_dir_target else temps[manifest_path(output)])
@@ -422,7 +424,31 @@ def _validation_summary(report) -> dict | None:
             "outputs": {o.name: {"passed": o.passed, "max_abs_err": o.metrics.get("max_abs_err"),
                                  "scaled_max_err": o.metrics.get("scaled_max_err"), "cosine": o.metrics.get("cosine")}
                         for o in report.outputs},
-            "latency_ratio": report.latency_ratio}
+            "latency_ratio": report.latency_ratio,
+            **({"shapes": report.shapes} if report.shapes else {})}
+
+
+def _dynamic_dims(options: ConvertOptions, artifact: Artifact, torch_source, sample) -> dict:
+    """{input: {dim: DynamicDim}}: the user's --dynamic, and the dims the source already keeps
+    variable (a .pt2's torch.export.Dims, an ONNX model's symbolic dims). A dim the user asks
+    for that a .pt2 fixed is an error: its graph was specialised to the example's size."""
+    from fwconv import dynamic as dyn
+
+    own: tuple = ()
+    if torch_source is not None and torch_source.kind == "exported":
+        own = dyn.of_exported_program(torch_source.model, list(sample))
+        fixed = [d for d in options.dynamic if not any(o.dim == d.dim and d.input in (None, o.input) for o in own)]
+        if fixed:
+            raise InputError(f"{artifact.path} was exported with static shapes (dim {fixed[0].dim} of its inputs is "
+                             "fixed), so --dynamic cannot make it variable",
+                             hint="export it with torch.export.Dim (dynamic_shapes=...) at a size above 1, or give a factory")
+    elif artifact.format == "onnx":
+        from fwconv.models.onnx import input_dim_params, io_specs, load_onnx
+
+        model = load_onnx(artifact.path, check=False)
+        own = dyn.of_onnx_inputs(io_specs(model)[0], input_dim_params(model))
+    shapes = {n: list(a.shape) for n, a in sample.items()}
+    return dyn.per_input(tuple(own) + tuple(options.dynamic), shapes)
 
 
 def _validate(ref_runner, artifact: Artifact, sample: dict[str, np.ndarray], job: Job, settings, *, labels: tuple[str, str]):
@@ -431,6 +457,8 @@ def _validate(ref_runner, artifact: Artifact, sample: dict[str, np.ndarray], job
     from fwconv.validators.runners import make_runner
 
     settings = settings or ValidateSettings(tolerance=Tolerance(precision=job.options.precision))
+    if job.dynamic:  # the artifact must hold at other sizes of the dims it keeps variable
+        settings = dataclasses.replace(settings, dynamic=tuple({d for per in job.dynamic.values() for d in per.values()}))
     interface = artifact.interface
     with job.stage("validate"):
         try:

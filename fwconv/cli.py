@@ -128,6 +128,9 @@ def input_options(fn):
                      help="Input dtype (default float32), e.g. input_ids:int64."),
         click.option("--input-range", "input_ranges", multiple=True, metavar="[NAME:]LOW,HIGH",
                      help="Value range for synthetic inputs (integers: HIGH exclusive)."),
+        click.option("--dynamic", "dynamic", multiple=True, metavar="batch|NAME:DIM[=LABEL][:MIN..MAX]",
+                     help="A dim that stays variable (repeatable; a shared LABEL ties dims): conversions keep it "
+                          "dynamic where the route can, and parity is checked at several sizes."),
     ]):
         fn = opt(fn)
     return fn
@@ -209,6 +212,7 @@ def conversion_options(fn):
 
 def validate_settings(kw, *, device="cpu", precision=None):
     """The validation settings the options in `kw` describe (checked in fwconv.validators.settings)."""
+    from fwconv.dynamic import parse_dynamic
     from fwconv.validators.latency import LatencySettings
     from fwconv.validators.settings import build_settings
 
@@ -217,7 +221,8 @@ def validate_settings(kw, *, device="cpu", precision=None):
     return build_settings(precision=kw["precision"] or precision or "fp32", atol=kw["atol"], rtol=kw["rtol"],
                           per_output=kw["per_output"], samples=kw["samples"], seed=kw["seed"],
                           input_ranges=kw["input_ranges"], maps=kw["maps"], threads=kw["threads"], device=device,
-                          latency=latency, max_latency_ratio=kw["max_latency_ratio"])
+                          latency=latency, max_latency_ratio=kw["max_latency_ratio"],
+                          dynamic=parse_dynamic(kw.get("dynamic", ())))
 
 
 def _report_paths(kw) -> list[str]:
@@ -276,7 +281,8 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
         force=kw["force"], validate=not kw["no_validate"], keep_failed=kw["keep_failed"],
         inputs_file=kw["inputs_file"], input_ranges=kw["input_ranges"], int8_io=kw["int8_io"],
         calibration=kw["calibration"], via=kw["via"], outputs=kw["outputs"], debug_on_failure=kw["debug_on_failure"],
-        repair=not kw["no_repair"], repair_budget=kw["repair_budget"], backend=kw["backend"])
+        repair=not kw["no_repair"], repair_budget=kw["repair_budget"], backend=kw["backend"],
+        dynamic=kw["dynamic"])
     settings = validate_settings(kw, precision=options.precision)
     fmt = detect_format(source)
     if families and family_of(fmt) not in families:

@@ -325,3 +325,21 @@ def test_views_and_pairing_units():
     pairs = pair_intermediates([conv, relu, out], [fused, wrong], agrees=lambda p: p.error < 1e-4, loose=1e-2,
                                outputs={2: 1})
     assert [(p.ref, p.how) for p in pairs] == [(1, "values"), (2, "output binding")]
+
+
+@pytest.mark.slow
+def test_real_debug_report_renders_in_headless_chromium(faulty_factory, tmp_path):
+    """The HTML of a real debugger run (PyTorch vs a faulty LiteRT artifact), drawn by Chromium:
+    every plot rendered, and the page names the module owning the planted weight."""
+    from test_html_report import rendered_plots
+
+    out = tmp_path / "faulty.tflite"
+    assert invoke("torch2tflite", faulty_factory, *CNN_SHAPE, "--via", "litert", "-o", out, "--no-latency").exit_code == 0
+    page = tmp_path / "debug.html"
+    result = invoke("debug", CNN, out, *CNN_SHAPE, "--html", page, "--runs", "5")
+    assert result.exit_code == 3, result.output
+    html = page.read_text()
+    assert "features.4" in html and "CONV_2D" in html
+    drawn = rendered_plots(page, tmp_path)
+    assert set(drawn) == {"fw-error-curve", "fw-tensors", "fw-histograms", "fw-latency"}, drawn
+    assert all(n >= 2 for n in drawn.values()), drawn

@@ -19,8 +19,9 @@ TOP = 15
 def _summary(report: dict) -> str:
     tol = report.get("tolerance") or {}
     unpaired = report.get("unpaired") or {}
-    return (f"<div class=\"muted\">mode {escape(str(report.get('mode', '?')))}; tolerance atol "
-            f"{escape(str(tol.get('atol')))}, rtol {escape(str(tol.get('rtol')))}; "
+    rule = (f"{escape(str(tol.get('precision', '?')))} default (scaled max err {tol['scaled_max_err']:.3g})"
+            if tol.get("scaled_max_err") else f"atol {escape(str(tol.get('atol')))}, rtol {escape(str(tol.get('rtol')))}")
+    return (f"<div class=\"muted\">mode {escape(str(report.get('mode', '?')))}; tolerance {rule}; "
             f"{len(report.get('pairs') or [])} paired tensor(s), unpaired: reference "
             f"{escape(str(unpaired.get('reference', 0)))}, candidate {escape(str(unpaired.get('candidate', 0)))}</div>")
 

@@ -80,7 +80,7 @@ def error_curve(pairs: list[dict], tolerance: dict, first: dict | None) -> str |
                                  line={"color": GREEN, "dash": "dash"}), row=1, col=1)
     fig.add_trace(go.Scatter(x=x, y=[p.get("cosine") for p in pairs], mode="lines+markers", name="cosine",
                              line={"color": GREY}, hovertext=hover, hoverinfo="text"), row=2, col=1)
-    atol = (tolerance or {}).get("atol")
+    atol = (tolerance or {}).get("scaled_max_err")  # the default rule on this scaled axis (None: absolute --atol)
     if isinstance(atol, (int, float)) and atol > 0:  # a trace, not add_hline: its label misplaces on log axes
         fig.add_trace(go.Scatter(x=[min(x), max(x)], y=[atol, atol], mode="lines", name=f"tolerance {atol:.3g}",
                                  line={"color": "black", "dash": "dash", "width": 1}, hoverinfo="name"), row=1, col=1)

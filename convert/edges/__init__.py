@@ -51,6 +51,12 @@ def named_module(module, input_names: list[str], output_names: list[str]):
 EDGE_MODULES = ("torch_to_onnx", "onnx_to_tf", "torch_to_tflite", "tf_to_onnx", "onnx_to_torch", "torch_to_pte")
 
 
+def static_shapes_only(why: str):
+    """For edges whose tool freezes every dim: with --dynamic they step aside, saying why (the
+    validator would otherwise catch the frozen artifact at the other sizes)."""
+    return lambda fmt, options: f"keeps shapes static: {why}" if options.dynamic else None
+
+
 @dataclasses.dataclass(frozen=True)
 class Edge:
     src: str  # format family: torch | onnx | tflite | savedmodel | keras

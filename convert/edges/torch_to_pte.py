@@ -45,6 +45,8 @@ def _rejects_for(backend: str):
             return "--int8-io: an ExecuTorch int8 program keeps float inputs and outputs"
         if options.layout != "source":
             return f"--layout {options.layout}: a .pte keeps the source's layout"
+        if options.dynamic:
+            return "--dynamic: bounded dynamic shapes for .pte are not done yet (the program is exported static)"
         return None
     return rejects
 

@@ -26,6 +26,8 @@ def rejects(fmt: str, options) -> str | None:
         return f"--quantize {options.quantize} is done on the ONNX route"
     if options.layout != "source":
         return "--layout nhwc is done on the ONNX route"
+    if options.dynamic:
+        return "litert-torch lowers through JAX, which needs concrete shapes (--dynamic is done on the ONNX route)"
     return None
 
 

@@ -33,7 +33,7 @@ from fwconv.errors import InputError
 TARGETS = ("onnx", "tflite", "savedmodel", "pte")
 TOLERANCE_KEYS = {"atol", "rtol", "tolerance", "samples", "max_latency_ratio", "precision"}
 CONVERT_KEYS = {"via", "quantize", "calibration", "int8_io", "layout", "opset", "exporter", "allow_flex",
-                "debug_on_failure", "repair", "repair_budget", "backend"}
+                "debug_on_failure", "repair", "repair_budget", "backend", "dynamic"}
 MODEL_KEYS = {"name", "source", "inputs", "input_shape", "input_dtype", "targets", "golden", "target", "timeout"} \
     | TOLERANCE_KEYS | CONVERT_KEYS
 GATE_KEYS = {"output_dir", "golden_dir", "timeout"} | TOLERANCE_KEYS | CONVERT_KEYS
@@ -44,7 +44,7 @@ KEY_TYPES: dict[str, type | tuple[type, ...]] = {
     "targets": list, "golden": str, "target": dict, "timeout": _NUMBER, "atol": _NUMBER, "rtol": _NUMBER,
     "tolerance": dict, "samples": int, "max_latency_ratio": _NUMBER, "precision": str, "via": str, "quantize": str,
     "calibration": str, "int8_io": bool, "layout": str, "opset": int, "exporter": str, "allow_flex": bool, "backend": str,
-    "output_dir": str, "golden_dir": str, "debug_on_failure": bool, "repair": bool,
+    "output_dir": str, "golden_dir": str, "debug_on_failure": bool, "repair": bool, "dynamic": list,
     "repair_budget": _NUMBER,
 }
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -221,7 +221,7 @@ def convert_options(settings: dict[str, Any]):
         exporter=settings.get("exporter", "auto"), allow_flex=settings.get("allow_flex", False), force=True,
         keep_failed=True, inputs_file=settings.get("inputs"), debug_on_failure=settings.get("debug_on_failure", False),
         repair=settings.get("repair", True), repair_budget=settings.get("repair_budget", 600.0),
-        backend=settings.get("backend"))
+        backend=settings.get("backend"), dynamic=settings.get("dynamic", ()))
 
 
 def gate_settings(settings: dict[str, Any], precision: str):

@@ -13,12 +13,13 @@ from fwconv.specs import TensorSpec, normalize_dtype
 
 
 def _tflite(path: str) -> dict[str, Any]:
-    from fwconv.models.tflite import op_summary, read_io
+    from fwconv.models.tflite import dynamic_dims, op_summary, read_io
 
     info: dict[str, Any] = {"ops": op_summary(path)}
     try:
         io = read_io(path)
         info.update({k: io[k] for k in ("signatures", "inputs", "outputs")})
+        info["dynamic"] = {name: [f"dim {i}" for i in dims] for name, dims in dynamic_dims(path).items()}
     except Exception as exc:  # e.g. Flex ops: the op list still tells what is inside
         info["load_error"] = str(exc).splitlines()[0]
     return info
@@ -29,10 +30,13 @@ def _onnx(path: str) -> dict[str, Any]:
 
     model = load_onnx(path, check=False)
     inputs, outputs = io_specs(model)
+    symbolic = {v.name: [f"dim {i} ({d.dim_param or '?'})" for i, d in enumerate(v.type.tensor_type.shape.dim)
+                         if not d.HasField("dim_value")] for v in list(model.graph.input) + list(model.graph.output)}
     ops = Counter(n.op_type for n in model.graph.node)
     return {"inputs": inputs, "outputs": outputs, "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
             "producer": f"{model.producer_name} {model.producer_version}".strip(),
-            "ops": {"total": sum(ops.values()), "by_type": dict(sorted(ops.items()))}}
+            "ops": {"total": sum(ops.values()), "by_type": dict(sorted(ops.items()))},
+            "dynamic": {name: dims for name, dims in symbolic.items() if dims}}
 
 
 def _pte(path: str) -> dict[str, Any]:
@@ -120,6 +124,8 @@ def to_text(info: dict[str, Any]) -> str:
             quant = t.get("quantization")
             q = f"  scale={quant['scale']:.6g} zero_point={quant['zero_point']}" if quant else ""
             lines.append(f"  {side[:-1]:6} {t['name']}: {t['dtype']}{t['shape']}" + (f" {t['layout']}" if t.get("layout") else "") + q)
+    if info.get("dynamic"):
+        lines.append("  dynamic: " + "; ".join(f"{name} {', '.join(dims)}" for name, dims in info["dynamic"].items()))
     ops = info.get("ops")
     if ops and "builtin" in ops:
         lines.append(f"  ops: {ops['total']} ({', '.join(f'{k}×{v}' for k, v in ops['builtin'].items())})")

@@ -52,10 +52,8 @@ def debug(reference, candidate, *, settings: DebugSettings | None = None, ref_sp
             validation = compare_runners(ref_runner, cand_runner, settings=vs, ref_specs=ref_specs,
                                          user_inputs=user_inputs, candidate_interface=candidate_interface, labels=labels)
         feed, cand_feed = _feeds(ref_runner, cand_runner, vs, ref_specs, user_inputs, candidate_interface)
-        with progress.step(f"debug: intermediates of the reference ({ref_runner.name})"):
-            ref_nodes = ref_runner.intermediates(feed)
-        with progress.step(f"debug: intermediates of the candidate ({cand_runner.name})"):
-            cand_nodes = cand_runner.intermediates(cand_feed)
+        ref_nodes = _capture(ref_runner, feed, "reference", validation.notes)
+        cand_nodes = _capture(cand_runner, cand_feed, "candidate", validation.notes)
         outputs = _output_pairs(ref_runner.infer(feed), cand_runner.infer(cand_feed), validation, ref_nodes, cand_nodes)
         isolated = None
         if settings.isolate:
@@ -74,6 +72,19 @@ def _runner(model, settings: ValidateSettings, trust_pickle: bool, stack) -> Run
         return model.activate()
     runner = make_runner(model, device=settings.device, threads=settings.threads, trust_pickle=trust_pickle)
     return stack.enter_context(runner)
+
+
+def _capture(runner: Runner, feed, side: str, notes: list[str]) -> list[Intermediate]:
+    """The runner's intermediates; a runtime that cannot expose them (TorchScript) leaves the
+    outputs' verdict standing, with a note instead of a layerwise answer."""
+    from fwconv.errors import RunnerError
+
+    with progress.step(f"debug: intermediates of the {side} ({runner.name})"):
+        try:
+            return runner.intermediates(feed)
+        except RunnerError as exc:
+            notes.append(f"no layerwise comparison: the {side}: {exc.one_line()}")
+            return []
 
 
 def _label(model, runner: Runner) -> dict:
@@ -116,7 +127,8 @@ def _output_pairs(ref_out, cand_out, validation, ref_nodes, cand_nodes) -> dict[
 def _report(ref_nodes, cand_nodes, outputs, validation, settings: ValidateSettings, isolated) -> DebugReport:
     tol = settings.tolerance
     defaults = DEFAULT_TOLERANCES[tol.precision]
-    loose = ((defaults["atol_scaled"] or 0.05) + (defaults["rtol"] or 0.0)) * LOOSE_FACTOR
+    scaled = (defaults["atol_scaled"] or 0.05) + (defaults["rtol"] or 0.0)  # the default rule, as a scaled error
+    loose = scaled * LOOSE_FACTOR
     agrees = lambda p: _parity(p, ref_nodes, cand_nodes, tol).passed
     pairs = pair_intermediates(ref_nodes, cand_nodes, agrees=agrees, loose=loose, outputs=outputs)
     results = [_result(k, p, ref_nodes, cand_nodes, tol) for k, p in enumerate(pairs)]
@@ -137,7 +149,9 @@ def _report(ref_nodes, cand_nodes, outputs, validation, settings: ValidateSettin
     paired_ref, paired_cand = {p.ref for p in pairs}, {p.cand for p in pairs}
     return DebugReport(
         reference=validation.reference, candidate=validation.candidate,
-        tolerance={"precision": tol.precision, "atol": tol.atol, "rtol": tol.rtol, "identify_within": loose},
+        tolerance={"precision": tol.precision, "atol": tol.atol, "rtol": tol.rtol, "identify_within": loose,
+                   # where the default rule sits on the scaled-error axis (none when --atol/--rtol are absolute)
+                   "scaled_max_err": scaled if tol.atol is None and tol.rtol is None and defaults["atol_scaled"] else None},
         mode="isolated" if isolated and any(r.isolated for r in results) else "propagated", pairs=results,
         unpaired={"reference": len(ref_nodes) - len(paired_ref), "candidate": len(cand_nodes) - len(paired_cand)},
         first_divergence=divergence, validation=validation, notes=notes + validation.notes)

@@ -14,7 +14,7 @@ _COLOURS = ("#a5d6a7", "#fff59d", "#ef9a9a")
 def node_data(report: dict[str, Any]) -> dict[str, Any]:
     """GraphNodeData for the candidate: each paired op's scaled max error, keyed by its output
     tensor name (a tensor name LiteRT repeats keeps fwconv's '@index' suffix off)."""
-    tolerance = report["tolerance"]["identify_within"] / 100.0  # the default scaled tolerance
+    tolerance = report["tolerance"].get("scaled_max_err") or report["tolerance"]["identify_within"] / 100.0
     results = {}
     for pair in report["pairs"]:
         name = pair["candidate"]["tensor"].rsplit("@", 1)[0]
