@@ -50,6 +50,8 @@ class Job:
     max_opset: int | None = None  # set by the pipeline from later edges' limits (e.g. onnx2torch)
     source_returns_dict: bool = False  # the source model's call returns a dict of named outputs
     repair: dict[str, Any] = dataclasses.field(default_factory=dict)  # a repair's overrides (convert/repair.py)
+    # {input: {dim: fwconv.dynamic.DynamicDim}}: the dims that stay variable (--dynamic, or the source's own)
+    dynamic: dict[str, dict[int, Any]] = dataclasses.field(default_factory=dict)
     stages: list[StageRecord] = dataclasses.field(default_factory=list)
     # Set by the pipeline when validation is on: the validator's verdict on an intermediate
     # candidate Artifact, as {"passed", "cosine", "snr_db", "failure", "p50_ms"}. Selective

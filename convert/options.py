@@ -11,7 +11,7 @@ from fwconv.specs import TensorSpec, specs_from_options
 
 CHOICES = {"quantize": (None, "fp16", "dynamic", "int8"), "via": ("auto", "onnx", "litert"),
            "layout": ("source", "nhwc", "nchw"), "exporter": ("auto", "dynamo", "torchscript"),
-           "outputs": ("auto", "tuple", "dict")}
+           "outputs": ("auto", "tuple", "dict"), "backend": (None, "xnnpack", "portable", "auto")}
 PRECISION_OF_QUANTIZE = {None: "fp32", "fp16": "fp16", "dynamic": "int8", "int8": "int8"}
 
 
@@ -39,6 +39,9 @@ class ConvertOptions:
     repair_budget: float = 600.0  # seconds all repair attempts may take together
     min_cosine: float | None = None  # selective quantization's target: the verdict's cosine floor
     max_float_ops: int | None = None  # selective quantization's bound on ops kept in float (None: 16)
+    backend: str | None = None  # -> pte: xnnpack (the default) | portable | auto (both, keep the fastest that passes)
+
+    dynamic: tuple = ()  # fwconv.dynamic.DynamicDim: dims that stay variable (`--dynamic`)
 
     def __post_init__(self) -> None:
         if self.fp16 and self.quantize not in (None, "fp16"):
@@ -72,9 +75,13 @@ class ConvertOptions:
             raise InputError("--max-float-ops goes with --quantize int8 (ops kept in float by selective quantization)")
 
     @classmethod
-    def from_strings(cls, input_shapes=(), input_dtypes=(), **options) -> "ConvertOptions":
-        """From the user's words: `--input-shape [NAME:]D0,D1` and `--input-dtype [NAME:]DTYPE`."""
-        return cls(input_specs=specs_from_options(tuple(input_shapes), tuple(input_dtypes)), **options)
+    def from_strings(cls, input_shapes=(), input_dtypes=(), dynamic=(), **options) -> "ConvertOptions":
+        """From the user's words: `--input-shape [NAME:]D0,D1`, `--input-dtype [NAME:]DTYPE` and
+        `--dynamic batch|NAME:DIM[=LABEL][:MIN..MAX]`."""
+        from fwconv.dynamic import parse_dynamic
+
+        return cls(input_specs=specs_from_options(tuple(input_shapes), tuple(input_dtypes)),
+                   dynamic=parse_dynamic(dynamic), **options)
 
     @property
     def precision(self) -> str:

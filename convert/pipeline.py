@@ -40,9 +40,13 @@ class ConversionResult:
         if worst:
             lines.append("  int8 error per op, worst first (rmse/scale): " + ", ".join(
                 f"{w['tensor']} ({w['op']}) {w.get('rmse_over_scale', float('nan')):.2f}" for w in worst))
-        if m.ops:
+        if m.ops and "builtin" in m.ops:
             lines.append(f"  ops: {sum(m.ops['builtin'].values())} builtin ({len(m.ops['builtin'])} kinds), "
                          f"flex: {m.ops['flex'] or 'none'}, custom: {m.ops['custom'] or 'none'}")
+        elif m.ops and "kernels" in m.ops:  # an ExecuTorch program: delegated vs kernel ops
+            from fwconv.models.executorch import delegation_line
+
+            lines.append(f"  ops: {delegation_line(m.ops)}")
         if m.extra.get("routes"):
             lines.append(f"  routes tried (kept: {m.extra['chosen_route']}):")
             for r in m.extra["routes"]:
@@ -222,7 +226,7 @@ def _run_route(route, k: int, artifact: Artifact, ctx: dict, final_out: str | No
     options = ctx["options"]
     job = Job(options=options, workdir=os.path.join(ctx["workdir"], f"route{k}{tag}"), sample=ctx["sample"],
               reference_outputs=ctx["ref_outputs"], torch_source=ctx["torch_source"],
-              source_returns_dict=ctx["ref_runner"].returns_dict(), repair=repair or {})
+              source_returns_dict=ctx["ref_runner"].returns_dict(), repair=repair or {}, dynamic=ctx["dynamic"])
     os.makedirs(job.workdir)
     job.check = _candidate_check(ctx, job) if options.validate else None
     attempt = RouteTry(route_label(route), None, job, route=route)
@@ -336,6 +340,8 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
     from fwconv.convert.planner import applicable_routes, plan_routes
 
     options = options or ConvertOptions()
+    if options.backend and target != "pte":
+        raise InputError(f"--backend {options.backend} applies to ExecuTorch (--to pte), not to {target}")
     fmt = detect_format(source)
     routes = applicable_routes(plan_routes(family_of(fmt), target, via=options.via), fmt, options)
     output = resolve_output(output, source, target)
@@ -345,8 +351,9 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
     t0 = time.perf_counter()
     with staged_outputs(finals, force=options.force, protected=protected) as temps, scratch_dir() as workdir:
         artifact, ref_runner, torch_source, sample, ref_outputs = prepare_source(source, options)
+        dynamic = _dynamic_dims(options, artifact, torch_source, sample)
         ctx = dict(options=options, workdir=workdir, sample=sample, ref_outputs=ref_outputs, torch_source=torch_source,
-                   ref_runner=ref_runner, settings=validate_settings, labels=(source, output))
+                   ref_runner=ref_runner, settings=validate_settings, labels=(source, output), dynamic=dynamic)
         try:
             tries, chosen = _try_routes(routes, artifact, ctx, temps[output])
         finally:
@@ -365,7 +372,8 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
             stages=[dataclasses.asdict(s) for s in job.stages] + [{"stage": "total", "status": "ok",
                                                                     "seconds": round(time.perf_counter() - t0, 3)}],
             notes=current.notes,
-            extra={**current.extra, **({"interface": current.interface.to_dict()} if current.interface else {})},
+            extra={**current.extra, **({"interface": current.interface.to_dict()} if current.interface else {}),
+                   **({"dynamic": [d.to_dict() for per in dynamic.values() for d in per.values()]} if dynamic else {})},
             validation=_validation_summary(report),
         )
         manifest.write(manifest_path(current.path) if is_dir_target else temps[manifest_path(output)])
@@ -421,7 +429,31 @@ def _validation_summary(report) -> dict | None:
             "outputs": {o.name: {"passed": o.passed, "max_abs_err": o.metrics.get("max_abs_err"),
                                  "scaled_max_err": o.metrics.get("scaled_max_err"), "cosine": o.metrics.get("cosine")}
                         for o in report.outputs},
-            "latency_ratio": report.latency_ratio}
+            "latency_ratio": report.latency_ratio,
+            **({"shapes": report.shapes} if report.shapes else {})}
+
+
+def _dynamic_dims(options: ConvertOptions, artifact: Artifact, torch_source, sample) -> dict:
+    """{input: {dim: DynamicDim}}: the user's --dynamic, and the dims the source already keeps
+    variable (a .pt2's torch.export.Dims, an ONNX model's symbolic dims). A dim the user asks
+    for that a .pt2 fixed is an error: its graph was specialised to the example's size."""
+    from fwconv import dynamic as dyn
+
+    own: tuple = ()
+    if torch_source is not None and torch_source.kind == "exported":
+        own = dyn.of_exported_program(torch_source.model, list(sample))
+        fixed = [d for d in options.dynamic if not any(o.dim == d.dim and d.input in (None, o.input) for o in own)]
+        if fixed:
+            raise InputError(f"{artifact.path} was exported with static shapes (dim {fixed[0].dim} of its inputs is "
+                             "fixed), so --dynamic cannot make it variable",
+                             hint="export it with torch.export.Dim (dynamic_shapes=...) at a size above 1, or give a factory")
+    elif artifact.format == "onnx":
+        from fwconv.models.onnx import input_dim_params, io_specs, load_onnx
+
+        model = load_onnx(artifact.path, check=False)
+        own = dyn.of_onnx_inputs(io_specs(model)[0], input_dim_params(model))
+    shapes = {n: list(a.shape) for n, a in sample.items()}
+    return dyn.per_input(tuple(own) + tuple(options.dynamic), shapes)
 
 
 def _candidate_check(ctx: dict, job: Job):
@@ -467,6 +499,8 @@ def _validate(ref_runner, artifact: Artifact, sample: dict[str, np.ndarray], job
     from fwconv.validators.runners import make_runner
 
     settings = _settings_for(settings, job.options)
+    if job.dynamic:  # the artifact must hold at other sizes of the dims it keeps variable
+        settings = dataclasses.replace(settings, dynamic=tuple({d for per in job.dynamic.values() for d in per.values()}))
     interface = artifact.interface
     with job.stage(stage):
         try:

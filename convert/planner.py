@@ -14,8 +14,9 @@ from fwconv.models.formats import TORCH_FORMATS
 from fwconv.errors import InputError
 
 FAMILY = {**{fmt: "torch" for fmt in TORCH_FORMATS},
-          "onnx": "onnx", "tflite": "tflite", "savedmodel": "savedmodel", "keras": "keras"}
-TARGETS = ("onnx", "tflite", "savedmodel", "torch")
+          "onnx": "onnx", "tflite": "tflite", "savedmodel": "savedmodel", "keras": "keras",
+          "pte": "pte"}
+TARGETS = ("onnx", "tflite", "savedmodel", "torch", "pte")
 MAX_HOPS = 3
 
 
@@ -43,6 +44,9 @@ def applicable_routes(routes: list[list[Edge]], fmt: str, options) -> list[list[
     reasons = {route_label(r): [why for e in r if (why := e.rejects(fmt, options))] for r in routes}
     kept = [r for r in routes if not reasons[route_label(r)]]
     if not kept:
+        distinct = {", ".join(why) for why in reasons.values()}
+        if len(distinct) == 1:  # every route refuses for the same reason: say it once
+            raise InputError(f"no route can do this conversion: {distinct.pop()}")
         raise InputError("no route can do this conversion: "
                          + "; ".join(f"{label}: {', '.join(why)}" for label, why in reasons.items()))
     return kept

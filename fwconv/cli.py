@@ -128,6 +128,9 @@ def input_options(fn):
                      help="Input dtype (default float32), e.g. input_ids:int64."),
         click.option("--input-range", "input_ranges", multiple=True, metavar="[NAME:]LOW,HIGH",
                      help="Value range for synthetic inputs (integers: HIGH exclusive)."),
+        click.option("--dynamic", "dynamic", multiple=True, metavar="batch|NAME:DIM[=LABEL][:MIN..MAX]",
+                     help="A dim that stays variable (repeatable; a shared LABEL ties dims): conversions keep it "
+                          "dynamic where the route can, and parity is checked at several sizes."),
     ]):
         fn = opt(fn)
     return fn
@@ -166,7 +169,7 @@ def validation_options(fn):
 
 def conversion_options(fn):
     for opt in reversed([
-        click.option("-o", "--output", type=click.Path(), help="Output file (.onnx/.tflite) or directory (SavedModel)."),
+        click.option("-o", "--output", type=click.Path(), help="Output file (.onnx/.tflite/.pte/.pt) or directory (SavedModel)."),
         click.option("--opset", default=18, show_default=True, help="ONNX opset for the export."),
         click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto",
                      show_default=True, help="PyTorch->ONNX exporter (auto tries dynamo, then TorchScript)."),
@@ -182,6 +185,9 @@ def conversion_options(fn):
                      "full int8 fails (default 16; 0: full int8 only)."),
         click.option("--via", type=click.Choice(["auto", "onnx", "litert"]), default="auto", show_default=True,
                      help="PyTorch->TFLite route: ONNX+onnx2tf, litert-torch, or auto (try both, keep the fastest that passes)."),
+        click.option("--backend", type=click.Choice(["xnnpack", "portable", "auto"]),
+                     help="ExecuTorch (.pte) backend: the XNNPACK delegate (default), portable kernels only, or auto "
+                          "(convert both, keep the fastest that passes)."),
         click.option("--layout", type=click.Choice(["source", "nhwc", "nchw"]), default="source", show_default=True,
                      help="I/O layout of the artifact: the source's (NCHW stays NCHW, NHWC stays NHWC), "
                           "channel-last (PyTorch/ONNX -> TFLite/SavedModel) or channel-first (TF -> ONNX/PyTorch)."),
@@ -210,6 +216,7 @@ def conversion_options(fn):
 
 def validate_settings(kw, *, device="cpu", precision=None):
     """The validation settings the options in `kw` describe (checked in fwconv.validators.settings)."""
+    from fwconv.dynamic import parse_dynamic
     from fwconv.validators.latency import LatencySettings
     from fwconv.validators.settings import build_settings
 
@@ -218,7 +225,8 @@ def validate_settings(kw, *, device="cpu", precision=None):
     return build_settings(precision=kw["precision"] or precision or "fp32", atol=kw["atol"], rtol=kw["rtol"],
                           per_output=kw["per_output"], samples=kw["samples"], seed=kw["seed"],
                           input_ranges=kw["input_ranges"], maps=kw["maps"], threads=kw["threads"], device=device,
-                          latency=latency, max_latency_ratio=kw["max_latency_ratio"])
+                          latency=latency, max_latency_ratio=kw["max_latency_ratio"],
+                          dynamic=parse_dynamic(kw.get("dynamic", ())))
 
 
 def _report_paths(kw) -> list[str]:
@@ -278,7 +286,8 @@ def run_conversion(source: str, target: str, kw, *, families: tuple[str, ...] | 
         inputs_file=kw["inputs_file"], input_ranges=kw["input_ranges"], int8_io=kw["int8_io"],
         calibration=kw["calibration"], via=kw["via"], outputs=kw["outputs"], debug_on_failure=kw["debug_on_failure"],
         repair=not kw["no_repair"], repair_budget=kw["repair_budget"], min_cosine=kw["min_cosine"],
-        max_float_ops=kw["max_float_ops"])
+        max_float_ops=kw["max_float_ops"], backend=kw["backend"],
+        dynamic=kw["dynamic"])
     settings = validate_settings(kw, precision=options.precision)
     fmt = detect_format(source)
     if families and family_of(fmt) not in families:
@@ -333,6 +342,8 @@ def _conversion_command(name: str, target: str, families: tuple[str, ...] | None
 TORCH = ("torch",)
 _conversion_command("torch2onnx", "onnx", TORCH, "PyTorch (.pt, .pt2, file.py:factory) -> ONNX, validated.")
 _conversion_command("torch2tflite", "tflite", TORCH, "PyTorch -> builtin-ops .tflite (via ONNX and onnx2tf), validated.")
+_conversion_command("torch2pte", "pte", TORCH, "PyTorch (.pt2, file.py:factory) -> ExecuTorch .pte (XNNPACK "
+                    "delegate or portable kernels), validated in the ExecuTorch runtime.")
 _conversion_command("torch2savedmodel", "savedmodel", TORCH, "PyTorch -> TensorFlow SavedModel (via ONNX), validated.")
 _conversion_command("onnx2tflite", "tflite", ("onnx",), "ONNX -> builtin-ops .tflite (onnx2tf), validated.")
 _conversion_command("onnx2savedmodel", "savedmodel", ("onnx",), "ONNX -> TensorFlow SavedModel (onnx2tf), validated.")
@@ -347,7 +358,7 @@ _conversion_command("onnx2torch", "torch", ("onnx",), "ONNX -> TorchScript .pt (
 
 @main.command("convert")
 @click.argument("source")
-@click.option("--to", "target", required=True, metavar="FORMAT", help="onnx | tflite | savedmodel | torch")
+@click.option("--to", "target", required=True, metavar="FORMAT", help="onnx | tflite | savedmodel | torch | pte")
 @conversion_options
 @handle_errors
 def convert_command(source, target, **kw):
@@ -549,7 +560,7 @@ _golden_command("update", True, "Refresh goldens deliberately (after a reviewed 
 @click.option("--trust-pickle", is_flag=True, help="Allow loading pickled Python objects (runs code from the file).")
 @handle_errors
 def inspect_command(model, as_json, trust_pickle):
-    """Describe MODEL (.tflite, .onnx, SavedModel, .pt, .pt2): I/O names, shapes, dtypes, layouts,
+    """Describe MODEL (.tflite, .onnx, SavedModel, .pt, .pt2, .pte): I/O names, shapes, dtypes, layouts,
     quantization, signatures, ops, size and sha256."""
     import json
 

@@ -18,7 +18,8 @@ if .venv/bin/python -m pip show -q torchvision >/dev/null 2>&1; then
 fi
 .venv/bin/python - <<'PY'
 import importlib
-for name in ("torch", "onnx", "onnxruntime", "onnxscript", "onnx2tf", "tensorflow", "ai_edge_litert", "fwconv.cli"):
+for name in ("torch", "onnx", "onnxruntime", "onnxscript", "onnx2tf", "tensorflow", "ai_edge_litert", "executorch",
+             "fwconv.cli"):
     importlib.import_module(name)
 print("fwconv environment ready")
 PY

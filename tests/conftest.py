@@ -74,7 +74,7 @@ def convert_cached(tmp_path_factory):
     def run(source: str, target: str, **kw):
         key = (str(source), target, tuple(sorted((k, str(v)) for k, v in kw.items())))
         if key not in _CACHE:
-            suffix = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_sm"}[target]
+            suffix = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_sm", "pte": ".pte"}[target]
             out = out_dir / f"m{len(_CACHE)}{suffix}"
             options = ConvertOptions(**kw)
             settings = ValidateSettings(tolerance=Tolerance(options.precision), latency=None)

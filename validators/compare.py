@@ -30,6 +30,7 @@ class ValidateSettings:
     latency: LatencySettings | None = dataclasses.field(default_factory=LatencySettings)
     max_latency_ratio: float | None = None
     user_map: dict | None = None
+    dynamic: tuple = ()  # fwconv.dynamic.DynamicDim: also compare at other sizes of these dims
 
 
 @dataclasses.dataclass
@@ -46,10 +47,11 @@ class ValidationReport:
     latency_ratio: float | None = None
     max_latency_ratio: float | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    shapes: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # parity at other input sizes
 
     @property
     def parity_passed(self) -> bool:
-        return bool(self.outputs) and all(o.passed for o in self.outputs)
+        return bool(self.outputs) and all(o.passed for o in self.outputs) and all(s["passed"] for s in self.shapes)
 
     @property
     def latency_passed(self) -> bool:
@@ -69,6 +71,9 @@ class ValidationReport:
                 where = (f" worst at index {w['index']} (sample {o.sample}): reference={w['reference']:.6g} "
                          f"candidate={w['candidate']:.6g}") if w else ""
                 lines.append(f"output '{o.name}': {o.failure}.{where}")
+        for s in self.shapes:
+            if not s["passed"]:
+                lines.append(f"at input shapes {s['inputs']}: {s['failure']}")
         if not self.latency_passed:
             lines.append(f"latency ratio {self.latency_ratio:.2f} > budget {self.max_latency_ratio:.2f}")
         return lines
@@ -81,7 +86,7 @@ class ValidationReport:
             "outputs": [o.to_dict() for o in self.outputs],
             "latency": {k: v.to_dict() for k, v in self.latency.items()},
             "latency_ratio": self.latency_ratio, "max_latency_ratio": self.max_latency_ratio,
-            "failures": self.failures(), "notes": self.notes,
+            "failures": self.failures(), "notes": self.notes, "shapes": self.shapes,
         }
 
 
@@ -137,9 +142,37 @@ def compare_runners(reference, candidate, *, settings: ValidateSettings, ref_spe
         input_bindings=[b.to_dict() for b in plan.bindings], output_bindings=[b.to_dict() for b in out_bindings],
         outputs=[worst[b.reference] for b in out_bindings], max_latency_ratio=settings.max_latency_ratio, notes=notes,
     )
+    if settings.dynamic:
+        report.shapes = _at_other_shapes(reference, candidate, plan, settings, out_bindings)
     if settings.latency is not None:
         _measure_latency(report, reference, candidate, plan, settings, first_ms)
     return report
+
+
+def _at_other_shapes(reference, candidate, plan: "InputPlan", settings: ValidateSettings, bindings) -> list[dict]:
+    """Parity at each size step of the dynamic dims (fwconv.dynamic.shape_sets), fed as an app
+    would (runtimes resize their inputs). A model that cannot run at a size fails there."""
+    from fwconv.dynamic import shape_sets
+    from fwconv.errors import FwconvError
+
+    results = []
+    for shapes in shape_sets(settings.dynamic, {s.name: list(s.shape) for s in plan.specs}):
+        specs = [dataclasses.replace(s, shape=shapes[s.name]) for s in plan.specs]
+        feed = input_sets(specs, samples=1, seed=settings.seed, ranges=settings.ranges,
+                          int_bounds=reference.index_bounds())[0]
+        entry: dict[str, Any] = {"inputs": shapes, "passed": True, "failure": None, "worst_scaled_err": 0.0}
+        try:
+            ref_out, cand_out = reference.infer(feed), candidate.infer(plan.to_candidate(feed))
+            for b in bindings:
+                tol = settings.per_output.get(b.reference, settings.tolerance)
+                result = compare_arrays(b.reference, ref_out[b.reference], b.to_reference(cand_out[b.candidate]), tol)
+                entry["worst_scaled_err"] = max(entry["worst_scaled_err"], result.metrics.get("scaled_max_err") or 0.0)
+                if not result.passed and entry["passed"]:
+                    entry.update(passed=False, failure=f"output '{b.reference}': {result.failure}")
+        except FwconvError as exc:
+            entry.update(passed=False, failure=f"does not run: {exc.one_line()}", worst_scaled_err=None)
+        results.append(entry)
+    return results
 
 
 @dataclasses.dataclass

@@ -74,6 +74,10 @@ def to_text(report: ValidationReport) -> str:
     for o in report.outputs:
         for w in o.warnings:
             lines.append(f"warning: output '{o.name}': {w}")
+    for s in report.shapes:  # the dynamic dims at other sizes
+        err = "-" if s["worst_scaled_err"] is None else f"{s['worst_scaled_err']:.3g}"
+        shapes = ", ".join(f"{k}{v}" for k, v in s["inputs"].items())
+        lines.append(f"  at {shapes}: {'PASS' if s['passed'] else 'FAIL'} (err/scale {err})")
     if report.latency:
         lines += ["", _table(LAT_HEADERS, latency_rows(report))]
         if report.latency_ratio is not None:

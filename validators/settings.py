@@ -47,7 +47,7 @@ def _per_output(per_output: Mapping | Iterable[str], precision: str, rtol: float
 def build_settings(*, precision: str = "fp32", atol=None, rtol=None, per_output: Mapping | Iterable[str] = (),
                    samples: int = 1, seed: int = 0, input_ranges: Iterable[str] = (), maps: Iterable[str] = (),
                    threads: int | None = None, device: str = "cpu", latency: LatencySettings | None = LatencySettings(),
-                   max_latency_ratio=None) -> ValidateSettings:
+                   max_latency_ratio=None, dynamic=()) -> ValidateSettings:
     """The one constructor of ValidateSettings from user-facing values (every check lives here)."""
     from fwconv.validators.align import parse_map
     from fwconv.validators.inputs import parse_ranges
@@ -62,4 +62,4 @@ def build_settings(*, precision: str = "fp32", atol=None, rtol=None, per_output:
     return ValidateSettings(
         device=device, threads=threads, samples=samples, seed=seed, ranges=parse_ranges(tuple(input_ranges)),
         tolerance=Tolerance(precision, atol=atol, rtol=rtol), per_output=_per_output(per_output, precision, rtol),
-        latency=latency, max_latency_ratio=ratio, user_map=parse_map(tuple(maps)))
+        latency=latency, max_latency_ratio=ratio, user_map=parse_map(tuple(maps)), dynamic=tuple(dynamic))

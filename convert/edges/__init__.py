@@ -18,7 +18,43 @@ def needs_torch_source(fmt: str, options) -> str | None:
     return None if fmt in TORCH_FORMATS else "needs a PyTorch source (it exports the loaded module)"
 
 
-EDGE_MODULES = ("torch_to_onnx", "onnx_to_tf", "torch_to_tflite", "tf_to_onnx", "onnx_to_torch")
+def needs_exportable_module(fmt: str, options, tool: str) -> str | None:
+    """For edges built on torch.export (litert-torch, ExecuTorch): TorchScript cannot be exported."""
+    if needs_torch_source(fmt, options):
+        return needs_torch_source(fmt, options)
+    if fmt == "torchscript":
+        return f"{tool} needs a module torch.export accepts (.pt2 or a factory), not TorchScript"
+    return None
+
+
+def named_module(module, input_names: list[str], output_names: list[str]):
+    """The source module called with inputs by name, returning a dict of its flattened outputs
+    under fwconv's output names: what torch.export-based edges export, so the artifact's
+    inputs and outputs come in the source's order, under the source's names."""
+    from fwconv.errors import require
+    from fwconv.models.torch_source import flatten_outputs
+
+    torch = require("torch", "torch")
+
+    class NamedIO(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, **inputs):
+            flat = flatten_outputs(self.inner(*[inputs[n] for n in input_names]))
+            return {name: tensor for name, (_, tensor) in zip(output_names, flat)}
+
+    return NamedIO()  # no .eval(): an exported GraphModule refuses train(); the inner module is in eval mode
+
+
+EDGE_MODULES = ("torch_to_onnx", "onnx_to_tf", "torch_to_tflite", "tf_to_onnx", "onnx_to_torch", "torch_to_pte")
+
+
+def static_shapes_only(why: str):
+    """For edges whose tool freezes every dim: with --dynamic they step aside, saying why (the
+    validator would otherwise catch the frozen artifact at the other sizes)."""
+    return lambda fmt, options: f"keeps shapes static: {why}" if options.dynamic else None
 
 
 @dataclasses.dataclass(frozen=True)

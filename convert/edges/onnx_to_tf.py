@@ -77,9 +77,10 @@ def run_onnx2tf(onnx_path: str, job: Job, exporter: str | None = None):
     model = load_onnx(onnx_path)
     inputs, outputs = io_specs(model)
     for spec in inputs:
-        if not spec.is_static:
-            raise InputError(f"ONNX input '{spec.name}' has a dynamic shape {spec.shape}; TFLite needs static shapes",
-                             hint="export the ONNX model with fixed shapes")
+        fixed_unknown = [i for i, d in enumerate(spec.shape) if d is None and i not in job.dynamic.get(spec.name, {})]
+        if fixed_unknown:
+            raise InputError(f"ONNX input '{spec.name}' has dynamic dims {fixed_unknown} fwconv was not told about",
+                             hint=f"keep them with --dynamic {spec.name}:{fixed_unknown[0]}, or export fixed shapes")
     work = os.path.join(job.workdir, "onnx2tf")
     os.makedirs(work, exist_ok=True)
     copy = os.path.join(work, "model.onnx")
@@ -108,8 +109,9 @@ def run_onnx2tf(onnx_path: str, job: Job, exporter: str | None = None):
             raise ConversionError("convert", f"onnx2tf stopped (exit {exc.code}): {tail(cap.text, 2) or 'no message'}",
                                   hint="run with --debug for its full log") from None
         except Exception as exc:
-            raise ConversionError("convert", f"onnx2tf failed: {first_line(exc)}",
-                                  hint="run with --debug for its full log") from exc
+            hint = ("onnx2tf could not keep the --dynamic dims variable here: convert at a fixed size, or to ONNX"
+                    if job.dynamic else "run with --debug for its full log")
+            raise ConversionError("convert", f"onnx2tf failed: {first_line(exc)}", hint=hint) from exc
     return keras_model, inputs, outputs, feed
 
 

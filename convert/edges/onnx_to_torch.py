@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from fwconv.convert.edges import Edge
+from fwconv.convert.edges import Edge, static_shapes_only
 from fwconv.convert.job import Artifact, Job
 from fwconv.interface import Binding, Interface
 from fwconv.convert.onnx_prepare import adopt_prepare_stages
@@ -170,4 +170,5 @@ def _save_torchscript(torch, wrapper, example: tuple, structure: OutputStructure
             raise ConversionError("save", f"tracing the converted module to TorchScript failed: {first_line(exc)}") from exc
 
 
-EDGES = [Edge("onnx", "torch", onnx_to_torch, TOOLS, max_opset=ONNX2TORCH_MAX_OPSET)]
+EDGES = [Edge("onnx", "torch", onnx_to_torch, TOOLS, max_opset=ONNX2TORCH_MAX_OPSET,
+              rejects=static_shapes_only("the TorchScript module is traced at the sample's shapes"))]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 
-from fwconv.convert.edges import Edge
+from fwconv.convert.edges import Edge, static_shapes_only
 from fwconv.convert.job import Artifact, Job
 from fwconv.interface import Binding, Interface
 from fwconv.models.onnx import io_specs, load_onnx
@@ -138,8 +138,9 @@ def _rename(proto, mapping: dict[str, str]) -> None:
         node.output[:] = [mapping.get(n, n) for n in node.output]
 
 
+_STATIC = static_shapes_only("fwconv drives tf2onnx with the sample's shapes (dynamic TF sources: not yet)")
 EDGES = [
-    Edge("savedmodel", "onnx", savedmodel_to_onnx, TOOLS),
-    Edge("keras", "onnx", keras_to_onnx, TOOLS),
-    Edge("tflite", "onnx", tflite_to_onnx, TOOLS),
+    Edge("savedmodel", "onnx", savedmodel_to_onnx, TOOLS, rejects=_STATIC),
+    Edge("keras", "onnx", keras_to_onnx, TOOLS, rejects=_STATIC),
+    Edge("tflite", "onnx", tflite_to_onnx, TOOLS, rejects=_STATIC),
 ]

@@ -29,16 +29,37 @@ def exporter_order(kind: str, requested: str) -> list[str]:
     return ["dynamo", "torchscript"]
 
 
-def _export(exporter: str, source, args: tuple, out: str, in_names, out_names, opset: int) -> None:
+def _export(exporter: str, source, args: tuple, out: str, in_names, out_names, opset: int, dynamic: dict) -> None:
     torch = require("torch", "torch")
     if exporter == "dynamo":
         require("onnxscript", "torch")
         model = source.model if source.kind == "exported" else source.callable()
+        extra = {}
+        if dynamic and source.kind != "exported":  # a .pt2 carries its own Dims
+            from fwconv.dynamic import torch_dynamic_shapes
+
+            extra["dynamic_shapes"] = torch_dynamic_shapes(dynamic, in_names)
         torch.onnx.export(model, args, out, dynamo=True, opset_version=opset, input_names=in_names,
-                          output_names=out_names, external_data=False, optimize=True, verbose=False)
+                          output_names=out_names, external_data=False, optimize=True, verbose=False, **extra)
     else:
+        axes = {name: {i: d.label for i, d in dynamic.get(name, {}).items()} for name in in_names if name in dynamic}
         torch.onnx.export(_traceable(source), args, out, dynamo=False, opset_version=opset,
-                          input_names=in_names, output_names=out_names, do_constant_folding=True)
+                          input_names=in_names, output_names=out_names, do_constant_folding=True,
+                          dynamic_axes=axes or None)
+
+
+def _export_args(torch, job: Job) -> tuple:
+    """The sample as tensors; a dynamic dim of size 1 is repeated to 2 first, because
+    torch.export specialises a size-1 dimension (it would come out static)."""
+    import numpy as np
+
+    args = []
+    for name, a in job.sample.items():
+        for i in sorted(job.dynamic.get(name, {})):
+            if a.shape[i] == 1:
+                a = np.repeat(a, 2, axis=i)
+        args.append(torch.from_numpy(np.ascontiguousarray(a)))
+    return tuple(args)
 
 
 def _traceable(source):
@@ -56,13 +77,13 @@ def torch_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
     source = job.torch_source
     in_names = list(job.sample)
     out_names = list(job.reference_outputs)
-    args = tuple(torch.from_numpy(a.copy()) for a in job.sample.values())
+    args = _export_args(torch, job)
     attempts: list[str] = []
     for exporter in exporter_order(source.kind, job.repair.get("exporter", job.options.exporter)):
         with job.stage(f"export:{exporter}") as record:
             try:
                 with captured_output():
-                    _export(exporter, source, args, out, in_names, out_names, job.opset())
+                    _export(exporter, source, args, out, in_names, out_names, job.opset(), job.dynamic)
                 model = load_onnx(out)
             except Exception as exc:  # each exporter fails in its own way; the next one may work
                 record.status, record.detail = "failed", first_line(exc)
@@ -83,4 +104,10 @@ def torch_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
                           hint="run with --debug for the exporters' logs")
 
 
-EDGES = [Edge("torch", "onnx", torch_to_onnx, TOOLS, rejects=needs_torch_source)]
+def rejects(fmt: str, options) -> str | None:
+    if fmt == "torchscript" and options.dynamic:
+        return "a TorchScript trace has its shapes baked in: --dynamic needs a .pt2 exported with torch.export.Dim or a factory"
+    return needs_torch_source(fmt, options)
+
+
+EDGES = [Edge("torch", "onnx", torch_to_onnx, TOOLS, rejects=rejects)]

@@ -9,7 +9,7 @@ the manifest records the artifact's real dtypes and the validator casts the feed
 
 from __future__ import annotations
 
-from fwconv.convert.edges import Edge, needs_torch_source
+from fwconv.convert.edges import Edge, named_module, needs_exportable_module
 from fwconv.convert.job import Artifact, Job
 from fwconv.interface import Interface
 from fwconv.errors import ConversionError, UnsupportedOpError, first_line, require
@@ -19,31 +19,15 @@ from fwconv.quiet import captured_output
 TOOLS = ("torch", "litert-torch", "ai-edge-litert")
 
 
-def _named_module(module, input_names: list[str], output_names: list[str]):
-    torch = require("torch", "litert")
-    from fwconv.models.torch_source import flatten_outputs
-
-    class NamedIO(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = module
-
-        def forward(self, **inputs):
-            flat = flatten_outputs(self.inner(*[inputs[n] for n in input_names]))
-            return {name: tensor for name, (_, tensor) in zip(output_names, flat)}
-
-    return NamedIO()  # no .eval(): an exported GraphModule refuses train(); the inner module is in eval mode
-
-
 def rejects(fmt: str, options) -> str | None:
-    if needs_torch_source(fmt, options):
-        return needs_torch_source(fmt, options)
-    if fmt == "torchscript":
-        return "litert-torch needs a module torch.export accepts (.pt2 or a factory), not TorchScript"
+    if needs_exportable_module(fmt, options, "litert-torch"):
+        return needs_exportable_module(fmt, options, "litert-torch")
     if options.quantize:
         return f"--quantize {options.quantize} is done on the ONNX route"
     if options.layout != "source":
         return "--layout nhwc is done on the ONNX route"
+    if options.dynamic:
+        return "litert-torch lowers through JAX, which needs concrete shapes (--dynamic is done on the ONNX route)"
     return None
 
 
@@ -55,7 +39,7 @@ def torch_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
     from fwconv.models.tflite import read_io
 
     names_in, names_out = list(job.sample), list(job.reference_outputs)
-    module = _named_module(source.callable(), names_in, names_out)
+    module = named_module(source.callable(), names_in, names_out)
     kwargs = {n: torch.from_numpy(a.copy()) for n, a in job.sample.items()}
     with job.stage("convert:litert-torch") as record, captured_output():
         try:

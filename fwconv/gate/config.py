@@ -10,7 +10,7 @@
     name = "classifier"
     source = "models/classifier.pt2"      # or "models/net.py:build"
     inputs = "models/sample.npz"          # or input_shape = ["1,3,224,224"], input_dtype = ["int64"]
-    targets = ["tflite", "onnx", "savedmodel"]
+    targets = ["tflite", "onnx", "savedmodel"]  # or "pte" (ExecuTorch; backend = "portable" per target)
     atol = 1e-4                           # optional; rtol, samples, max_latency_ratio too
     tolerance = { logits = 1e-3 }         # per-output atol
     [model.target.tflite]                 # per-target overrides (any of the above, and
@@ -30,10 +30,11 @@ from typing import Any
 from fwconv.models.formats import TARGET_SUFFIX
 from fwconv.errors import InputError
 
-TARGETS = ("onnx", "tflite", "savedmodel")
+TARGETS = ("onnx", "tflite", "savedmodel", "pte")
 TOLERANCE_KEYS = {"atol", "rtol", "tolerance", "samples", "max_latency_ratio", "precision"}
 CONVERT_KEYS = {"via", "quantize", "calibration", "int8_io", "layout", "opset", "exporter", "allow_flex",
-                "debug_on_failure", "repair", "repair_budget", "min_cosine", "max_float_ops"}
+                "debug_on_failure", "repair", "repair_budget", "min_cosine", "max_float_ops",
+                "backend", "dynamic"}
 MODEL_KEYS = {"name", "source", "inputs", "input_shape", "input_dtype", "targets", "golden", "target", "timeout"} \
     | TOLERANCE_KEYS | CONVERT_KEYS
 GATE_KEYS = {"output_dir", "golden_dir", "timeout"} | TOLERANCE_KEYS | CONVERT_KEYS
@@ -43,8 +44,8 @@ KEY_TYPES: dict[str, type | tuple[type, ...]] = {
     "name": str, "source": str, "inputs": str, "input_shape": (list, str), "input_dtype": (list, str),
     "targets": list, "golden": str, "target": dict, "timeout": _NUMBER, "atol": _NUMBER, "rtol": _NUMBER,
     "tolerance": dict, "samples": int, "max_latency_ratio": _NUMBER, "precision": str, "via": str, "quantize": str,
-    "calibration": str, "int8_io": bool, "layout": str, "opset": int, "exporter": str, "allow_flex": bool,
-    "output_dir": str, "golden_dir": str, "debug_on_failure": bool, "repair": bool,
+    "calibration": str, "int8_io": bool, "layout": str, "opset": int, "exporter": str, "allow_flex": bool, "backend": str,
+    "output_dir": str, "golden_dir": str, "debug_on_failure": bool, "repair": bool, "dynamic": list,
     "repair_budget": _NUMBER, "min_cosine": _NUMBER, "max_float_ops": int,
 }
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -221,7 +222,8 @@ def convert_options(settings: dict[str, Any]):
         exporter=settings.get("exporter", "auto"), allow_flex=settings.get("allow_flex", False), force=True,
         keep_failed=True, inputs_file=settings.get("inputs"), debug_on_failure=settings.get("debug_on_failure", False),
         repair=settings.get("repair", True), repair_budget=settings.get("repair_budget", 600.0),
-        min_cosine=settings.get("min_cosine"), max_float_ops=settings.get("max_float_ops"))
+        min_cosine=settings.get("min_cosine"), max_float_ops=settings.get("max_float_ops"),
+        backend=settings.get("backend"), dynamic=settings.get("dynamic", ()))
 
 
 def gate_settings(settings: dict[str, Any], precision: str):

@@ -13,12 +13,13 @@ from fwconv.specs import TensorSpec, normalize_dtype
 
 
 def _tflite(path: str) -> dict[str, Any]:
-    from fwconv.models.tflite import op_summary, read_io
+    from fwconv.models.tflite import dynamic_dims, op_summary, read_io
 
     info: dict[str, Any] = {"ops": op_summary(path)}
     try:
         io = read_io(path)
         info.update({k: io[k] for k in ("signatures", "inputs", "outputs")})
+        info["dynamic"] = {name: [f"dim {i}" for i in dims] for name, dims in dynamic_dims(path).items()}
     except Exception as exc:  # e.g. Flex ops: the op list still tells what is inside
         info["load_error"] = str(exc).splitlines()[0]
     return info
@@ -29,10 +30,25 @@ def _onnx(path: str) -> dict[str, Any]:
 
     model = load_onnx(path, check=False)
     inputs, outputs = io_specs(model)
+    symbolic = {v.name: [f"dim {i} ({d.dim_param or '?'})" for i, d in enumerate(v.type.tensor_type.shape.dim)
+                         if not d.HasField("dim_value")] for v in list(model.graph.input) + list(model.graph.output)}
     ops = Counter(n.op_type for n in model.graph.node)
     return {"inputs": inputs, "outputs": outputs, "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
             "producer": f"{model.producer_name} {model.producer_version}".strip(),
-            "ops": {"total": sum(ops.values()), "by_type": dict(sorted(ops.items()))}}
+            "ops": {"total": sum(ops.values()), "by_type": dict(sorted(ops.items()))},
+            "dynamic": {name: dims for name, dims in symbolic.items() if dims}}
+
+
+def _pte(path: str) -> dict[str, Any]:
+    """Methods, forward's I/O (the source's names when fwconv wrote it), delegate calls by backend
+    and the kernels the runtime must provide (operators outside any delegate)."""
+    from fwconv.models.executorch import program_contents, read_io
+
+    io = read_io(path)
+    contents = program_contents(path)
+    return {"methods": io["methods"], "inputs": io["inputs"], "outputs": io["outputs"],
+            "ops": contents.get("forward", {}), "method_ops": contents,
+            **({} if io["named_by"] == "fwconv" else {"note": "a .pte has no tensor names: inputs/outputs by position"})}
 
 
 def _savedmodel(path: str) -> dict[str, Any]:
@@ -66,7 +82,7 @@ def _keras(path: str, trust_pickle: bool) -> dict[str, Any]:
 
 def describe(path: str, *, trust_pickle: bool = False) -> dict[str, Any]:
     fmt = detect_format(path)
-    reader = {"tflite": _tflite, "onnx": _onnx, "savedmodel": _savedmodel,
+    reader = {"tflite": _tflite, "onnx": _onnx, "savedmodel": _savedmodel, "pte": _pte,
               "keras": lambda p: _keras(p, trust_pickle)}.get(fmt)
     info = reader(path) if reader else (_torch(path, trust_pickle) if fmt in TORCH_FORMATS else {})
     manifest = read_manifest(path) if fmt != "factory" else None
@@ -82,6 +98,8 @@ def describe(path: str, *, trust_pickle: bool = False) -> dict[str, Any]:
             info["note"] = "input shapes from the fwconv manifest (TorchScript does not record them)"
         if fmt in ("torchscript", "exported") and not info.get("outputs"):
             info["outputs"] = list(manifest.outputs)
+        if fmt == "pte" and "delegated" in (manifest.ops or {}):  # recorded at conversion: per edge operator
+            info["ops"] = {**manifest.ops, **info.get("ops", {})}
     out = {"path": path, "format": fmt}
     if fmt != "factory":
         out.update({"size_bytes": size_of(path), "sha256": sha256_of(path)})
@@ -97,6 +115,8 @@ def to_text(info: dict[str, Any]) -> str:
     lines = [f"{info['path']}: {info['format']}" + (f", {info['size_bytes'] / 1024:.1f} KiB" if "size_bytes" in info else "")]
     if info.get("sha256"):
         lines.append(f"  sha256: {info['sha256']}")
+    if info.get("methods"):
+        lines.append(f"  methods: {', '.join(info['methods'])}")
     if info.get("signatures"):
         lines.append(f"  signatures: {', '.join(info['signatures'])}")
     for side in ("inputs", "outputs"):
@@ -104,12 +124,18 @@ def to_text(info: dict[str, Any]) -> str:
             quant = t.get("quantization")
             q = f"  scale={quant['scale']:.6g} zero_point={quant['zero_point']}" if quant else ""
             lines.append(f"  {side[:-1]:6} {t['name']}: {t['dtype']}{t['shape']}" + (f" {t['layout']}" if t.get("layout") else "") + q)
+    if info.get("dynamic"):
+        lines.append("  dynamic: " + "; ".join(f"{name} {', '.join(dims)}" for name, dims in info["dynamic"].items()))
     ops = info.get("ops")
     if ops and "builtin" in ops:
         lines.append(f"  ops: {ops['total']} ({', '.join(f'{k}×{v}' for k, v in ops['builtin'].items())})")
         lines.append(f"  flex: {', '.join(ops['flex']) or 'none'}; custom: {', '.join(ops['custom']) or 'none'}")
         if ops.get("tensor_types"):
             lines.append(f"  tensor types: {', '.join(f'{k}×{v}' for k, v in ops['tensor_types'].items())}")
+    elif ops and "kernels" in ops:
+        from fwconv.models.executorch import delegation_line
+
+        lines.append(f"  ops: {delegation_line(ops)}")
     elif ops:
         lines.append(f"  ops: {ops['total']} ({', '.join(f'{k}×{v}' for k, v in ops['by_type'].items())})")
     if info.get("opset"):

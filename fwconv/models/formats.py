@@ -54,6 +54,12 @@ def _is_tflite(path: str) -> bool:
     return len(head) == 8 and head[4:8] == b"TFL3"
 
 
+def _is_pte(path: str) -> bool:
+    # An ExecuTorch program is a flatbuffer with file identifier "ET" + two-digit version at offset 4.
+    head = _head(path, 8)
+    return len(head) == 8 and re.fullmatch(rb"ET\d\d", head[4:8]) is not None
+
+
 def _is_savedmodel(path: str) -> bool:
     return os.path.isdir(path) and (
         os.path.exists(os.path.join(path, "saved_model.pb"))
@@ -88,6 +94,7 @@ register(Format("exported", (".pt2",), False, _is_exported_program, "ExportedPro
 register(Format("torch-pickle", (".pt", ".pth", ".bin"), False, _is_torch_pickle, "pickled torch object (torch.save)"))
 register(Format("onnx", (".onnx",), False, _is_onnx, "ONNX model"))
 register(Format("tflite", (".tflite",), False, _is_tflite, "TFLite / LiteRT flatbuffer"))
+register(Format("pte", (".pte",), False, _is_pte, "ExecuTorch program (.pte)"))
 register(Format("savedmodel", ("",), True, _is_savedmodel, "TensorFlow SavedModel directory"))
 register(Format("keras", (".keras",), False, _is_keras, "Keras 3 model archive"))
 
@@ -95,7 +102,7 @@ register(Format("keras", (".keras",), False, _is_keras, "Keras 3 model archive")
 TORCH_FORMATS = ("torchscript", "exported", "torch-pickle", "factory")
 
 # What a target's default output is called, next to the source.
-TARGET_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model", "torch": ".pt"}
+TARGET_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model", "torch": ".pt", "pte": ".pte"}
 
 
 def model_file(spec: str) -> str | None:

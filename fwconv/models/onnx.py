@@ -88,3 +88,8 @@ def default_opset(model) -> int | None:
     """The opset of the default ONNX domain, or None if the graph does not import it."""
     versions = [o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS]
     return versions[0] if versions else None
+
+
+def input_dim_params(model) -> dict[str, list[str | None]]:
+    """Each graph input's symbolic dim names ('batch', 's40'; None for a fixed or unnamed dim)."""
+    return {v.name: [d.dim_param or None for d in v.type.tensor_type.shape.dim] for v in model.graph.input}

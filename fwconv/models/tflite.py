@@ -131,7 +131,9 @@ def tensor_specs(interpreter, signature: dict | None, side: str) -> list:
     for name, d in io_details(interpreter, signature, side):
         scale, zero = d.get("quantization", (0.0, 0))
         quant = {"scale": float(scale), "zero_point": int(zero)} if scale else {}
-        specs.append(TensorSpec(name, [int(x) for x in d["shape"]], np.dtype(d["dtype"]).name, quantization=quant))
+        # a -1 in shape_signature is a dynamic dim (the allocated shape holds a placeholder size)
+        shape = [None if int(s) == -1 else int(x) for x, s in zip(d["shape"], d.get("shape_signature", d["shape"]))]
+        specs.append(TensorSpec(name, shape, np.dtype(d["dtype"]).name, quantization=quant))
     return specs
 
 
@@ -144,3 +146,16 @@ def read_io(path: str) -> dict[str, Any]:
     return {"signatures": list(interpreter.get_signature_list()), "tensor_names": tensor_names,
             "inputs": tensor_specs(interpreter, signature, "input"),
             "outputs": tensor_specs(interpreter, signature, "output")}
+
+
+def dynamic_dims(path: str) -> dict[str, list[int]]:
+    """{I/O name: dims stored as -1 in the tensor's shape_signature}: what an app may resize."""
+    interpreter = open_interpreter(path)
+    signature = signature_of(interpreter)
+    found = {}
+    for side in ("input", "output"):
+        for name, d in io_details(interpreter, signature, side):
+            dims = [i for i, v in enumerate(d.get("shape_signature", d["shape"])) if v == -1]
+            if dims:
+                found[name] = dims
+    return found

@@ -13,7 +13,7 @@ import importlib
 from fwconv.errors import InputError
 from fwconv.validators.runners.base import Runner
 
-RUNNER_MODULES = ("torch_runner", "onnxrt_runner", "litert_runner", "tf_runner", "keras_runner")
+RUNNER_MODULES = ("torch_runner", "onnxrt_runner", "litert_runner", "tf_runner", "keras_runner", "executorch_runner")
 
 
 def runner_classes() -> list[type[Runner]]:

@@ -71,6 +71,8 @@ class LiteRTRunner(Runner):
     def _infer(self, feed):
         try:
             self.timed_call(feed)()
+        except RunnerError:
+            raise
         except Exception as exc:
             raise RunnerError(f"LiteRT failed to run {self.path}: {first_line(exc)}") from exc
         return {name: _dequantize(np.array(self.interpreter.get_tensor(d["index"])), d)
@@ -102,7 +104,24 @@ class LiteRTRunner(Runner):
         finally:
             self.interpreter = main
 
+    def _fit_sizes(self, feed) -> None:
+        """Resize inputs whose size differs from the tensor's (a dynamic dim), as an app calls
+        resize_tensor_input before allocate_tensors."""
+        resized = False
+        for name, d in self._details("input"):
+            shape = list(np.shape(feed[name]))
+            if shape != [int(x) for x in d["shape"]]:
+                self.interpreter.resize_tensor_input(d["index"], shape, strict=True)
+                resized = True
+        if resized:
+            self.interpreter.allocate_tensors()
+
     def timed_call(self, feed):
+        try:
+            self._fit_sizes(feed)
+        except Exception as exc:  # strict: a fixed dim cannot take another size
+            raise RunnerError(f"LiteRT cannot resize the inputs of {self.path} to "
+                              f"{[list(np.shape(v)) for v in feed.values()]}: {first_line(exc)}") from exc
         inputs = [(d["index"], _quantize(np.ascontiguousarray(feed[name]), d)) for name, d in self._details("input")]
         interp = self.interpreter
 

@@ -1,0 +1,155 @@
+"""PyTorch -> ExecuTorch `.pte`: torch.export, EXIR lowering, the program's flatbuffer.
+
+One edge per backend, tagged with its name: XNNPACK (the delegate takes what it can, the rest
+runs on the runtime's portable kernels) or portable (no delegate). `--backend` picks one (default
+xnnpack); `--backend auto` lets the pipeline convert both and keep the fastest that passes, by the
+rule the TFLite routes use. int8 is XNNPACK's PT2E flow on the user's calibration samples.
+A .pte has no tensor names of its own: the source's go into a constant method (IO_METHOD), and
+the delegation summary (what XNNPACK took, what stayed on kernels) goes into the manifest.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+
+from fwconv.convert.edges import Edge, named_module, needs_exportable_module
+from fwconv.convert.job import Artifact, Job
+from fwconv.errors import ConversionError, UnsupportedOpError, first_line, require
+from fwconv.interface import Interface
+from fwconv.manifest import tool_versions
+from fwconv.models.executorch import IO_METHOD
+from fwconv.quiet import captured_output
+from fwconv.specs import TensorSpec
+
+TOOLS = ("torch", "executorch", "torchao")
+BACKENDS = ("xnnpack", "portable")
+BACKEND_IDS = {"xnnpack": "XnnpackBackend", "portable": None}
+_NOT_CORE_ATEN = re.compile(r"Operator torch\._ops\.(?P<op>\S+?) is not in Core ATen opset")
+
+
+def _rejects_for(backend: str):
+    def rejects(fmt: str, options) -> str | None:
+        why = needs_exportable_module(fmt, options, "ExecuTorch")
+        if why:
+            return why
+        chosen = options.backend or "xnnpack"
+        if chosen not in ("auto", backend):
+            return f"--backend {chosen} was chosen"
+        if options.quantize not in (None, "int8"):
+            return f"--quantize {options.quantize} has no ExecuTorch flow here (int8 with --calibration has, on XNNPACK)"
+        if options.quantize == "int8" and backend != "xnnpack":
+            return "int8 is quantized for the XNNPACK delegate (--backend xnnpack)"
+        if options.int8_io:
+            return "--int8-io: an ExecuTorch int8 program keeps float inputs and outputs"
+        if options.layout != "source":
+            return f"--layout {options.layout}: a .pte keeps the source's layout"
+        if options.dynamic:
+            return "--dynamic: bounded dynamic shapes for .pte are not done yet (the program is exported static)"
+        return None
+    return rejects
+
+
+def _export(module, kwargs: dict, job: Job, stage: str = "export"):
+    torch = require("torch", "executorch")
+    with job.stage(stage) as record, captured_output():
+        try:
+            with torch.no_grad():
+                return torch.export.export(module, (), kwargs=kwargs)
+        except Exception as exc:
+            record.detail = first_line(exc)
+            raise ConversionError(stage, f"torch.export failed: {first_line(exc)}",
+                                  hint="ExecuTorch needs a graph torch.export can capture; --debug shows the log") from exc
+
+
+def _quantize(exported, kwargs: dict, job: Job):
+    """XNNPACK's PT2E int8 flow: annotate, calibrate on the user's samples, convert, re-export."""
+    torch = require("torch", "executorch")
+    pt2e = require("torchao.quantization.pt2e.quantize_pt2e", "executorch")
+    xq = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "executorch")
+    from fwconv.convert.calibration import load_calibration
+
+    specs = [TensorSpec(n, list(a.shape), a.dtype.name) for n, a in job.sample.items()]
+    samples = load_calibration(job.options.calibration, specs)
+    with job.stage("quantize:pt2e") as record, captured_output():
+        try:
+            quantizer = xq.XNNPACKQuantizer().set_global(xq.get_symmetric_quantization_config(is_per_channel=True))
+            prepared = pt2e.prepare_pt2e(exported.module(), quantizer)
+            with torch.no_grad():
+                for sample in samples:
+                    prepared(**{n: torch.from_numpy(sample[n].copy()) for n in job.sample})
+            converted = pt2e.convert_pt2e(prepared)
+        except Exception as exc:
+            record.detail = first_line(exc)
+            raise ConversionError("quantize", f"PT2E int8 quantization failed: {first_line(exc)}") from exc
+    return _export(converted, kwargs, job, stage="export:quantized"), len(samples)
+
+
+def _lower(exported, backend: str, names: dict, job: Job):
+    exir = require("executorch.exir", "executorch")
+    partitioners = []
+    if backend == "xnnpack":
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        partitioners = [XnnpackPartitioner()]
+    with job.stage(f"lower:{backend}") as record, captured_output():
+        try:
+            return exir.to_edge_transform_and_lower(exported, partitioner=partitioners,
+                                                    constant_methods={IO_METHOD: json.dumps(names)})
+        except Exception as exc:
+            record.detail = first_line(exc)
+            ops = _NOT_CORE_ATEN.findall(str(exc))
+            if ops:
+                raise UnsupportedOpError(ops, stage="lower", target="in ExecuTorch's Core ATen operator set",
+                                         hint="ExecuTorch runs Core ATen ops; rewrite the model without them") from exc
+            raise ConversionError("lower", f"ExecuTorch lowering failed: {first_line(exc)}") from exc
+
+
+def _delegation(edge_program, backend: str) -> dict:
+    """What the delegate took and what stays on the runtime's kernels, per edge operator."""
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(edge_program.exported_program().graph_module)
+    by_op = {op: b for op, b in info.delegation_by_operator.items() if op != "getitem"}  # tuple access, not an op
+    return {"backend": BACKEND_IDS[backend], "delegated_subgraphs": info.num_delegated_subgraphs,
+            "delegated": {op: b.delegated for op, b in sorted(by_op.items()) if b.delegated},
+            "portable": {op: b.non_delegated for op, b in sorted(by_op.items()) if b.non_delegated}}
+
+
+def _emit(edge_program, out: str, job: Job) -> None:
+    with job.stage("emit") as record, captured_output():
+        try:
+            buffer = edge_program.to_executorch().buffer
+        except Exception as exc:
+            record.detail = first_line(exc)
+            raise ConversionError("emit", f"ExecuTorch could not emit the program: {first_line(exc)}") from exc
+    with open(out, "wb") as f:
+        f.write(buffer)
+
+
+def torch_to_pte(artifact: Artifact, job: Job, out: str, *, backend: str) -> Artifact:
+    from fwconv.models.executorch import program_contents, read_io
+
+    torch = require("torch", "executorch")
+    names_in, names_out = list(job.sample), list(job.reference_outputs)
+    kwargs = {n: torch.from_numpy(a.copy()) for n, a in job.sample.items()}
+    exported = _export(named_module(job.torch_source.callable(), names_in, names_out), kwargs, job)
+    notes = [f"ExecuTorch, backend: {backend}"]
+    if job.options.quantize == "int8":
+        exported, count = _quantize(exported, kwargs, job)
+        notes.append(f"precision: int8 (XNNPACK PT2E, per-channel weights), calibrated on {count} samples")
+    edge_program = _lower(exported, backend, {"inputs": names_in, "outputs": names_out}, job)
+    ops = _delegation(edge_program, backend)
+    _emit(edge_program, out, job)
+    ops.update(program_contents(out)["forward"])
+    io = read_io(out)
+    layouts = {s.name: s.layout for s in artifact.inputs + artifact.outputs}
+    for spec in io["inputs"] + io["outputs"]:
+        spec.layout = layouts.get(spec.name)
+    return Artifact(path=out, format="pte", inputs=io["inputs"], outputs=io["outputs"], tools=tool_versions(*TOOLS),
+                    ops=ops, notes=notes, extra={"backend": backend, "methods": io["methods"]},
+                    interface=Interface.identity(names_in, names_out))
+
+EDGES = [Edge("torch", "pte", functools.partial(torch_to_pte, backend=b), TOOLS, via=b, rejects=_rejects_for(b))
+         for b in BACKENDS]

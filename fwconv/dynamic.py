@@ -1,0 +1,146 @@
+"""Dynamic dimensions: one way to say which input dims vary, the same for every route, command,
+the gate and the Python API.
+
+  --dynamic batch                      dim 0 of every input (one label, "batch")
+  --dynamic NAME:DIM[=LABEL][:MIN..MAX]  one input's dim; inputs sharing a LABEL share the size
+
+A validator checks an artifact at several sizes inside the bounds (`sizes_to_try`): the smallest,
+the example's, one that no common tile size divides, and the largest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from fwconv.errors import InputError
+
+DEFAULT_MAX = 16  # the largest size validated when the user gives no bound (export keeps it open)
+_SPEC_RE = re.compile(r"^(?P<name>[^:]+):(?P<dim>\d+)(?:=(?P<label>[A-Za-z_][A-Za-z0-9_]*))?"
+                      r"(?::(?P<min>\d+)\.\.(?P<max>\d+))?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicDim:
+    input: str | None  # None: every input (`--dynamic batch`)
+    dim: int
+    label: str
+    min: int = 1
+    max: int | None = None  # None: unbounded
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DynamicDim":
+        return cls(d.get("input"), int(d["dim"]), d["label"], int(d.get("min", 1)), d.get("max"))
+
+
+def parse_dynamic(texts) -> tuple[DynamicDim, ...]:
+    """The user's `--dynamic` words, checked (one clear error per bad one)."""
+    found = []
+    for text in texts or ():
+        if text == "batch":
+            found.append(DynamicDim(None, 0, "batch"))
+            continue
+        m = _SPEC_RE.match(text)
+        if not m:
+            raise InputError(f"bad --dynamic '{text}'", hint="use 'batch' or NAME:DIM[=LABEL][:MIN..MAX], "
+                                                             "e.g. input_ids:1=seq:4..128")
+        low, high = (int(m["min"]), int(m["max"])) if m["min"] else (1, None)
+        if low < 1 or (high is not None and high < low):
+            raise InputError(f"bad --dynamic '{text}': the range must satisfy 1 <= MIN <= MAX")
+        label = m["label"] or f"{m['name']}_{m['dim']}"
+        found.append(DynamicDim(m["name"], int(m["dim"]), label, low, high))
+    labels: dict[str, tuple[int, int | None]] = {}
+    for d in found:
+        if labels.setdefault(d.label, (d.min, d.max)) != (d.min, d.max):
+            raise InputError(f"--dynamic label '{d.label}' is given two different ranges")
+    return tuple(found)
+
+
+def per_input(dims: tuple[DynamicDim, ...], shapes: dict[str, list]) -> dict[str, dict[int, DynamicDim]]:
+    """{input: {dim index: DynamicDim}} for these inputs; a name or dim that does not exist is an
+    InputError (said before anything converts)."""
+    table: dict[str, dict[int, DynamicDim]] = {}
+    for d in dims:
+        names = list(shapes) if d.input is None else [d.input]
+        for name in names:
+            if name not in shapes:
+                raise InputError(f"--dynamic names input '{name}', which the model does not have "
+                                 f"(inputs: {', '.join(shapes)})")
+            if not 0 <= d.dim < len(shapes[name]):
+                raise InputError(f"--dynamic {name}:{d.dim}: the input has {len(shapes[name])} dims")
+            table.setdefault(name, {})[d.dim] = d
+    return table
+
+
+def sizes_to_try(d: DynamicDim, example: int) -> list[int]:
+    """Smallest, the example's, an odd size no common tile (2, 3, 4, 8) divides, and the largest."""
+    upper = d.max if d.max is not None else max(DEFAULT_MAX, example)
+    odd = next((n for n in range(example + 1, upper + 1) if n % 2 and n % 3), None)
+    odd = odd or next((n for n in range(example - 1, d.min - 1, -1) if n % 2 and n % 3), example)
+    return sorted({d.min, example, odd, upper})
+
+
+def shape_sets(dims: tuple[DynamicDim, ...], shapes: dict[str, list]) -> list[dict[str, list[int]]]:
+    """Input shapes to validate at, one set per size step, tied dims (same label) moving together;
+    the example's own shapes are left out (the ordinary validation covers them)."""
+    table = per_input(dims, shapes)
+    labels = {d.label: d for dims_of in table.values() for d in dims_of.values()}
+    examples = {d.label: shapes[name][i] for name, dims_of in table.items() for i, d in dims_of.items()}
+    steps = {label: sizes_to_try(d, examples[label]) for label, d in labels.items()}
+    count = max((len(s) for s in steps.values()), default=0)
+    sets = []
+    for k in range(count):
+        size = {label: s[min(k, len(s) - 1)] for label, s in steps.items()}
+        new = {name: [size[table[name][i].label] if i in table.get(name, {}) else v for i, v in enumerate(shape)]
+               for name, shape in shapes.items()}
+        if new != shapes:
+            sets.append(new)
+    return sets
+
+
+def of_exported_program(ep, names: list[str]) -> tuple[DynamicDim, ...]:
+    """The dims a .pt2 was exported dynamic with (torch.export.Dim): each user input's symbolic
+    sizes, with the exporter's range (a symbol shared by inputs is one label)."""
+    found = []
+    user_inputs = [n for n in ep.graph.nodes if n.op == "placeholder"][-len(names):] if names else []
+    for name, node in zip(names, user_inputs):
+        value = node.meta.get("val")
+        for i, size in enumerate(getattr(value, "shape", ())):
+            if isinstance(size, int):
+                continue
+            symbol = size.node.expr
+            bounds = ep.range_constraints.get(symbol)
+            low = int(bounds.lower) if bounds is not None else 1
+            high = int(bounds.upper) if bounds is not None and str(bounds.upper) not in ("oo", "int_oo") else None
+            found.append(DynamicDim(name, i, str(symbol), max(low, 1), high))
+    return tuple(found)
+
+
+def of_onnx_inputs(specs, dim_params: dict[str, list[str | None]]) -> tuple[DynamicDim, ...]:
+    """An ONNX model's symbolic input dims (dim_param, or no value at all), kept dynamic."""
+    found = []
+    for spec in specs:
+        for i, size in enumerate(spec.shape):
+            if size is None:
+                params = dim_params.get(spec.name, [])
+                label = params[i] if i < len(params) and params[i] else f"{spec.name}_{i}"
+                found.append(DynamicDim(spec.name, i, label))
+    return tuple(found)
+
+
+def torch_dynamic_shapes(table: dict[str, dict[int, DynamicDim]], names: list[str]):
+    """torch.export's `dynamic_shapes` for positional inputs: one torch.export.Dim per label."""
+    import torch
+
+    dims = {}
+    for per in table.values():
+        for d in per.values():
+            if d.label not in dims:
+                kwargs = {"min": d.min} if d.min > 1 else {}
+                if d.max is not None:
+                    kwargs["max"] = d.max
+                dims[d.label] = torch.export.Dim(d.label, **kwargs)
+    return tuple({i: dims[d.label] for i, d in table.get(name, {}).items()} or None for name in names)
