@@ -16,8 +16,6 @@ import pytest
 
 from conftest import REPO, invoke, run_litert, run_torch
 
-pytestmark = pytest.mark.slow
-
 CONVNEXT = os.path.join(REPO, "fixtures", "thirdparty.py") + ":build_convnext"
 MOBILENET = os.path.join(REPO, "fixtures", "thirdparty.py") + ":build_mobilenetv2"
 SHAPE = ["--input-shape", "1,3,32,32"]
@@ -101,6 +99,7 @@ def convnext_int8(out, calibration):
     return result, manifest, str(path)
 
 
+@pytest.mark.slow
 def test_int8_that_fails_at_full_int8_passes_with_float_fallback(convnext_int8):
     result, manifest, path = convnext_int8
     assert result.exit_code == 0, result.output
@@ -115,6 +114,7 @@ def test_int8_that_fails_at_full_int8_passes_with_float_fallback(convnext_int8):
     assert worst_cosine(CONVNEXT, path) >= 0.97  # the int8 floor, recomputed on inputs fwconv never saw
 
 
+@pytest.mark.slow
 def test_full_int8_alone_is_refused(out, calibration):
     """--max-float-ops 0: no fallback; the full-int8 model cannot run, and nothing is written."""
     path = out / "convnext_full.tflite"
@@ -123,6 +123,7 @@ def test_full_int8_alone_is_refused(out, calibration):
     assert not os.path.exists(path) and manifest is None
 
 
+@pytest.mark.slow
 def test_fp16_of_a_deep_cnn_passes(out):
     path = out / "mobilenet_fp16.tflite"
     result, manifest = convert(MOBILENET, path, "--quantize", "fp16")
@@ -131,6 +132,7 @@ def test_fp16_of_a_deep_cnn_passes(out):
     assert worst_cosine(MOBILENET, str(path)) >= 0.999
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 @pytest.mark.parametrize("fault", ["perturbed", "other"])
 def test_planted_faults_fail_at_every_precision(out, calibration, precision, fault):
@@ -144,3 +146,58 @@ def test_planted_faults_fail_at_every_precision(out, calibration, precision, fau
     verdict = invoke("validate", MOBILENET, path, *SHAPE, "--samples", "4", "--no-latency")
     assert verdict.exit_code == 3, verdict.output
     assert worst_cosine(MOBILENET, str(path)) < 0.97  # the test's own check: the fault is visible
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-float-ops", "-1"], "--max-float-ops -1 must be a whole number >= 0"),
+    (["--max-float-ops", "2"], "--max-float-ops goes with --quantize int8"),
+    (["--min-cosine", "1.5"], "--min-cosine 1.5 must be a number in (0, 1]"),
+])
+def test_bad_targets_are_one_line_exit_2(tmp_path, args, message):
+    calib = tmp_path / "c.npz"
+    quant = ["--quantize", "int8", "--calibration", calib] if "2" not in args else []
+    result = invoke("torch2tflite", CONVNEXT, *SHAPE, *quant, *args, "-o", tmp_path / "x.tflite")
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "x.tflite").exists()
+
+
+def test_search_order_and_float_sets():
+    from fwconv.convert.quant_repair import failing_op, float_set, next_k
+
+    ks, k = [], 1
+    while k:
+        ks.append(k)
+        k = next_k(k, 11, False)
+    assert ks == [1, 2, 4, 8, 11]  # doubling, the bound tried last
+    assert next_k(2, 11, True) == 3 and next_k(11, 11, True) == 0  # a named failing op adds one
+    ranking = [{"tensor": "a", "op": "CONV_2D"}, {"tensor": "b", "op": "DIV"}]
+    readers = {"a": [("c", "ADD")], "b": [("d", "MUL"), ("c", "ADD")]}
+    assert float_set(ranking, 1, readers) == [("a", "CONV_2D"), ("c", "ADD")]
+    assert float_set(ranking, 2, readers) == [("a", "CONV_2D"), ("c", "ADD"), ("b", "DIV"), ("d", "MUL")]
+    ops = [("t0", "CONV_2D"), ("t1", "DIV")]
+    named = failing_op(ops, "LiteRT failed to run /tmp/x.tflite: tflite/kernels/div.cc:262 data[i] != zero_point "
+                            "was not true.Node number 1 (DIV) failed to invoke.")
+    assert named == [{"op": "DIV", "tensor": "t1", "reason": "tflite/kernels/div.cc:262 data[i] != zero_point was "
+                                                              "not true.Node number 1 (DIV) failed to invoke."}]
+    assert failing_op(ops, "cosine similarity 0.5 < 0.97") == [] and failing_op(ops, None) == []
+
+
+def test_quantized_verdicts_are_distribution_and_task_level():
+    """fp16 passes a close output with one element 5% off (the element-wise rule refused it);
+    int8 refuses a flipped top-1 that cosine alone would let through."""
+    from fwconv.validators.metrics import Tolerance, compare_arrays
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((1, 100))
+    close = ref + rng.normal(0, 1e-3, ref.shape)
+    close[0, 3] += 0.05 * np.abs(ref).max()
+    assert compare_arrays("y", ref, close, Tolerance("fp16")).passed
+    assert not compare_arrays("y", ref, close, Tolerance("fp32")).passed
+    assert not compare_arrays("y", ref, close, Tolerance("fp16", atol=1e-3)).passed  # --atol adds the element check
+    ref = rng.standard_normal((1, 1000))
+    swapped = ref.copy()
+    swapped[0, int(np.argmax(ref))] = np.sort(ref[0])[-7]  # the top class falls to 6th-7th place
+    r = compare_arrays("y", ref, swapped, Tolerance("int8"))
+    assert r.metrics["cosine"] > 0.99 and r.metrics["snr_db"] > 20  # what cosine/SNR alone would pass
+    assert not r.passed and "top-1" in r.failure
+    assert not compare_arrays("y", ref, ref * 0.9 + 0.1, Tolerance("int8", min_cosine=0.99999)).passed
