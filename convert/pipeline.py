@@ -38,8 +38,9 @@ class ConversionResult:
         lines += [f"  {note}" for note in m.notes]
         worst = (m.extra.get("quantization") or {}).get("per_layer", [])[:3]
         if worst:
-            lines.append("  int8 error per op, worst first (rmse/scale): " + ", ".join(
-                f"{w['tensor']} ({w['op']}) {w.get('rmse_over_scale', float('nan')):.2f}" for w in worst))
+            lines.append("  int8 error per op, worst first (rmse/scale, or the op that failed to run): " + ", ".join(
+                f"{w['tensor']} ({w['op']}) " + (f"{w['rmse_over_scale']:.2f}" if "rmse_over_scale" in w else "failed to run")
+                for w in worst))
         if m.ops and "builtin" in m.ops:
             lines.append(f"  ops: {sum(m.ops['builtin'].values())} builtin ({len(m.ops['builtin'])} kinds), "
                          f"flex: {m.ops['flex'] or 'none'}, custom: {m.ops['custom'] or 'none'}")

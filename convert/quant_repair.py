@@ -219,7 +219,8 @@ def notes(record: dict[str, Any]) -> list[str]:
     cost = f"size {full['size_bytes'] / 1024:.1f} -> {last['size_bytes'] / 1024:.1f} KiB"
     if full.get("p50_ms") and last.get("p50_ms"):
         cost += f", p50 {full['p50_ms']:.3f} -> {last['p50_ms']:.3f} ms"
-    before = f"cosine {full['cosine']:.4f}" if full["cosine"] is not None else full["failure"]
+    failure = full["failure"] or ""
+    before = f"cosine {full['cosine']:.4f}" if full["cosine"] is not None else failure[max(failure.find("tflite/"), 0):]
     return [f"selective quantization: full int8 failed ({before}); "
             f"{len(last['float_ops'])} op(s) kept in float (cosine {last['cosine']:.4f}; {cost}): "
             + ", ".join(f"{t} ({o})" for t, o in zip(last["float_ops"], last["float_op_types"]))]

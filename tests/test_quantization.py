@@ -201,3 +201,27 @@ def test_quantized_verdicts_are_distribution_and_task_level():
     assert r.metrics["cosine"] > 0.99 and r.metrics["snr_db"] > 20  # what cosine/SNR alone would pass
     assert not r.passed and "top-1" in r.failure
     assert not compare_arrays("y", ref, ref * 0.9 + 0.1, Tolerance("int8", min_cosine=0.99999)).passed
+
+
+@pytest.mark.slow
+def test_int8_on_the_litert_torch_route(out, calibration):
+    """--via litert --quantize int8: litert-torch's PT2E quantizer, calibrated on the same samples.
+    Its artifact takes an int8 input (so never chosen by --via auto); the test quantizes with the
+    manifest's numbers, as an app would, and recomputes cosine against PyTorch."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = out / "convnext_litert_int8.tflite"
+    result = invoke("torch2tflite", CONVNEXT, *SHAPE, "--via", "litert", "--quantize", "int8", "--calibration",
+                    calibration, "-o", path, "--no-latency")
+    assert result.exit_code == 0, result.output
+    manifest = json.load(open(str(path) + ".fwconv.json"))
+    spec = manifest["inputs"][0]
+    assert spec["dtype"] == "int8" and manifest["ops"]["tensor_types"].get("INT8", 0) > 0
+    scale, zero = spec["quantization"]["scale"], spec["quantization"]["zero_point"]
+    runner = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+    x = np.random.default_rng(7).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    q = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
+    y = next(iter(runner(**{spec["name"]: q}).values()))
+    assert cosine(run_torch(CONVNEXT, {"x": x})[0], y) >= 0.97
+    auto = invoke("torch2tflite", CONVNEXT, *SHAPE, "--via", "litert", "--quantize", "fp16", "-o", out / "no.tflite")
+    assert auto.exit_code == 2 and "ONNX route" in auto.output

@@ -22,8 +22,13 @@ TOOLS = ("torch", "litert-torch", "ai-edge-litert")
 def rejects(fmt: str, options) -> str | None:
     if needs_exportable_module(fmt, options, "litert-torch"):
         return needs_exportable_module(fmt, options, "litert-torch")
-    if options.quantize:
-        return f"--quantize {options.quantize} is done on the ONNX route"
+    if options.quantize in ("fp16", "dynamic"):
+        return f"--quantize {options.quantize} is done on the ONNX route (litert-torch's PT2E int8 only here)"
+    if options.int8_io:
+        return "--int8-io is done on the ONNX route (litert-torch's int8 keeps a float output)"
+    if options.quantize and options.via != "litert":
+        # its artifact takes an int8 input: another interface than the source's, so never by default
+        return "--quantize int8 on litert-torch gives an int8 input; ask for it with --via litert"
     if options.layout != "source":
         return "--layout nhwc is done on the ONNX route"
     if options.dynamic:
@@ -41,9 +46,13 @@ def torch_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
     names_in, names_out = list(job.sample), list(job.reference_outputs)
     module = named_module(source.callable(), names_in, names_out)
     kwargs = {n: torch.from_numpy(a.copy()) for n, a in job.sample.items()}
+    quant_config, notes = None, []
+    if job.options.quantize:
+        with job.stage("quantize:pt2e"), captured_output():
+            module, quant_config, notes = _pt2e_quantize(module, kwargs, job)
     with job.stage("convert:litert-torch") as record, captured_output():
         try:
-            litert_torch.convert(module, sample_kwargs=kwargs).export(out)
+            litert_torch.convert(module, sample_kwargs=kwargs, quant_config=quant_config).export(out)
         except Exception as exc:
             record.detail = first_line(exc)
             raise ConversionError("convert", f"litert-torch failed: {first_line(exc)}",
@@ -60,9 +69,38 @@ def torch_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
     return Artifact(
         path=out, format="tflite", inputs=[inputs[n] for n in names_in if n in inputs],
         outputs=[outputs[n] for n in names_out if n in outputs], tools=tool_versions(*TOOLS), ops=summary,
-        notes=["route: litert-torch (direct)"],
+        notes=["route: litert-torch (direct)"] + notes,
         extra={"signature": "serving_default"}, interface=Interface.identity(names_in, names_out),
     )
+
+
+def _pt2e_quantize(module, kwargs: dict, job: Job):
+    """litert-torch's own quantization: its PT2E quantizer (symmetric, per-channel weights, the
+    XNNPACK scheme) on the torch.export graph, calibrated on the user's samples. The artifact takes
+    an int8 input (scale/zero-point in the manifest) and gives a float output. Returns (module,
+    config, notes)."""
+    import torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    dynamic = job.options.quantize == "dynamic"
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
+    graph = prepare_pt2e(torch.export.export(module, (), kwargs).module(), quantizer)
+    samples = [job.sample] if dynamic else _calibration(job)
+    with torch.no_grad():
+        for sample in samples:
+            graph(**{n: torch.from_numpy(a.copy()) for n, a in sample.items()})
+    notes = ["precision: litert-torch PT2E " + ("dynamic int8" if dynamic else
+             f"full int8 (int8 input, float output), calibrated on {len(samples)} samples")]
+    return convert_pt2e(graph, fold_quantize=False), QuantConfig(pt2e_quantizer=quantizer), notes
+
+
+def _calibration(job: Job) -> list:
+    from fwconv.convert.calibration import load_calibration
+    from fwconv.specs import TensorSpec
+
+    return load_calibration(job.options.calibration, [TensorSpec(n, list(a.shape), a.dtype.name) for n, a in job.sample.items()])
 
 
 EDGES = [Edge("torch", "tflite", torch_to_tflite, TOOLS, via="litert", rejects=rejects)]
