@@ -285,9 +285,12 @@ def _try_routes(routes, artifact: Artifact, ctx: dict, final_temp: str) -> tuple
 
 
 def _needs_repair(tries: list[RouteTry], options: ConvertOptions) -> bool:
-    """Only when no route passed, and validation (the judge of a repair) ran."""
+    """Only when no route passed, and validation (the judge of a repair) ran. A quantized
+    conversion has its own search (selective quantization, convert/quant_repair.py): the route
+    repairs target converter mistakes, not quantization noise, and would rerun that search."""
     validated = [t for t in tries if t.report is not None]
-    return options.repair and bool(validated) and not any(t.report.parity_passed for t in validated)
+    return (options.repair and not options.quantize and bool(validated)
+            and not any(t.report.parity_passed for t in validated))
 
 
 def _repair(routes, tries: list[RouteTry], artifact: Artifact, ctx: dict) -> list[dict]:
