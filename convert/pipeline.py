@@ -303,13 +303,12 @@ def _repair(routes, tries: list[RouteTry], artifact: Artifact, ctx: dict) -> lis
     deadline = time.monotonic() + options.repair_budget
     kind = ctx["torch_source"].kind if ctx["torch_source"] else None
     for k, (route, tried) in enumerate(zip(routes, list(tries))):
-        if tried.report is None:
+        usable = {fix.name: o for fix in repairs.plan(route) if (o := repairs.resolve(fix, tried.job.stages, kind))}
+        if tried.report is None or not usable:
             continue
-        divergence = _first_divergence(ctx, tried.artifact)
-        for fix in repairs.plan(route, divergence):
-            overrides = repairs.resolve(fix, tried.job.stages, kind)
-            if overrides is None:
-                continue
+        divergence = _first_divergence(ctx, tried.artifact)  # only worth its time when a repair can run
+        for fix in [f for f in repairs.plan(route, divergence) if f.name in usable]:
+            overrides = usable[fix.name]
             record = {**fix.summary(), "settings": overrides, "route": tried.label,
                       "aimed_at_first_divergence": repairs.aimed_at(fix, divergence)}
             if time.monotonic() > deadline:
