@@ -90,6 +90,7 @@ def run_routes(routes: list, source: str, target: str, ctx: dict, jobs: int) -> 
     import multiprocessing as mp
 
     from fwconv import procs
+    from fwconv.convert.planner import route_label
 
     timing = mp.get_context("spawn").Lock()
     args = (ctx["options"], ctx["settings"], ctx["labels"], ctx["workdir"], timing)
@@ -100,7 +101,7 @@ def run_routes(routes: list, source: str, target: str, ctx: dict, jobs: int) -> 
         while pending or running:
             while pending and len(running) < jobs:
                 k = pending.pop(0)
-                proc, conn = procs.spawn(_serve, source, target, k, *args)
+                proc, conn = procs.spawn(_serve, source, target, k, *args, name=f"fwconv route: {route_label(routes[k])}")
                 running[conn] = (k, proc)
             for conn in wait(list(running)):
                 k, proc = running.pop(conn)

@@ -38,11 +38,11 @@ def ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def spawn(target: Callable, *args: Any, daemon: bool = True):
+def spawn(target: Callable, *args: Any, daemon: bool = True, name: str | None = None):
     """Start `target(child_conn, *args)` in a spawned process; returns (process, parent_conn)."""
     ctx = mp.get_context("spawn")
     conn, child = ctx.Pipe()
-    proc = ctx.Process(target=target, args=(child, *args), daemon=daemon)
+    proc = ctx.Process(target=target, args=(child, *args), daemon=daemon, name=name)
     with sigint_ignored():  # the worker is born ignoring Ctrl-C (Python keeps an inherited SIG_IGN)
         proc.start()
     child.close()
