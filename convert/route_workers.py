@@ -89,7 +89,7 @@ def run_routes(routes: list, source: str, target: str, ctx: dict, jobs: int) -> 
     """Every route in a worker, `jobs` at a time; RouteTry records in route order."""
     import multiprocessing as mp
 
-    from fwconv import procs
+    from fwconv import procs, progress
     from fwconv.convert.planner import route_label
 
     timing = mp.get_context("spawn").Lock()
@@ -98,14 +98,16 @@ def run_routes(routes: list, source: str, target: str, ctx: dict, jobs: int) -> 
     tries: dict[int, object] = {}
     pending = list(range(len(routes)))
     try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                k = pending.pop(0)
-                proc, conn = procs.spawn(_serve, source, target, k, *args, name=f"fwconv route: {route_label(routes[k])}")
-                running[conn] = (k, proc)
-            for conn in wait(list(running)):
-                k, proc = running.pop(conn)
-                tries[k] = _collect(conn, proc, routes[k])
+        with progress.counted("route", len(routes)) as shown:
+            while pending or running:
+                while pending and len(running) < jobs:
+                    k = pending.pop(0)
+                    proc, conn = procs.spawn(_serve, source, target, k, *args, name=f"fwconv route: {route_label(routes[k])}")
+                    running[conn] = (k, proc)
+                for conn in wait(list(running)):
+                    k, proc = running.pop(conn)
+                    tries[k] = _collect(conn, proc, routes[k])
+                    shown.advance(route_label(routes[k]))
     finally:
         for conn, (_, proc) in running.items():  # an interrupt (or a bug): no worker outlives us
             procs.stop(proc)
