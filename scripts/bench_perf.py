@@ -2,9 +2,10 @@
 
 Per model (fixture cnn/transformer/gru and a transformers BERT, each saved as a `.pt2`), each
 variant runs as its own cold process, rounds interleaved so drift hits every variant alike:
-  fwconv        `fwconv torch2tflite SRC` (default: --via auto, validated; routes in worker processes)
-  fwconv-seq    the same with FWCONV_ROUTE_JOBS=1 (route workers one after the other: less memory)
-  fwconv-inproc the same with FWCONV_ROUTE_JOBS=0 (the former in-process path, for before/after)
+  fwconv        `fwconv torch2tflite SRC` (default: --via auto, validated; workers if 2 cores are idle)
+  fwconv-2      the same with FWCONV_ROUTE_JOBS=2 (both routes side by side in worker processes)
+  fwconv-seq    the same with FWCONV_ROUTE_JOBS=1 (route workers one after the other)
+  fwconv-inproc the same with FWCONV_ROUTE_JOBS=0 (both routes in-process: the former path)
   raw-litert    torch.export.load -> litert_torch.convert(ep.module(), args).export(path)
   raw-onnx2tf   torch.onnx.export(ep, dynamo=True) -> onnx2tf.convert(not_use_onnxsim=True)
 Reported: median wall time and median peak memory, where memory is the peak of the SUM of RSS
@@ -100,6 +101,7 @@ def variants(src: str, chosen: list[str]) -> dict:
     conv = lambda w: [fwconv, "torch2tflite", src, "-o", os.path.join(w, "m.tflite")]
     every = {
         "fwconv": (conv, {}),
+        "fwconv-2": (conv, {"FWCONV_ROUTE_JOBS": "2"}),
         "fwconv-seq": (conv, {"FWCONV_ROUTE_JOBS": "1"}),
         "fwconv-inproc": (conv, {"FWCONV_ROUTE_JOBS": "0"}),
         "raw-litert": (lambda w: [sys.executable, "-c", RAW_LITERT, src, w], {}),
@@ -124,19 +126,18 @@ def bench_models(tmp: str, opts) -> dict:
 
 
 def print_table(results: dict) -> None:
+    """Wall / tree-peak per variant, then each fwconv variant's ratios to the raw tools."""
     keys = list(next(iter(results.values())))
-    print("\n| model | " + " | ".join(f"{k} s / MB" for k in keys) + " | fwconv / raw-litert (time, memory) | "
-          "fwconv / raw-onnx2tf (time) |")
-    print("|---|" + "---|" * (len(keys) + 2))
+    ours = [k for k in keys if k.startswith("fwconv")]
+    print("\n| model | " + " | ".join(f"{k} (s / MB)" for k in keys) + " | "
+          + " | ".join(f"{k}: time, memory vs raw-litert; time vs raw-onnx2tf" for k in ours) + " |")
+    print("|---|" + "---|" * (len(keys) + len(ours)))
     for name, r in results.items():
-        cells = " | ".join(f"{r[k]['wall_s']:.1f} / {r[k]['peak_mb']:.0f}" for k in keys)
-        ratios = ""
-        if "fwconv" in r and "raw-litert" in r:
-            ratios += f"{r['fwconv']['wall_s'] / r['raw-litert']['wall_s']:.2f}, " \
-                      f"{r['fwconv']['peak_mb'] / r['raw-litert']['peak_mb']:.2f}"
-        ratios += " | " + (f"{r['fwconv']['wall_s'] / r['raw-onnx2tf']['wall_s']:.2f}"
-                           if "fwconv" in r and "raw-onnx2tf" in r else "")
-        print(f"| {name} | {cells} | {ratios} |")
+        cells = [f"{r[k]['wall_s']:.1f} / {r[k]['peak_mb']:.0f}" for k in keys]
+        for k in ours:
+            ratio = lambda raw, what: f"{r[k][what] / r[raw][what]:.2f}" if raw in r else "-"
+            cells.append(f"{ratio('raw-litert', 'wall_s')}, {ratio('raw-litert', 'peak_mb')}; {ratio('raw-onnx2tf', 'wall_s')}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def bench_gate(tmp: str, opts) -> dict:
@@ -164,7 +165,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="cnn,transformer,gru,bert")
-    ap.add_argument("--variants", default="fwconv,fwconv-seq,fwconv-inproc,raw-litert,raw-onnx2tf")
+    ap.add_argument("--variants", default="fwconv-2,fwconv-inproc,raw-litert,raw-onnx2tf")
     ap.add_argument("--gate", action="store_true", help="also time fwconv gate --jobs 1 vs --jobs 2")
     ap.add_argument("--json", default=os.path.join(REPO, "out", "bench_perf.json"))
     opts = ap.parse_args()

@@ -38,7 +38,11 @@ def test_route_jobs_from_the_environment(monkeypatch):
 
     monkeypatch.delenv("FWCONV_ROUTE_JOBS", raising=False)
     assert route_jobs(["one"]) == 0  # a single route runs in-process: nothing to overlap
-    assert route_jobs(["a", "b"]) == min(2, os.cpu_count())
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.3, 0.3))
+    assert route_jobs(["a", "b"]) == 0  # not two idle cores: in-process
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert route_jobs(["a", "b"]) == 2
     monkeypatch.setenv("FWCONV_ROUTE_JOBS", "1")
     assert route_jobs(["a", "b"]) == 1
     monkeypatch.setenv("FWCONV_ROUTE_JOBS", "0")
@@ -90,7 +94,8 @@ def test_an_interrupt_kills_the_route_workers(models_dir, tmp_path):
 
     out = tmp_path / "m.tflite"
     proc = subprocess.Popen(FWCONV + ["torch2tflite", str(models_dir / "cnn.pt2"), "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "FWCONV_ROUTE_JOBS": "2"})
     workers, deadline = [], time.time() + 60
     while time.time() < deadline and len(workers) < 2:
         time.sleep(0.2)
