@@ -42,11 +42,21 @@ def spawn(target: Callable, *args: Any, daemon: bool = True, name: str | None = 
     """Start `target(child_conn, *args)` in a spawned process; returns (process, parent_conn)."""
     ctx = mp.get_context("spawn")
     conn, child = ctx.Pipe()
-    proc = ctx.Process(target=target, args=(child, *args), daemon=daemon, name=name)
+    proc = ctx.Process(target=_as_imported(target), args=(child, *args), daemon=daemon, name=name)
     with sigint_ignored():  # the worker is born ignoring Ctrl-C (Python keeps an inherited SIG_IGN)
         proc.start()
     child.close()
     return proc, conn
+
+
+def _as_imported(target: Callable) -> Callable:
+    """`target` as its module is imported now. A spawned process gets its target pickled by name,
+    and pickle refuses a function that is not the one sys.modules holds under that name, which
+    happens after something restored sys.modules (pytester's in-process runs do) while a package
+    kept the old submodule as an attribute."""
+    import importlib
+
+    return getattr(importlib.import_module(target.__module__), target.__qualname__, target)
 
 
 def encode_error(exc: BaseException) -> tuple[str, str, int]:
