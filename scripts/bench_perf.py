@@ -10,7 +10,8 @@ variant runs as its own cold process, rounds interleaved so drift hits every var
   raw-onnx2tf   torch.onnx.export(ep, dynamo=True) -> onnx2tf.convert(not_use_onnxsim=True)
 Reported: median wall time and median peak memory, where memory is the peak of the SUM of RSS
 over the whole process tree (psutil, sampled every 50 ms), so worker processes count.
-`--gate` also times `fwconv gate --jobs 1` vs `--jobs 2` on a config of the same models.
+`--gate` also times `fwconv gate` on 4 fixture models x (onnx, tflite): a cold process per job
+(FWCONV_GATE_WARM=0, the former executor), warm workers --jobs 1, warm workers --jobs 2.
 
     .venv/bin/python scripts/bench_perf.py [--rounds 3] [--models cnn,transformer,gru,hf_resnet] [--gate]
 """
@@ -91,6 +92,7 @@ def thirdparty_pt2(path: str, arch: str = "resnet") -> str:
 def sources(tmp: str, names: list[str]) -> dict[str, str]:
     from fixtures.generate import generate
 
+    os.makedirs(os.path.join(tmp, "models"), exist_ok=True)
     fixture = [n for n in names if not n.startswith("hf_")]
     found = {n: p["pt2"] for n, p in generate(os.path.join(tmp, "models"), fixture).items()} if fixture else {}
     for name in names:
@@ -154,13 +156,13 @@ def bench_gate(tmp: str, opts) -> dict:
         for name, paths in models.items():
             f.write(f'\n[[model]]\nname = "{name}"\nsource = "{paths["pt2"]}"\ntargets = ["onnx", "tflite"]\n')
     times = {}
-    for jobs in (1, 2):
+    for label, jobs, warm in (("cold-1", 1, "0"), ("warm-1", 1, "1"), ("warm-2", 2, "1")):
         cmd = [os.path.join(VENV_BIN, "fwconv"), "gate", config, "--jobs", str(jobs), "--no-cache"]
-        wall, peak = measured(cmd, tmp)
-        times[jobs] = {"wall_s": wall, "peak_mb": peak, "jobs": 2 * len(models)}
-    speedup = times[1]["wall_s"] / times[2]["wall_s"]
-    print(f"\ngate: {times[1]['jobs']} jobs, --jobs 1 {times[1]['wall_s']:.1f} s, --jobs 2 {times[2]['wall_s']:.1f} s "
-          f"({speedup:.2f}x); per job {times[2]['wall_s'] / times[2]['jobs']:.2f} s at --jobs 2", flush=True)
+        wall, peak = measured(cmd, tmp, {"FWCONV_GATE_WARM": warm})
+        times[label] = {"wall_s": wall, "peak_mb": peak, "jobs": 2 * len(models)}
+    speedup = times["warm-1"]["wall_s"] / times["warm-2"]["wall_s"]
+    print("\ngate: " + ", ".join(f"{k} {v['wall_s']:.1f} s ({v['wall_s'] / v['jobs']:.2f} s/job, {v['peak_mb']:.0f} MB)"
+                                for k, v in times.items()) + f"; --jobs 2 / --jobs 1 speedup {speedup:.2f}x", flush=True)
     return {"runs": times, "speedup": speedup}
 
 

@@ -66,7 +66,8 @@ def run_local(jobs: list[dict], *, workers: int, check_only: bool) -> Iterator[d
     warm = WarmPool()
     _POOLS.add(warm)
     try:
-        futures = [pool.submit(warm.run, job, check_only) for job in jobs]
+        run = warm.run if os.environ.get("FWCONV_GATE_WARM", "1") != "0" else run_isolated  # 0: a cold process per job
+        futures = [pool.submit(run, job, check_only) for job in jobs]
         for future in concurrent.futures.as_completed(futures):
             result = future.result()
             if os.path.exists(result.get("artifact", "")):
