@@ -252,6 +252,34 @@ def _run_route(route, k: int, artifact: Artifact, ctx: dict, final_out: str | No
 
 def _try_routes(routes, artifact: Artifact, ctx: dict, final_temp: str) -> tuple[list[RouteTry], RouteTry]:
     """Every applicable route (one error is final when there is one route), and the one kept."""
+    from fwconv.convert import route_workers
+
+    if ctx.get("route_jobs"):  # the source is prepared in each worker, not here
+        tries = route_workers.run_routes(routes, ctx["source"], ctx["target"], ctx, ctx["route_jobs"])
+    else:
+        tries = _routes_in_process(routes, artifact, ctx, final_temp)
+    if all(t.artifact is None for t in tries):
+        raise route_workers.same_error_everywhere(tries) or _most_telling_error(tries)
+    repairs = []
+    if _needs_repair(tries, ctx["options"]):
+        repairs = _repair(routes, tries, artifact or prepare_context(ctx), ctx)
+    chosen = _choose(tries)
+    if chosen.artifact.path != final_temp:
+        shutil.move(chosen.artifact.path, final_temp)  # scratch may be on another filesystem (TMPDIR)
+        chosen.artifact.path = final_temp
+    if len(tries) > 1:
+        chosen.artifact.extra = {**chosen.artifact.extra, "routes": [t.summary() for t in tries],
+                                 "chosen_route": chosen.label}
+    if repairs:
+        chosen.artifact.extra = {**chosen.artifact.extra, "repairs": repairs}
+        if chosen.report is not None and not chosen.report.parity_passed:
+            chosen.report.notes.append("repairs tried, none passed: " + ", ".join(
+                f"{r['repair']} ({r['status']})" for r in repairs))
+    return tries, chosen
+
+
+def _routes_in_process(routes, artifact: Artifact, ctx: dict, final_temp: str) -> list[RouteTry]:
+    """Each route in this process, one after the other (one route's error is final)."""
     from fwconv import progress
     from fwconv.convert.planner import route_label
     from fwconv.errors import FwconvError
@@ -266,22 +294,18 @@ def _try_routes(routes, artifact: Artifact, ctx: dict, final_temp: str) -> tuple
                 if len(routes) == 1:
                     raise
                 tries.append(RouteTry(route_label(route), None, None, error=exc))
-    if all(t.artifact is None for t in tries):
-        raise _most_telling_error(tries)
-    repairs = _repair(routes, tries, artifact, ctx) if _needs_repair(tries, ctx["options"]) else []
-    chosen = _choose(tries)
-    if chosen.artifact.path != final_temp:
-        shutil.move(chosen.artifact.path, final_temp)  # scratch may be on another filesystem (TMPDIR)
-        chosen.artifact.path = final_temp
-    if len(tries) > 1:
-        chosen.artifact.extra = {**chosen.artifact.extra, "routes": [t.summary() for t in tries],
-                                 "chosen_route": chosen.label}
-    if repairs:
-        chosen.artifact.extra = {**chosen.artifact.extra, "repairs": repairs}
-        if chosen.report is not None and not chosen.report.parity_passed:
-            chosen.report.notes.append("repairs tried, none passed: " + ", ".join(
-                f"{r['repair']} ({r['status']})" for r in repairs))
-    return tries, chosen
+    return tries
+
+
+def prepare_context(ctx: dict) -> Artifact:
+    """Load the source into `ctx` (reference runner, sample, reference outputs, dynamic dims):
+    here, or in each route worker (convert/route_workers.py); after workers, here again when
+    repairs must convert and debug against this process's reference."""
+    options = ctx["options"]
+    artifact, ctx["ref_runner"], ctx["torch_source"], ctx["sample"], ctx["ref_outputs"] = \
+        prepare_source(ctx["source"], options)
+    ctx["dynamic"] = _dynamic_dims(options, artifact, ctx["torch_source"], ctx["sample"])
+    return artifact
 
 
 def _needs_repair(tries: list[RouteTry], options: ConvertOptions) -> bool:
@@ -340,6 +364,7 @@ def _first_divergence(ctx: dict, artifact: Artifact) -> dict | None:
 
 def convert(source: str, target: str, output: str | None = None, options: ConvertOptions | None = None,
             validate_settings=None) -> ConversionResult:
+    from fwconv.convert import route_workers
     from fwconv.convert.planner import applicable_routes, plan_routes
 
     options = options or ConvertOptions()
@@ -353,15 +378,17 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
     protected = protected_paths(source, options.inputs_file, options.calibration)
     t0 = time.perf_counter()
     with staged_outputs(finals, force=options.force, protected=protected) as temps, scratch_dir() as workdir:
-        artifact, ref_runner, torch_source, sample, ref_outputs = prepare_source(source, options)
-        dynamic = _dynamic_dims(options, artifact, torch_source, sample)
-        ctx = dict(options=options, workdir=workdir, sample=sample, ref_outputs=ref_outputs, torch_source=torch_source,
-                   ref_runner=ref_runner, settings=validate_settings, labels=(source, output), dynamic=dynamic)
+        jobs = route_workers.route_jobs(routes)  # >0: routes run in worker processes (convert/route_workers.py)
+        ctx = dict(options=options, workdir=workdir, settings=validate_settings, labels=(source, output),
+                   source=source, target=target, route_jobs=jobs, ref_runner=None)
+        artifact = None if jobs else prepare_context(ctx)
         try:
             tries, chosen = _try_routes(routes, artifact, ctx, temps[output])
         finally:
-            ref_runner.deactivate()
+            if ctx["ref_runner"] is not None:
+                ctx["ref_runner"].deactivate()
         current, job, report = chosen.artifact, chosen.job, chosen.report
+        torch_source, sample = ctx.get("torch_source"), job.sample
         current.extra = {**current.extra, "precision": options.precision}  # the validator's default thresholds
         route = chosen.route
         manifest = Manifest(
@@ -376,7 +403,7 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
                                                                     "seconds": round(time.perf_counter() - t0, 3)}],
             notes=current.notes,
             extra={**current.extra, **({"interface": current.interface.to_dict()} if current.interface else {}),
-                   **({"dynamic": [d.to_dict() for per in dynamic.values() for d in per.values()]} if dynamic else {})},
+                   **({"dynamic": [d.to_dict() for per in job.dynamic.values() for d in per.values()]} if job.dynamic else {})},
             validation=_validation_summary(report),
         )
         manifest.write(manifest_path(current.path) if is_dir_target else temps[manifest_path(output)])

@@ -1,5 +1,6 @@
-"""Run gate jobs: each in its own `python -m fwconv.gate.worker` process (a crash or hang is that
-job's error, never the gate's), serially, N at a time, or as Ray tasks on a cluster."""
+"""Run gate jobs apart from the gate (a crash or hang is that job's error, never the gate's):
+locally in N warm worker processes that run many jobs each (fwconv/gate/pool.py), or as Ray tasks
+on a cluster, each in its own `python -m fwconv.gate.worker` process."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from typing import Any, Callable, Iterator
 
 
 _RUNNING: set[subprocess.Popen] = set()
+_POOLS: set = set()  # warm pools in use (fwconv.gate.pool.WarmPool)
 
 
 def stop_workers() -> None:
     """Terminate every running worker (on SIGINT/SIGTERM): each removes its own staging dirs."""
+    for warm in list(_POOLS):
+        warm.close(kill=True)
     for proc in list(_RUNNING):
         proc.terminate()
     for proc in list(_RUNNING):
@@ -56,9 +60,14 @@ def run_isolated(job: dict[str, Any], check_only: bool = False) -> dict[str, Any
 def run_local(jobs: list[dict], *, workers: int, check_only: bool) -> Iterator[dict]:
     """Yield results as they finish; `workers` processes at a time. On an interrupt, pending
     jobs are cancelled and running workers terminated before the interrupt goes on."""
+    from fwconv.gate.pool import WarmPool
+
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers))
+    warm = WarmPool()
+    _POOLS.add(warm)
     try:
-        futures = [pool.submit(run_isolated, job, check_only) for job in jobs]
+        run = warm.run if os.environ.get("FWCONV_GATE_WARM", "1") != "0" else run_isolated  # 0: a cold process per job
+        futures = [pool.submit(run, job, check_only) for job in jobs]
         for future in concurrent.futures.as_completed(futures):
             result = future.result()
             if os.path.exists(result.get("artifact", "")):
@@ -72,6 +81,8 @@ def run_local(jobs: list[dict], *, workers: int, check_only: bool) -> Iterator[d
         raise
     finally:
         pool.shutdown(wait=True)
+        warm.close()
+        _POOLS.discard(warm)
 
 
 def run_ray(jobs: list[dict], *, address: str | None, check_only: bool) -> Iterator[dict]:

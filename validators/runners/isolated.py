@@ -8,24 +8,18 @@ the runner's own peak memory.
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing as mp
 import resource
 from typing import Any
 
-from fwconv.errors import FwconvError, RunnerError, rebuild
+from fwconv.errors import RunnerError
+from fwconv.procs import decode_error, encode_error, ignore_sigint, spawn, stop
 from fwconv.validators.runners.base import Runner
 
 
 def _serve(conn, kwargs: dict[str, Any]) -> None:
-    import signal
-
     from fwconv.validators.runners import make_runner
 
-    # Ctrl-C reaches the whole process group: the parent answers it (and stops this worker), so
-    # the worker itself stays quiet instead of printing a traceback of its own (it was started
-    # with SIGINT ignored; this keeps it so if a library resets it).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_sigint()  # the parent answers Ctrl-C by stopping this worker (fwconv/procs.py)
 
     runner = None
     while True:
@@ -49,26 +43,8 @@ def _serve(conn, kwargs: dict[str, Any]) -> None:
                 if method == "infer":
                     result = (result, runner.last_inference_seconds)
             conn.send(("ok", result))
-        except FwconvError as exc:
-            conn.send(("error", (type(exc).__name__, exc.one_line(), exc.exit_code)))
         except Exception as exc:  # report, keep serving: the parent decides
-            conn.send(("error", ("RunnerError", f"{type(exc).__name__}: {exc}", 1)))
-
-
-@contextlib.contextmanager
-def _sigint_ignored():
-    """SIGINT ignored while a worker process starts (main thread only; a no-op elsewhere)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+            conn.send(("error", encode_error(exc)))
 
 
 class IsolatedRunner(Runner):
@@ -91,15 +67,14 @@ class IsolatedRunner(Runner):
         except (BrokenPipeError, ConnectionError, OSError) as exc:
             raise self._crashed(method) from exc
         if not self._conn.poll(self.timeout):
-            self._proc.kill()
-            self._proc.join(5)
+            stop(self._proc)
             raise RunnerError(f"the {self.label} runner did not answer '{method}' within {self.timeout:g}s; it was killed")
         try:
             status, payload = self._conn.recv()
         except (EOFError, ConnectionError) as exc:
             raise self._crashed(method) from exc
         if status == "error":
-            raise rebuild(*payload)
+            raise decode_error(payload)
         return payload
 
     @property
@@ -107,12 +82,7 @@ class IsolatedRunner(Runner):
         return str(self.kwargs.get("model"))
 
     def _activate(self) -> None:
-        ctx = mp.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, self.kwargs), daemon=True)
-        with _sigint_ignored():  # the worker is born ignoring Ctrl-C (Python keeps an inherited SIG_IGN)
-            self._proc.start()
-        child.close()
+        self._proc, self._conn = spawn(_serve, self.kwargs)
         self._call("activate")
 
     def _deactivate(self) -> None:
@@ -121,8 +91,7 @@ class IsolatedRunner(Runner):
         if self._proc is None or not self._proc.is_alive():
             return
         if received():  # interrupted: the worker may be mid-call, so it is stopped, not asked
-            self._proc.kill()
-            self._proc.join(5)
+            stop(self._proc)
             return
         try:
             self._call("close")

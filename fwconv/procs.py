@@ -1,0 +1,79 @@
+"""Process plumbing shared by isolated runners, route workers and warm gate workers.
+
+Workers are spawned (never forked: a forked TensorFlow or torch is not safe) with SIGINT ignored,
+because Ctrl-C reaches the whole process group and the parent is the one that answers it by
+killing its workers. Errors cross the pipe as (type name, one line, exit code) and are rebuilt
+with their type on the parent's side, so an unsupported op is still exit 5 there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+from typing import Any, Callable
+
+from fwconv.errors import FwconvError, rebuild
+
+
+@contextlib.contextmanager
+def sigint_ignored():
+    """SIGINT ignored while a worker process starts (main thread only; a no-op elsewhere)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def ignore_sigint() -> None:
+    """In a worker: keep Ctrl-C ignored even if a library resets the handler (the parent stops us)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def spawn(target: Callable, *args: Any, daemon: bool = True, name: str | None = None):
+    """Start `target(child_conn, *args)` in a spawned process; returns (process, parent_conn)."""
+    ctx = mp.get_context("spawn")
+    conn, child = ctx.Pipe()
+    proc = ctx.Process(target=_as_imported(target), args=(child, *args), daemon=daemon, name=name)
+    with sigint_ignored():  # the worker is born ignoring Ctrl-C (Python keeps an inherited SIG_IGN)
+        proc.start()
+    child.close()
+    return proc, conn
+
+
+def _as_imported(target: Callable) -> Callable:
+    """`target` as its module is imported now. A spawned process gets its target pickled by name,
+    and pickle refuses a function that is not the one sys.modules holds under that name, which
+    happens after something restored sys.modules (pytester's in-process runs do) while a package
+    kept the old submodule as an attribute."""
+    import importlib
+
+    return getattr(importlib.import_module(target.__module__), target.__qualname__, target)
+
+
+def encode_error(exc: BaseException) -> tuple[str, str, int]:
+    """An exception as it crosses the pipe: fwconv's own keep their type; anything else is a
+    RunnerError-like line naming the Python type."""
+    if isinstance(exc, FwconvError):
+        return type(exc).__name__, exc.one_line(), exc.exit_code
+    return "RunnerError", f"{type(exc).__name__}: {exc}".splitlines()[0], 1
+
+
+def decode_error(payload) -> FwconvError:
+    return rebuild(*payload)
+
+
+def stop(proc, grace: float = 5.0) -> None:
+    """Kill a worker and reap it (SIGKILL: it may be mid-call in C code that ignores SIGTERM)."""
+    if proc is not None and proc.is_alive():
+        proc.kill()
+    if proc is not None:
+        proc.join(grace)
