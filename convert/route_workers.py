@@ -68,6 +68,7 @@ def _one_route(source, target, k, options, settings, labels, workdir, timing):
     finally:
         ctx["ref_runner"].deactivate()
     attempt.job.torch_source, attempt.route = None, None  # a loaded module and edges stay here
+    attempt.job.check = None  # the validator closure (selective quantization) stays here too
     return attempt
 
 
