@@ -11,9 +11,11 @@ the example's, one that no common tile size divides, and the largest.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 from fwconv.errors import InputError
+from fwconv.limits import check_declared
 
 DEFAULT_MAX = 16  # the largest size validated when the user gives no bound (export keeps it open)
 _SPEC_RE = re.compile(r"^(?P<name>[^:]+):(?P<dim>\d+)(?:=(?P<label>[A-Za-z_][A-Za-z0-9_]*))?"
@@ -96,6 +98,8 @@ def shape_sets(dims: tuple[DynamicDim, ...], shapes: dict[str, list]) -> list[di
         size = {label: s[min(k, len(s) - 1)] for label, s in steps.items()}
         new = {name: [size[table[name][i].label] if i in table.get(name, {}) else v for i, v in enumerate(shape)]
                for name, shape in shapes.items()}
+        for name, shape in new.items():  # a huge MAX is an allocation like a huge --input-shape: capped
+            check_declared(f"--dynamic: input '{name}' at {shape}", math.prod(shape) * 8)
         if new != shapes:
             sets.append(new)
     return sets

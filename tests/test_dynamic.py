@@ -183,3 +183,12 @@ def test_sizes_tried_cover_the_bounds():
     tied = parse_dynamic(["a:1=seq:4..32", "b:1=seq:4..32"])
     sets = shape_sets(tied, {"a": [1, 16], "b": [1, 16]})
     assert all(s["a"] == s["b"] for s in sets) and [s["a"][1] for s in sets] == [4, 17, 32]
+
+
+def test_a_huge_bound_is_capped_like_a_huge_input_shape(tmp_path):
+    """--dynamic NAME:DIM:1..10**12 would allocate terabytes at the largest size it validates: exit 2,
+    one line, nothing written (the --max-size cap, as for --input-shape)."""
+    result = invoke("torch2onnx", CNN, "--input-shape", "1,3,32,32", "--dynamic", "image:0:1..1000000000000",
+                    "-o", tmp_path / "x.onnx", "--no-latency")
+    assert result.exit_code == 2 and "cap" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x.onnx").exists()
