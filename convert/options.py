@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from fwconv.convert.repair import DEFAULT_BUDGET_S
 from fwconv.errors import InputError
 from fwconv.specs import TensorSpec, specs_from_options
 
@@ -36,7 +37,7 @@ class ConvertOptions:
     outputs: str = "auto"  # -> torch: auto (tensor / tuple, or dict where the source returns one) | tuple | dict
     debug_on_failure: bool = False  # a parity failure runs the layerwise debugger (ParityError.debug)
     repair: bool = True  # when no route passes parity, try the repairs in convert/repair.py
-    repair_budget: float = 600.0  # seconds all repair attempts may take together
+    repair_budget: float = DEFAULT_BUDGET_S  # seconds all repair attempts may take together
     min_cosine: float | None = None  # selective quantization's target: the verdict's cosine floor
     max_float_ops: int | None = None  # selective quantization's bound on ops kept in float (None: 16)
     backend: str | None = None  # -> pte: xnnpack (the default) | portable | auto (both, keep the fastest that passes)

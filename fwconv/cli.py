@@ -168,6 +168,8 @@ def validation_options(fn):
 
 
 def conversion_options(fn):
+    from fwconv.convert.repair import DEFAULT_BUDGET_S  # plain data: no framework comes with it
+
     for opt in reversed([
         click.option("-o", "--output", type=click.Path(), help="Output file (.onnx/.tflite/.pte/.pt) or directory (SavedModel)."),
         click.option("--opset", default=18, show_default=True, help="ONNX opset for the export."),
@@ -202,7 +204,7 @@ def conversion_options(fn):
         click.option("--no-repair", is_flag=True,
                      help="When the artifact fails parity, do not try the repairs (other converter settings, "
                           "the other exporter, an opset upgrade; see README)."),
-        click.option("--repair-budget", type=float, default=600.0, show_default=True,
+        click.option("--repair-budget", type=float, default=DEFAULT_BUDGET_S, show_default=True,
                      help="Seconds all repair attempts may take together."),
         click.option("--debug-on-failure", is_flag=True,
                      help="On a parity failure, run `fwconv debug` on the source and the failed artifact and write "

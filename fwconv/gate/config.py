@@ -214,6 +214,7 @@ def input_paths(path: str) -> list[str]:
 
 def convert_options(settings: dict[str, Any]):
     from fwconv.convert.options import ConvertOptions
+    from fwconv.convert.repair import DEFAULT_BUDGET_S
 
     return ConvertOptions.from_strings(
         settings.get("input_shape", ()), settings.get("input_dtype", ()),
@@ -221,7 +222,7 @@ def convert_options(settings: dict[str, Any]):
         calibration=settings.get("calibration"), via=settings.get("via", "auto"), layout=settings.get("layout", "source"),
         exporter=settings.get("exporter", "auto"), allow_flex=settings.get("allow_flex", False), force=True,
         keep_failed=True, inputs_file=settings.get("inputs"), debug_on_failure=settings.get("debug_on_failure", False),
-        repair=settings.get("repair", True), repair_budget=settings.get("repair_budget", 600.0),
+        repair=settings.get("repair", True), repair_budget=settings.get("repair_budget", DEFAULT_BUDGET_S),
         min_cosine=settings.get("min_cosine"), max_float_ops=settings.get("max_float_ops"),
         backend=settings.get("backend"), dynamic=settings.get("dynamic", ()))
 

@@ -8,14 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from fwconv.validators.debug.pairing import Pair
-from fwconv.validators.debug.views import View, scaled_error
+from fwconv.validators.debug.views import scaled_error
 from fwconv.validators.metrics import compare_arrays
-
-
-def _to_candidate(view: View, ref_value: np.ndarray, cand_shape) -> np.ndarray:
-    if view.perm:
-        return np.ascontiguousarray(ref_value.transpose(view.perm))
-    return ref_value.reshape(cand_shape) if view.reshape else ref_value
 
 
 def isolate_ops(cand_runner, ref_nodes, cand_nodes, pairs: list[Pair], cand_feed, tolerance):
@@ -31,7 +25,7 @@ def isolate_ops(cand_runner, ref_nodes, cand_nodes, pairs: list[Pair], cand_feed
     producer = {out: node for node in model.graph.node for out in node.output}
     initializers = {t.name: t for t in model.graph.initializer}
     known = {cand_nodes[k].tensor: cand_nodes[k].value for k in range(len(cand_nodes))} | dict(cand_feed)
-    fed_by_ref = {cand_nodes[p.cand].tensor: _to_candidate(p.view, ref_nodes[p.ref].value, cand_nodes[p.cand].value.shape)
+    fed_by_ref = {cand_nodes[p.cand].tensor: p.view.to_candidate(ref_nodes[p.ref].value, cand_nodes[p.cand].value.shape)
                   for p in pairs}
     results, failed = {}, 0
     for k, p in enumerate(pairs):

@@ -27,6 +27,12 @@ class View:
             return cand.reshape(ref_shape)
         return cand
 
+    def to_candidate(self, ref: np.ndarray, cand_shape: tuple[int, ...]) -> np.ndarray:
+        """The inverse: a reference array in the candidate's layout (isolation mode feeds it)."""
+        if self.perm:
+            return np.ascontiguousarray(ref.transpose(self.perm))
+        return ref.reshape(cand_shape) if self.reshape else ref
+
     @property
     def label(self) -> str:
         return f"transpose {list(self.perm)}" if self.perm else ("unit dims dropped" if self.reshape else "")
