@@ -10,7 +10,7 @@ from fwconv.convert.repair import DEFAULT_BUDGET_S
 from fwconv.errors import InputError
 from fwconv.specs import TensorSpec, specs_from_options
 
-CHOICES = {"quantize": (None, "fp16", "dynamic", "int8"), "via": ("auto", "onnx", "litert"),
+CHOICES = {"quantize": (None, "fp16", "dynamic", "int8"), "via": ("auto", "best", "onnx", "litert"),
            "layout": ("source", "nhwc", "nchw"), "exporter": ("auto", "dynamo", "torchscript"),
            "outputs": ("auto", "tuple", "dict"), "backend": (None, "xnnpack", "portable", "auto")}
 PRECISION_OF_QUANTIZE = {None: "fp32", "fp16": "fp16", "dynamic": "int8", "int8": "int8"}
@@ -23,7 +23,8 @@ class ConvertOptions:
     quantize: str | None = None  # None | "fp16" | "dynamic" | "int8"
     int8_io: bool = False  # with quantize="int8": int8 input/output tensors too
     calibration: str | None = None  # .npz or a folder of .npz/.npy samples, for quantize="int8"
-    via: str = "auto"  # route choice for targets with several routes: auto | onnx | litert
+    via: str = "auto"  # several routes: auto (first that passes, in preference order) | best (every route,
+    # the fastest that passes) | onnx | litert
     layout: str = "source"  # "source" keeps the source's I/O layout; "nhwc" opts into channel-last
     allow_flex: bool = False
     exporter: str = "auto"  # torch->onnx: auto | dynamo | torchscript

@@ -49,10 +49,11 @@ class ConversionResult:
 
             lines.append(f"  ops: {delegation_line(m.ops)}")
         if m.extra.get("routes"):
-            lines.append(f"  routes tried (kept: {m.extra['chosen_route']}):")
+            lines.append(f"  routes (kept: {m.extra['chosen_route']}):")
             for r in m.extra["routes"]:
-                detail = r.get("error") or f"{r['status']}, {r.get('size_bytes', 0) / 1024:.1f} KiB" + (
-                    f", p50 {r['p50_ms']:.3f} ms" if "p50_ms" in r else "")
+                detail = r.get("error") or (f"skipped: {r['why']}" if r["status"] == "skipped" else
+                                            f"{r['status']}, {r.get('size_bytes', 0) / 1024:.1f} KiB" + (
+                                                f", p50 {r['p50_ms']:.3f} ms" if "p50_ms" in r else ""))
                 lines.append(f"    {r['route']}: {detail}")
         if m.extra.get("repairs"):
             lines.append("  repairs tried (the first route failed parity):")
@@ -165,8 +166,16 @@ class RouteTry:
     report: object | None = None
     error: Exception | None = None
     route: list | None = None  # the edges it went along
+    skipped: str | None = None  # why this route was not run (`--via auto`: an earlier one passed)
+
+    @property
+    def passed(self) -> bool:
+        """Kept as is: converted and passed parity, or converted with validation off."""
+        return self.artifact is not None and (self.report is None or self.report.parity_passed)
 
     def summary(self) -> dict:
+        if self.skipped:
+            return {"route": self.label, "status": "skipped", "why": self.skipped}
         d = {"route": self.label, "status": "error" if self.error else (
             "not validated" if self.report is None else self.report.status)}
         if self.error:
@@ -186,6 +195,7 @@ def _most_telling_error(tries: list[RouteTry]):
     from fwconv.errors import InputError, UnsupportedOpError
 
     rank = lambda t: 0 if isinstance(t.error, UnsupportedOpError) else 1 if isinstance(t.error, InputError) else 2
+    tries = [t for t in tries if t.error is not None]
     best = min(tries, key=rank)
     others = "; ".join(f"{t.label}: {t.error.one_line()}" for t in tries if t is not best)
     best.error.hint = "; ".join(filter(None, [best.error.hint, f"other routes: {others}" if others else None]))
@@ -278,15 +288,27 @@ def _try_routes(routes, artifact: Artifact, ctx: dict, final_temp: str) -> tuple
     return tries, chosen
 
 
+# Why `--via auto` stops at the first route that passes: running the second route too (`--via best`)
+# cost 1.4-2.5x raw litert-torch's wall time and 2-2.8x its memory (TensorFlow + onnx2tf on top),
+# for artifacts whose latency tied in every model measured (README, Benchmarks).
+FIRST_PASS_SKIP = "an earlier route passed (--via best converts along every route and keeps the fastest)"
+
+
 def _routes_in_process(routes, artifact: Artifact, ctx: dict, final_temp: str) -> list[RouteTry]:
-    """Each route in this process, one after the other (one route's error is final)."""
+    """Each route in this process, one after the other (one route's error is final); with
+    `--via auto`, the routes after the first that passes are skipped."""
     from fwconv import progress
     from fwconv.convert.planner import route_label
     from fwconv.errors import FwconvError
 
     tries: list[RouteTry] = []
+    first_pass = ctx["options"].via == "auto"
     with progress.counted("route", len(routes)) as shown:
         for k, route in enumerate(routes):
+            if first_pass and any(t.passed for t in tries):
+                tries.append(RouteTry(route_label(route), None, None, skipped=FIRST_PASS_SKIP))
+                shown.advance(f"{route_label(route)}: skipped")
+                continue
             try:
                 with shown.step(route_label(route)):
                     tries.append(_run_route(route, k, artifact, ctx, final_temp if len(routes) == 1 else None))
@@ -378,7 +400,9 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
     protected = protected_paths(source, options.inputs_file, options.calibration)
     t0 = time.perf_counter()
     with staged_outputs(finals, force=options.force, protected=protected) as temps, scratch_dir() as workdir:
-        jobs = route_workers.route_jobs(routes)  # >0: routes run in worker processes (convert/route_workers.py)
+        # >0: routes run side by side in worker processes (convert/route_workers.py); only `--via best`
+        # runs every route, so only it can gain from that
+        jobs = route_workers.route_jobs(routes) if options.via == "best" else 0
         ctx = dict(options=options, workdir=workdir, settings=validate_settings, labels=(source, output),
                    source=source, target=target, route_jobs=jobs, ref_runner=None)
         artifact = None if jobs else prepare_context(ctx)

@@ -2,9 +2,9 @@
 
 `plan_routes` lists every simple route, shortest first; `--via X` keeps the routes that pass
 through (or produce) format X (e.g. onnx) or use an edge tagged X (e.g. litert); `--via auto`
-keeps the routes whose intermediates are all ONNX, the hub (torch -> tflite directly, or via
-ONNX; never torch -> tflite -> onnx). The pipeline converts along one route, or along each and
-keeps the best validated artifact.
+and `best` keep the routes whose intermediates are all ONNX, the hub (torch -> tflite directly, or
+via ONNX; never torch -> tflite -> onnx), in preference order (fewest hops first). The pipeline
+converts along them until one passes (auto), or along each and keeps the fastest that passes (best).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def family_of(fmt: str) -> str:
     return FAMILY[fmt]
 
 
+AUTO_VIAS = ("auto", "best")  # both consider every route; they differ in how many they run (pipeline)
 HUB = "onnx"  # the interchange format: `auto` routes pass through nothing else
 
 
@@ -73,7 +74,7 @@ def plan_routes(src_family: str, target: str, *, via: str = "auto", edges: list[
     if not found:
         raise InputError(f"no conversion route from {src_family} to {target} in this version of fwconv")
     found.sort(key=len)
-    if via and via != "auto":
+    if via and via not in AUTO_VIAS:
         chosen = [r for r in found if via in route_tags(r)]
         if not chosen:
             raise InputError(f"no route from {src_family} to {target} via {via}",

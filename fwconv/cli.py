@@ -185,8 +185,9 @@ def conversion_options(fn):
                      "with --quantize int8 the target of selective quantization."),
         click.option("--max-float-ops", type=int, help="With --quantize int8: at most this many ops kept in float when "
                      "full int8 fails (default 16; 0: full int8 only)."),
-        click.option("--via", type=click.Choice(["auto", "onnx", "litert"]), default="auto", show_default=True,
-                     help="PyTorch->TFLite route: ONNX+onnx2tf, litert-torch, or auto (try both, keep the fastest that passes)."),
+        click.option("--via", type=click.Choice(["auto", "best", "onnx", "litert"]), default="auto", show_default=True,
+                     help="PyTorch->TFLite route: ONNX+onnx2tf, litert-torch, auto (litert-torch first, the ONNX route "
+                          "only if it fails) or best (both, keep the fastest that passes)."),
         click.option("--backend", type=click.Choice(["xnnpack", "portable", "auto"]),
                      help="ExecuTorch (.pte) backend: the XNNPACK delegate (default), portable kernels only, or auto "
                           "(convert both, keep the fastest that passes)."),

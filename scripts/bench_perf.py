@@ -1,11 +1,12 @@
-"""Benchmark: the default `fwconv torch2tflite` (both routes, validated) against the raw tools.
+"""Benchmark: the default `fwconv torch2tflite` (validated) against the raw tools.
 
 Per model (fixture cnn/transformer/gru and a transformers ResNet, each saved as a `.pt2`), each
 variant runs as its own cold process, rounds interleaved so drift hits every variant alike:
-  fwconv        `fwconv torch2tflite SRC` (default: --via auto, validated; workers if 2 cores are idle)
-  fwconv-2      the same with FWCONV_ROUTE_JOBS=2 (both routes side by side in worker processes)
-  fwconv-seq    the same with FWCONV_ROUTE_JOBS=1 (route workers one after the other)
-  fwconv-inproc the same with FWCONV_ROUTE_JOBS=0 (both routes in-process: the former path)
+  fwconv        `fwconv torch2tflite SRC` (default: --via auto, validated: litert-torch's route,
+                the ONNX route only if that fails)
+  fwconv-best   `--via best`: both routes, each validated (workers if 2 cores are idle)
+  fwconv-best-2 the same with FWCONV_ROUTE_JOBS=2 (both routes side by side in worker processes)
+  fwconv-best-inproc the same with FWCONV_ROUTE_JOBS=0 (both routes in-process, one after the other)
   raw-litert    torch.export.load -> litert_torch.convert(ep.module(), args).export(path)
   raw-onnx2tf   torch.onnx.export(ep, dynamo=True) -> onnx2tf.convert(not_use_onnxsim=True)
 Reported: median wall time and median peak memory, where memory is the peak of the SUM of RSS
@@ -104,11 +105,12 @@ def sources(tmp: str, names: list[str]) -> dict[str, str]:
 def variants(src: str, chosen: list[str]) -> dict:
     fwconv = os.path.join(VENV_BIN, "fwconv")
     conv = lambda w: [fwconv, "torch2tflite", src, "-o", os.path.join(w, "m.tflite")]
+    best = lambda w: conv(w) + ["--via", "best"]
     every = {
         "fwconv": (conv, {}),
-        "fwconv-2": (conv, {"FWCONV_ROUTE_JOBS": "2"}),
-        "fwconv-seq": (conv, {"FWCONV_ROUTE_JOBS": "1"}),
-        "fwconv-inproc": (conv, {"FWCONV_ROUTE_JOBS": "0"}),
+        "fwconv-best": (best, {}),
+        "fwconv-best-2": (best, {"FWCONV_ROUTE_JOBS": "2"}),
+        "fwconv-best-inproc": (best, {"FWCONV_ROUTE_JOBS": "0"}),
         "raw-litert": (lambda w: [sys.executable, "-c", RAW_LITERT, src, w], {}),
         "raw-onnx2tf": (lambda w: [sys.executable, "-c", RAW_ONNX2TF, src, w], {}),
     }
@@ -170,7 +172,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="cnn,transformer,gru,hf_resnet")
-    ap.add_argument("--variants", default="fwconv-2,fwconv-inproc,raw-litert,raw-onnx2tf")
+    ap.add_argument("--variants", default="fwconv,fwconv-best,raw-litert,raw-onnx2tf")
     ap.add_argument("--gate", action="store_true", help="also time fwconv gate --jobs 1 vs --jobs 2")
     ap.add_argument("--json", default=os.path.join(REPO, "out", "bench_perf.json"))
     opts = ap.parse_args()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 
 import numpy as np
 import pytest
@@ -21,15 +22,60 @@ def calibration(tmp_path_factory, models_dir):
     return path
 
 
-def test_auto_keeps_the_fastest_passing_route(models_dir, tmp_path):
+# A factory whose graph is wrong only when litert-torch traces it (a fault planted in one route):
+# PyTorch's eager reference and the ONNX exporter's trace see the right model.
+WRONG_UNDER_LITERT = textwrap.dedent("""
+    import inspect, torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            y = self.conv(x).relu()
+            if any("litert_torch" in (f.frame.f_globals.get("__name__") or "") for f in inspect.stack()):
+                y = y + 1.0
+            return y
+
+    def build():
+        torch.manual_seed(0)
+        return Net().eval()
+    """)
+
+
+def test_auto_keeps_the_first_route_that_passes_and_skips_the_rest(models_dir, tmp_path):
+    result = _convert(models_dir / "transformer.pt2", tmp_path / "t.tflite")  # --via auto is the default
+    routes = result.manifest.extra["routes"]
+    assert [(r["route"], r["status"]) for r in routes] == [("torch -> tflite (litert)", "pass"),
+                                                           ("torch -> onnx -> tflite", "skipped")], routes
+    assert "--via best" in routes[1]["why"]
+    assert result.manifest.extra["chosen_route"] == "torch -> tflite (litert)"
+    assert result.validation.parity_passed
+
+
+def test_auto_falls_back_to_the_next_route_when_the_first_fails_parity(tmp_path):
+    factory = tmp_path / "wrong_under_litert.py"
+    factory.write_text(WRONG_UNDER_LITERT)
+    result = _convert(f"{factory}:build", tmp_path / "m.tflite", input_shapes=["1,3,8,8"])
+    routes = {r["route"]: r["status"] for r in result.manifest.extra["routes"]}
+    assert routes == {"torch -> tflite (litert)": "parity_failed", "torch -> onnx -> tflite": "pass"}, routes
+    assert result.manifest.extra["chosen_route"] == "torch -> onnx -> tflite"
+    assert result.validation.parity_passed and (tmp_path / "m.tflite").exists()
+
+
+def _convert(source, out, **options):
     from fwconv.convert.options import ConvertOptions
     from fwconv.convert.pipeline import convert
     from fwconv.validators.compare import ValidateSettings
     from fwconv.validators.latency import LatencySettings
 
     settings = ValidateSettings(latency=LatencySettings(warmup_runs=5, runs=50))
-    result = convert(str(models_dir / "transformer.pt2"), "tflite", str(tmp_path / "t.tflite"),
-                     ConvertOptions(), settings)  # --via auto is the default
+    return convert(str(source), "tflite", str(out), ConvertOptions.from_strings(**options), settings)
+
+
+def test_best_keeps_the_fastest_passing_route(models_dir, tmp_path):
+    result = _convert(models_dir / "transformer.pt2", tmp_path / "t.tflite", via="best")
     routes = result.manifest.extra["routes"]
     assert {r["route"] for r in routes} == {"torch -> tflite (litert)", "torch -> onnx -> tflite"}
     passing = [r for r in routes if r["status"] == "pass"]

@@ -58,7 +58,7 @@ def _convert(source: str, out, route_jobs: str, **options):
 
     os.environ["FWCONV_ROUTE_JOBS"] = route_jobs
     try:
-        return convert(str(source), "tflite", str(out), ConvertOptions.from_strings(**options))
+        return convert(str(source), "tflite", str(out), ConvertOptions.from_strings(via="best", **options))
     finally:
         del os.environ["FWCONV_ROUTE_JOBS"]
 
@@ -94,7 +94,7 @@ def test_an_interrupt_kills_the_route_workers(models_dir, tmp_path):
     import psutil
 
     out = tmp_path / "m.tflite"
-    proc = subprocess.Popen(FWCONV + ["torch2tflite", str(models_dir / "cnn.pt2"), "-o", str(out)],
+    proc = subprocess.Popen(FWCONV + ["torch2tflite", str(models_dir / "cnn.pt2"), "-o", str(out), "--via", "best"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env={**os.environ, "FWCONV_ROUTE_JOBS": "2"})
     workers, deadline = [], time.time() + 60
