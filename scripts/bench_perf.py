@@ -12,9 +12,10 @@ variant runs as its own cold process, rounds interleaved so drift hits every var
 Reported: median wall time and median peak memory, where memory is the peak of the SUM of RSS
 over the whole process tree (psutil, sampled every 50 ms), so worker processes count.
 `--gate` also times `fwconv gate` on 4 fixture models x (onnx, tflite): a cold process per job
-(FWCONV_GATE_WARM=0, the former executor), warm workers --jobs 1, warm workers --jobs 2.
+(FWCONV_GATE_WARM=0, the former executor), warm workers --jobs 1, warm workers --jobs 2; then the
+warm runs again with every model listed --gate-copies times, for the steady-state cost per job.
 
-    .venv/bin/python scripts/bench_perf.py [--rounds 3] [--models cnn,transformer,gru,hf_resnet] [--gate]
+    .venv/bin/python scripts/bench_perf.py [--rounds 3] [--models cnn,transformer,gru,hf_resnet] [--gate [--gate-copies 3]]
 """
 
 from __future__ import annotations
@@ -147,25 +148,46 @@ def print_table(results: dict) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
-def bench_gate(tmp: str, opts) -> dict:
-    """`fwconv gate` on the fixture models x tflite+onnx, --jobs 1 then --jobs 2 (no cache)."""
+def gate_config(tmp: str, copies: int) -> tuple[str, int]:
+    """A gate config with the fixture models x (onnx, tflite), each model listed `copies` times
+    (under different names, so every copy is converted): (path, number of jobs)."""
     from fixtures.generate import generate
 
     models = generate(os.path.join(tmp, "gate-models"), ["cnn", "mlp", "transformer", "gru"])
-    config = os.path.join(tmp, "fwconv.toml")
+    config = os.path.join(tmp, f"fwconv-{copies}.toml")
     with open(config, "w") as f:
-        f.write('[gate]\noutput_dir = "out"\n')
-        for name, paths in models.items():
-            f.write(f'\n[[model]]\nname = "{name}"\nsource = "{paths["pt2"]}"\ntargets = ["onnx", "tflite"]\n')
+        f.write(f'[gate]\noutput_dir = "out-{copies}"\n')
+        for copy in range(copies):
+            for name, paths in models.items():
+                f.write(f'\n[[model]]\nname = "{name}{copy}"\nsource = "{paths["pt2"]}"\ntargets = ["onnx", "tflite"]\n')
+    return config, 2 * len(models) * copies
+
+
+def bench_gate(tmp: str, opts) -> dict:
+    """`fwconv gate` (no cache): a cold process per job, warm workers --jobs 1 and --jobs 2, on 8
+    jobs; then warm --jobs 1 and 2 on 8 x `--gate-copies` jobs, whose difference from the 8-job
+    runs is the steady-state cost per job once the workers are warm (their imports paid)."""
+    runs = [("cold-1", 1, "0", 1), ("warm-1", 1, "1", 1), ("warm-2", 2, "1", 1)]
+    if opts.gate_copies > 1:
+        runs += [(f"warm-1 x{opts.gate_copies}", 1, "1", opts.gate_copies), (f"warm-2 x{opts.gate_copies}", 2, "1", opts.gate_copies)]
     times = {}
-    for label, jobs, warm in (("cold-1", 1, "0"), ("warm-1", 1, "1"), ("warm-2", 2, "1")):
+    for label, jobs, warm, copies in runs:
+        config, n_jobs = gate_config(tmp, copies)
         cmd = [os.path.join(VENV_BIN, "fwconv"), "gate", config, "--jobs", str(jobs), "--no-cache"]
         wall, peak = measured(cmd, tmp, {"FWCONV_GATE_WARM": warm})
-        times[label] = {"wall_s": wall, "peak_mb": peak, "jobs": 2 * len(models)}
-    speedup = times["warm-1"]["wall_s"] / times["warm-2"]["wall_s"]
-    print("\ngate: " + ", ".join(f"{k} {v['wall_s']:.1f} s ({v['wall_s'] / v['jobs']:.2f} s/job, {v['peak_mb']:.0f} MB)"
-                                for k, v in times.items()) + f"; --jobs 2 / --jobs 1 speedup {speedup:.2f}x", flush=True)
-    return {"runs": times, "speedup": speedup}
+        times[label] = {"wall_s": wall, "peak_mb": peak, "jobs": n_jobs}
+    out = {"runs": times, "speedup": times["warm-1"]["wall_s"] / times["warm-2"]["wall_s"]}
+    print("\ngate: " + ", ".join(f"{k} {v['wall_s']:.1f} s ({v['jobs']} jobs, {v['wall_s'] / v['jobs']:.2f} s/job, "
+                                f"{v['peak_mb']:.0f} MB)" for k, v in times.items())
+          + f"; --jobs 2 / --jobs 1 speedup (8 jobs) {out['speedup']:.2f}x", flush=True)
+    if opts.gate_copies > 1:
+        c = opts.gate_copies
+        extra = lambda j: (times[f"warm-{j} x{c}"]["wall_s"] - times[f"warm-{j}"]["wall_s"]) / (times[f"warm-{j} x{c}"]["jobs"] - 8)
+        out["steady_s_per_job"] = {"jobs-1": extra(1), "jobs-2": extra(2)}
+        out["steady_speedup"] = extra(1) / extra(2)
+        print(f"steady state (warm workers): --jobs 1 {extra(1):.2f} s/job, --jobs 2 {extra(2):.2f} s/job; "
+              f"throughput speedup {out['steady_speedup']:.2f}x", flush=True)
+    return out
 
 
 def main() -> None:
@@ -174,6 +196,8 @@ def main() -> None:
     ap.add_argument("--models", default="cnn,transformer,gru,hf_resnet")
     ap.add_argument("--variants", default="fwconv,fwconv-best,raw-litert,raw-onnx2tf")
     ap.add_argument("--gate", action="store_true", help="also time fwconv gate --jobs 1 vs --jobs 2")
+    ap.add_argument("--gate-copies", type=int, default=3, help="with --gate: also run each model this many times "
+                    "(8 x N jobs) to measure the steady-state cost per job")
     ap.add_argument("--json", default=os.path.join(REPO, "out", "bench_perf.json"))
     opts = ap.parse_args()
     sys.path.insert(0, REPO)

@@ -153,3 +153,18 @@ def test_warm_gate_worker_replaced_after_a_crash_and_a_timeout(models_dir, tmp_p
     assert results["hang:onnx"]["messages"] == ["timed out after 5s"]
     assert results["cnn:onnx"]["status"] == "pass", proc.stderr
     assert proc.returncode == 1
+
+
+def test_gate_workers_split_the_cores_between_them(monkeypatch):
+    """Two warm workers on 2 cores get one compute thread each (torch's OpenMP pool included, set
+    before torch is imported), and their runtimes' default; one worker keeps the defaults."""
+    from fwconv.gate.pool import thread_share
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert thread_share(1) is None and thread_share(2) == 1 and thread_share(8) == 1
+    code = ("from fwconv.procs import limit_threads, worker_threads; limit_threads(1); import torch; "
+            "from fwconv.gate.config import gate_settings; "
+            "print(torch.get_num_threads(), worker_threads(), gate_settings({}, 'fp32').threads)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "FWCONV_THREADS")})
+    assert out.stdout.split() == ["1", "1", "1"], out.stderr[-2000:]

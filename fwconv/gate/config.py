@@ -229,11 +229,12 @@ def convert_options(settings: dict[str, Any]):
 
 def gate_settings(settings: dict[str, Any], precision: str):
     """The job's validation settings, by the same builder the CLI uses."""
+    from fwconv.procs import worker_threads
     from fwconv.validators.latency import LatencySettings
     from fwconv.validators.settings import build_settings
 
     return build_settings(precision=settings.get("precision", precision), atol=settings.get("atol"),
                           rtol=settings.get("rtol"), per_output=settings.get("tolerance") or {},
-                          samples=settings.get("samples", 1), threads=settings.get("threads"),
+                          samples=settings.get("samples", 1), threads=settings.get("threads") or worker_threads(),
                           latency=LatencySettings(warmup_runs=5, runs=int(settings.get("latency_runs", 30))),
                           max_latency_ratio=settings.get("max_latency_ratio"))

@@ -60,10 +60,10 @@ def run_isolated(job: dict[str, Any], check_only: bool = False) -> dict[str, Any
 def run_local(jobs: list[dict], *, workers: int, check_only: bool) -> Iterator[dict]:
     """Yield results as they finish; `workers` processes at a time. On an interrupt, pending
     jobs are cancelled and running workers terminated before the interrupt goes on."""
-    from fwconv.gate.pool import WarmPool
+    from fwconv.gate.pool import WarmPool, thread_share
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers))
-    warm = WarmPool()
+    warm = WarmPool(thread_share(workers))
     _POOLS.add(warm)
     try:
         run = warm.run if os.environ.get("FWCONV_GATE_WARM", "1") != "0" else run_isolated  # 0: a cold process per job

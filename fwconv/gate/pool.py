@@ -19,10 +19,11 @@ from fwconv import procs
 MAX_JOBS = 25
 
 
-def _serve(conn) -> None:
+def _serve(conn, threads: int | None) -> None:
     """Worker loop: (job, check_only) in, result dict out, until the pipe closes."""
     os.environ["FWCONV_PROGRESS"] = "0"  # the gate's parent shows progress
     os.environ["FWCONV_ROUTE_JOBS"] = "0"
+    procs.limit_threads(threads)
     from fwconv import signals
     from fwconv.gate.worker import run_job
 
@@ -39,9 +40,16 @@ def _serve(conn) -> None:
         return
 
 
+def thread_share(workers: int) -> int | None:
+    """Compute threads per worker when several run at once: the cores split evenly (None: one
+    worker keeps the frameworks' defaults, i.e. every core)."""
+    return max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+
+
 class WarmWorker:
-    def __init__(self):
-        self.proc, self.conn = procs.spawn(_serve, daemon=False)  # not daemonic: its runners spawn processes
+    def __init__(self, threads: int | None = None):
+        # not daemonic: its runners spawn processes
+        self.proc, self.conn = procs.spawn(_serve, threads, daemon=False)
         self.jobs = 0
 
     def run(self, job: dict, check_only: bool) -> dict:
@@ -75,7 +83,8 @@ class WarmWorker:
 class WarmPool:
     """One warm worker per calling thread (the gate's thread pool), replaced when it is unusable."""
 
-    def __init__(self):
+    def __init__(self, threads: int | None = None):
+        self.threads = threads  # each worker's compute threads (thread_share)
         self._local = threading.local()
         self._all: list[WarmWorker] = []
         self._lock = threading.Lock()
@@ -85,7 +94,7 @@ class WarmPool:
         if worker is None or not worker.usable:
             if worker is not None:
                 worker.close()
-            worker = self._local.worker = WarmWorker()
+            worker = self._local.worker = WarmWorker(self.threads)
             with self._lock:
                 self._all.append(worker)
         return worker.run(job, check_only)
