@@ -148,3 +148,46 @@ def torch_dynamic_shapes(table: dict[str, dict[int, DynamicDim]], names: list[st
                     kwargs["max"] = d.max
                 dims[d.label] = torch.export.Dim(d.label, **kwargs)
     return tuple({i: dims[d.label] for i, d in table.get(name, {}).items()} or None for name in names)
+
+
+def export_sample(sample: dict, table: dict[str, dict[int, DynamicDim]]) -> dict:
+    """The sample for torch.export: a dynamic dim of size 1 is repeated to 2 first, because
+    torch.export specialises a size-1 dimension (it would come out static)."""
+    import numpy as np
+
+    out = {}
+    for name, a in sample.items():
+        for i, d in sorted(table.get(name, {}).items()):
+            if a.shape[i] == 1 and (d.max is None or d.max >= 2):
+                a = np.repeat(a, 2, axis=i)
+        out[name] = np.ascontiguousarray(a)
+    return out
+
+
+def bounded(table: dict[str, dict[int, DynamicDim]], shapes: dict[str, list], default_max: int):
+    """The table with every open MAX closed at `default_max` (or the example's size, if larger),
+    for runtimes that plan memory at the upper bound (ExecuTorch). Returns (table, the labels closed)."""
+    closed: dict[str, int] = {}
+    for name, per in table.items():
+        for i, d in per.items():
+            if d.max is None:
+                closed[d.label] = max(closed.get(d.label, 0), default_max, shapes[name][i])
+    new = {name: {i: dataclasses.replace(d, max=closed.get(d.label, d.max)) for i, d in per.items()}
+           for name, per in table.items()}
+    return new, closed
+
+
+def check_sizes(table: dict[str, dict[int, DynamicDim]], shapes: dict[str, list]) -> None:
+    """Every size the validator will try, checked against the allocation cap before anything
+    converts (a huge MAX is refused up front, like a huge --input-shape)."""
+    shape_sets(tuple({d for per in table.values() for d in per.values()}), shapes)
+
+
+def tf_signature_dims(specs) -> tuple[DynamicDim, ...]:
+    """A TensorFlow/Keras source's own open dims (None in its signature), other than a lone open
+    batch: Keras leaves dim 0 open on every model, so that one stays fixed unless `--dynamic`
+    asks for it; a sequence length or image side left open is the model's own promise."""
+    found = []
+    for spec in specs:
+        found += [DynamicDim(spec.name, i, f"{spec.name}_{i}") for i, size in enumerate(spec.shape) if size is None and i]
+    return tuple(found)
