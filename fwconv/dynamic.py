@@ -143,7 +143,7 @@ def torch_dynamic_shapes(table: dict[str, dict[int, DynamicDim]], names: list[st
     for per in table.values():
         for d in per.values():
             if d.label not in dims:
-                kwargs = {"min": d.min} if d.min > 1 else {}
+                kwargs = {"min": d.min}
                 if d.max is not None:
                     kwargs["max"] = d.max
                 dims[d.label] = torch.export.Dim(d.label, **kwargs)
