@@ -371,6 +371,9 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
     from fwconv.convert.planner import applicable_routes, plan_routes
 
     options = options or ConvertOptions()
+    from fwconv.dynamic import check_declared_bounds
+
+    check_declared_bounds(options.dynamic, options.input_specs)  # a huge MAX: refused before the model loads
     if options.backend and target != "pte":
         raise InputError(f"--backend {options.backend} applies to ExecuTorch (--to pte), not to {target}")
     fmt = detect_format(source)
