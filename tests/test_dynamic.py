@@ -312,6 +312,7 @@ def test_executorch_bounded_batch_and_sequence(tmp_path):
     seq_dir.mkdir()
     out, manifest, _ = _convert(seq_dir, TRANSFORMER, "pte", "1,8,32", "tokens:1=seq:2..24")
     assert manifest["extra"]["dynamic"][0]["max"] == 24
+    assert "tokens dim 1 (up to 24)" in invoke("inspect", out).output
     for length in (2, 13, 24):
         x = np.random.default_rng(length).standard_normal((1, length, 32)).astype(np.float32)
         assert scaled_error(_torch(TRANSFORMER, x), _executorch(out, x)) < 1e-4, length
