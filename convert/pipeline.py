@@ -19,6 +19,7 @@ from fwconv.models.formats import TARGET_SUFFIX, detect_format, model_file
 from fwconv.convert.job import Artifact, Job
 from fwconv.convert.options import ConvertOptions
 from fwconv.convert.planner import family_of
+from fwconv.dynamic import check_declared_bounds, check_sizes
 from fwconv.errors import ConversionError, InputError, ModelLoadError, ParityError
 from fwconv.manifest import Manifest, manifest_path, sha256_of, size_of
 from fwconv.specs import TensorSpec, bind_arrays, load_npz
@@ -305,8 +306,6 @@ def prepare_context(ctx: dict) -> Artifact:
     artifact, ctx["ref_runner"], ctx["torch_source"], ctx["sample"], ctx["ref_outputs"] = \
         prepare_source(ctx["source"], options)
     ctx["dynamic"] = _dynamic_dims(options, artifact, ctx["torch_source"], ctx["sample"], ctx["ref_runner"])
-    from fwconv.dynamic import check_sizes
-
     check_sizes(ctx["dynamic"], {n: list(a.shape) for n, a in ctx["sample"].items()})  # before anything converts
     return artifact
 
@@ -371,8 +370,6 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
     from fwconv.convert.planner import applicable_routes, plan_routes
 
     options = options or ConvertOptions()
-    from fwconv.dynamic import check_declared_bounds
-
     check_declared_bounds(options.dynamic, options.input_specs)  # a huge MAX: refused before the model loads
     if options.backend and target != "pte":
         raise InputError(f"--backend {options.backend} applies to ExecuTorch (--to pte), not to {target}")

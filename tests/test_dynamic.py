@@ -302,7 +302,8 @@ def test_executorch_bounded_batch_and_sequence(tmp_path):
     runtime at every size against PyTorch, and refused past its bound."""
     out, manifest, _ = _convert(tmp_path, CNN, "pte", "1,3,32,32", "batch")
     (dim,) = manifest["extra"]["dynamic"]
-    assert dim["max"] and any("had no MAX" in n for n in manifest["notes"]), manifest["notes"]
+    assert any("had no MAX: bounded at 64" in n for n in manifest["notes"]), manifest["notes"]
+    assert dim["max"] == 64 or any(f"narrowed the bound of 'batch' to {dim['max']}" in n for n in manifest["notes"])
     assert manifest["inputs"][0]["shape"] == [None, 3, 32, 32]
     assert all(s["passed"] for s in manifest["validation"]["shapes"])
     for batch in sorted({1, 3, dim["max"]}):
@@ -318,6 +319,23 @@ def test_executorch_bounded_batch_and_sequence(tmp_path):
         assert scaled_error(_torch(TRANSFORMER, x), _executorch(out, x)) < 1e-4, length
     with pytest.raises(Exception):
         _executorch(out, np.zeros((1, 25, 32), np.float32))
+
+
+@pytest.mark.slow
+def test_executorch_portable_keeps_an_asked_cnn_bound(tmp_path):
+    """The CNN's batch asked up to 32: XNNPACK's program allocates only 15 (its lowering narrows a
+    conv net's batch range), so that route fails saying so; the portable program takes 32."""
+    out = tmp_path / "cnn.pte"
+    result = invoke("convert", CNN, "--to", "pte", "--backend", "auto", "--input-shape", "1,3,32,32",
+                    "--dynamic", "image:0=batch:1..32", "-o", out, "--no-latency")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "cnn.pte.fwconv.json").read_text())
+    assert manifest["extra"]["backend"] == "portable" and manifest["extra"]["dynamic"][0]["max"] == 32
+    (xnnpack,) = [r for r in manifest["extra"]["routes"] if "xnnpack" in r["route"]]
+    assert "only up to" in xnnpack["error"], xnnpack
+    for batch in (1, 7, 32):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        assert scaled_error(_torch(CNN, x), _executorch(out, x)) < 1e-4, batch
 
 
 def test_executorch_refuses_dynamic_int8(tmp_path):

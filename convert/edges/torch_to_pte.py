@@ -94,7 +94,10 @@ def _lower(exported, backend: str, names: dict, job: Job):
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
         partitioners = [XnnpackPartitioner()]
-    with job.stage(f"lower:{backend}") as record, captured_output():
+    torch = require("torch", "executorch")
+    # Under no_grad as the export was: lowered and emitted with grad on, a CNN's batch range
+    # 1..64 came out 2..15 (the program then allocates 15), here with torch 2.13 / executorch 1.5.1.
+    with job.stage(f"lower:{backend}") as record, captured_output(), torch.no_grad():
         try:
             return exir.to_edge_transform_and_lower(exported, partitioner=partitioners,
                                                     constant_methods={IO_METHOD: json.dumps(names)})
@@ -119,7 +122,8 @@ def _delegation(edge_program, backend: str) -> dict:
 
 
 def _emit(edge_program, out: str, job: Job) -> None:
-    with job.stage("emit") as record, captured_output():
+    torch = require("torch", "executorch")
+    with job.stage("emit") as record, captured_output(), torch.no_grad():  # as _lower: grad on narrows ranges
         try:
             buffer = edge_program.to_executorch().buffer
         except Exception as exc:
@@ -150,9 +154,9 @@ def _bounded_dims(job: Job) -> tuple[tuple | None, list[str], set]:
 
 
 def _program_bounds(io: dict, job: Job, backend: str, defaulted: set) -> list[str]:
-    """The upper bounds the program really allocates (a delegate's passes can narrow them: XNNPACK
-    narrowed a CNN's batch bound from 64 to 15 here). A MAX the user gave that the program cannot
-    take fails this backend; a default bound narrowed is kept as the program has it, and said."""
+    """The upper bounds the program really allocates, read back: lowering can narrow a range (it
+    did, 64 -> 15, when it ran with grad on; see _lower). A MAX the user gave that the program
+    cannot take fails this backend; a default bound narrowed is kept as the program has it, and said."""
     notes = []
     for spec, capacity in zip(io["inputs"], io["capacity"]):
         for i, d in list(job.dynamic.get(spec.name, {}).items()):
