@@ -10,6 +10,7 @@ the delegation summary (what XNNPACK took, what stayed on kernels) goes into the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -87,6 +88,17 @@ def _quantize(exported, args: tuple, job: Job):
     return _export(converted, args, job, stage="export:quantized"), len(samples)
 
 
+@contextlib.contextmanager
+def _keeping_ranges():
+    """Lower and emit without narrowing a dynamic dim's range: under no_grad as the export was,
+    and with torch's backed_size_oblivious (as ExecuTorch's own XNNPACK passes later run, PR
+    19262). Without them a CNN's batch range 1..64 came out 2..15 here (ATen's CPU conv kernel
+    selection guards on 16), and the program allocated a batch of 15."""
+    torch = require("torch", "executorch")
+    with torch.no_grad(), torch.fx.experimental._config.patch(backed_size_oblivious=True):
+        yield
+
+
 def _lower(exported, backend: str, names: dict, job: Job):
     exir = require("executorch.exir", "executorch")
     partitioners = []
@@ -94,10 +106,7 @@ def _lower(exported, backend: str, names: dict, job: Job):
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
         partitioners = [XnnpackPartitioner()]
-    torch = require("torch", "executorch")
-    # Under no_grad as the export was: lowered and emitted with grad on, a CNN's batch range
-    # 1..64 came out 2..15 (the program then allocates 15), here with torch 2.13 / executorch 1.5.1.
-    with job.stage(f"lower:{backend}") as record, captured_output(), torch.no_grad():
+    with job.stage(f"lower:{backend}") as record, captured_output(), _keeping_ranges():
         try:
             return exir.to_edge_transform_and_lower(exported, partitioner=partitioners,
                                                     constant_methods={IO_METHOD: json.dumps(names)})
@@ -122,8 +131,7 @@ def _delegation(edge_program, backend: str) -> dict:
 
 
 def _emit(edge_program, out: str, job: Job) -> None:
-    torch = require("torch", "executorch")
-    with job.stage("emit") as record, captured_output(), torch.no_grad():  # as _lower: grad on narrows ranges
+    with job.stage("emit") as record, captured_output(), _keeping_ranges():
         try:
             buffer = edge_program.to_executorch().buffer
         except Exception as exc:
@@ -155,7 +163,7 @@ def _bounded_dims(job: Job) -> tuple[tuple | None, list[str], set]:
 
 def _program_bounds(io: dict, job: Job, backend: str, defaulted: set) -> list[str]:
     """The upper bounds the program really allocates, read back: lowering can narrow a range (it
-    did, 64 -> 15, when it ran with grad on; see _lower). A MAX the user gave that the program
+    did, 64 -> 15, before _keeping_ranges). A MAX the user gave that the program
     cannot take fails this backend; a default bound narrowed is kept as the program has it, and said."""
     notes = []
     for spec, capacity in zip(io["inputs"], io["capacity"]):
