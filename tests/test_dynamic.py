@@ -227,6 +227,8 @@ def keras_models(tmp_path_factory):
     paths = {"cnn": out / "cnn.keras", "text": out / "text.keras"}
     cnn.save(paths["cnn"])
     text.save(paths["text"])
+    paths["cnn_sm"] = out / "cnn_sm"
+    cnn.export(str(paths["cnn_sm"]), verbose=False)
     return {"dir": out, "paths": paths, "models": {"cnn": cnn, "text": text}}
 
 
@@ -276,6 +278,21 @@ def test_keras_text_sequence_left_open_by_its_signature(keras_models):
     for batch, length in ((1, 1), (3, 13), (2, 40)):
         ids = np.random.default_rng(length).integers(0, 100, (batch, length)).astype(np.int32)
         assert scaled_error(_keras(model, ids), _onnx(out, ids)) < 1e-4, (batch, length)
+
+
+@pytest.mark.slow
+def test_savedmodel_source_dynamic_batch_through_tf2onnx(keras_models, tmp_path):
+    """A SavedModel (the same CNN, `model.export`) with --dynamic batch: ONNX Runtime matches Keras
+    at batch 1, 4 and 16 (no MAX: the validator tries up to 16)."""
+    out = tmp_path / "sm.onnx"
+    result = invoke("savedmodel2onnx", keras_models["paths"]["cnn_sm"], "--dynamic", "batch", "-o", out, "--no-latency")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "sm.onnx.fwconv.json").read_text())
+    assert manifest["inputs"][0]["shape"][0] is None and all(s["passed"] for s in manifest["validation"]["shapes"])
+    model = keras_models["models"]["cnn"]
+    for batch in (1, 4, 16):
+        x = np.random.default_rng(batch).standard_normal((batch, 16, 16, 3)).astype(np.float32)
+        assert scaled_error(_keras(model, x), _onnx(out, x)) < 1e-4, batch
 
 
 @pytest.mark.slow
