@@ -200,9 +200,9 @@ def check_sizes(table: dict[str, dict[int, DynamicDim]], shapes: dict[str, list]
 
 
 def tf_signature_dims(specs) -> tuple[DynamicDim, ...]:
-    """A TensorFlow/Keras source's own open dims (None in its signature), other than a lone open
-    batch: Keras leaves dim 0 open on every model, so that one stays fixed unless `--dynamic`
-    asks for it; a sequence length or image side left open is the model's own promise."""
+    """A TensorFlow/Keras source's own open dims (None in its signature), other than dim 0: Keras
+    leaves the batch open on every model, so it stays fixed unless `--dynamic` asks for it; a
+    sequence length or image side left open is the model's own promise."""
     found = []
     for spec in specs:
         found += [DynamicDim(spec.name, i, f"{spec.name}_{i}") for i, size in enumerate(spec.shape) if size is None and i]
