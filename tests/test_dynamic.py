@@ -404,3 +404,32 @@ def test_savedmodel_target_dynamic_batch(tmp_path):
         got = list(signature(**{name: tf.constant(feed)}).values())[0].numpy()
         assert scaled_error(_torch(CNN, x), got) < 1e-4, batch
     assert all(s["passed"] for s in manifest["validation"]["shapes"])
+
+
+@pytest.mark.slow
+def test_a_sources_own_dim_onnx2tf_cannot_keep_is_fixed_with_a_note(tmp_path):
+    """An ONNX BERT whose sequence is symbolic (its own, no --dynamic) to TFLite: onnx2tf cannot
+    keep that dim, so it is fixed at the sample's length and the manifest says so; LiteRT matches
+    PyTorch at that length. (Asked with --dynamic, the same dim is an error, never frozen.)"""
+    import torch
+
+    from fixtures.thirdparty import build_bert
+
+    onnx_path = tmp_path / "bert.onnx"
+    made = invoke("torch2onnx", f"{REPO}/fixtures/thirdparty.py:build_bert", "--input-shape", "1,16", "--input-dtype",
+                  "int64", "--dynamic", "input_ids:1=seq:4..32", "-o", onnx_path, "--no-latency")
+    assert made.exit_code == 0, made.output
+    out = tmp_path / "bert.tflite"
+    result = invoke("convert", onnx_path, "--to", "tflite", "--input-shape", "1,16", "--input-dtype", "int64",
+                    "-o", out, "--no-latency")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "bert.tflite.fwconv.json").read_text())
+    assert any("dynamic dims (seq) are fixed" in n for n in manifest["notes"]), manifest["notes"]
+    assert "dynamic" not in manifest["extra"] and manifest["inputs"][0]["shape"] == [1, 16]
+    ids = np.random.default_rng(16).integers(0, 1000, (1, 16)).astype(np.int64)
+    with torch.no_grad():
+        want = build_bert()(torch.from_numpy(ids))[0].numpy()
+    from conftest import run_litert
+
+    got = next(v for v in run_litert(str(out), {"input_ids": ids}).values() if v.shape == want.shape)
+    assert scaled_error(want, got) < 1e-4
