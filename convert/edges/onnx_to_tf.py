@@ -73,7 +73,7 @@ def _pick_perm(keras_out: np.ndarray, onnx_out: np.ndarray) -> list[int] | None:
 def run_onnx2tf(onnx_path: str, job: Job, exporter: str | None = None):
     """onnx2tf on a scratch copy; returns (keras model, onnx inputs, onnx outputs, sample feed,
     notes). Dims only the source left open (no --dynamic asked for them) are kept where onnx2tf
-    can; where it cannot (a Keras LSTM over an open sequence length failed here) they are fixed
+    can; where it cannot (an ONNX BERT's symbolic sequence length failed here) they are fixed
     at the sample's sizes, once, and the note says so. Dims the user asked for are never frozen."""
     model = load_onnx(onnx_path)
     try:

@@ -91,9 +91,10 @@ def _quantize(exported, args: tuple, job: Job):
 @contextlib.contextmanager
 def _keeping_ranges():
     """Lower and emit without narrowing a dynamic dim's range: under no_grad as the export was,
-    and with torch's backed_size_oblivious (as ExecuTorch's own XNNPACK passes later run, PR
-    19262). Without them a CNN's batch range 1..64 came out 2..15 here (ATen's CPU conv kernel
-    selection guards on 16), and the program allocated a batch of 15."""
+    and with torch's backed_size_oblivious (what ExecuTorch PR 19262 runs its XNNPACK passes
+    with; pytorch#118289 names CPU conv kernel selection guarding on 16 as the cause). Without
+    them a CNN's batch range 1..64 came out 2..15 here and the program allocated a batch of 15;
+    turning mkldnn off alone did not help."""
     torch = require("torch", "executorch")
     with torch.no_grad(), torch.fx.experimental._config.patch(backed_size_oblivious=True):
         yield
