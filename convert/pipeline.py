@@ -484,7 +484,10 @@ def _dynamic_dims(options: ConvertOptions, artifact: Artifact, torch_source, sam
         model = load_onnx(artifact.path, check=False)
         own = dyn.of_onnx_inputs(io_specs(model)[0], input_dim_params(model))
     elif artifact.format in ("savedmodel", "keras"):
-        specs = runner.input_specs()
+        try:
+            specs = runner.input_specs()
+        except InputError:  # a signature fwconv cannot read shapes from: the user's --input-shape stands
+            specs = []
         open_dims = tuple(dyn.DynamicDim(s.name, i, "") for s in specs for i, d in enumerate(s.shape) if d is None)
         _refuse_fixed(artifact, options.dynamic, open_dims, "its TensorFlow signature fixes that size",
                       "save the model with None in that dim of its input (keras.Input(shape=(None, ...)))")
