@@ -489,8 +489,9 @@ def _dynamic_dims(options: ConvertOptions, artifact: Artifact, torch_source, sam
         except InputError:  # a signature fwconv cannot read shapes from: the user's --input-shape stands
             specs = []
         open_dims = tuple(dyn.DynamicDim(s.name, i, "") for s in specs for i, d in enumerate(s.shape) if d is None)
-        _refuse_fixed(artifact, options.dynamic, open_dims, "its TensorFlow signature fixes that size",
-                      "save the model with None in that dim of its input (keras.Input(shape=(None, ...)))")
+        if specs:
+            _refuse_fixed(artifact, options.dynamic, open_dims, "its TensorFlow signature fixes that size",
+                          "save the model with None in that dim of its input (keras.Input(shape=(None, ...)))")
         own = dyn.tf_signature_dims(specs)
     shapes = {n: list(a.shape) for n, a in sample.items()}
     return dyn.per_input(tuple(own) + tuple(options.dynamic), shapes)
