@@ -79,7 +79,7 @@ class ConvertOptions:
     @classmethod
     def from_strings(cls, input_shapes=(), input_dtypes=(), dynamic=(), **options) -> "ConvertOptions":
         """From the user's words: `--input-shape [NAME:]D0,D1`, `--input-dtype [NAME:]DTYPE` and
-        `--dynamic batch|NAME:DIM[=LABEL][:MIN..MAX]`."""
+        `--dynamic batch[:MIN..MAX]|NAME:DIM[=LABEL][:MIN..MAX]`."""
         from fwconv.dynamic import parse_dynamic
 
         return cls(input_specs=specs_from_options(tuple(input_shapes), tuple(input_dtypes)),

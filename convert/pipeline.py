@@ -19,6 +19,7 @@ from fwconv.models.formats import TARGET_SUFFIX, detect_format, model_file
 from fwconv.convert.job import Artifact, Job
 from fwconv.convert.options import ConvertOptions
 from fwconv.convert.planner import family_of
+from fwconv.dynamic import check_declared_bounds, check_sizes
 from fwconv.errors import ConversionError, InputError, ModelLoadError, ParityError
 from fwconv.manifest import Manifest, manifest_path, sha256_of, size_of
 from fwconv.specs import TensorSpec, bind_arrays, load_npz
@@ -326,7 +327,8 @@ def prepare_context(ctx: dict) -> Artifact:
     options = ctx["options"]
     artifact, ctx["ref_runner"], ctx["torch_source"], ctx["sample"], ctx["ref_outputs"] = \
         prepare_source(ctx["source"], options)
-    ctx["dynamic"] = _dynamic_dims(options, artifact, ctx["torch_source"], ctx["sample"])
+    ctx["dynamic"] = _dynamic_dims(options, artifact, ctx["torch_source"], ctx["sample"], ctx["ref_runner"])
+    check_sizes(ctx["dynamic"], {n: list(a.shape) for n, a in ctx["sample"].items()})  # before anything converts
     return artifact
 
 
@@ -390,6 +392,7 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
     from fwconv.convert.planner import applicable_routes, plan_routes
 
     options = options or ConvertOptions()
+    check_declared_bounds(options.dynamic, options.input_specs)  # a huge MAX: refused before the model loads
     if options.backend and target != "pte":
         raise InputError(f"--backend {options.backend} applies to ExecuTorch (--to pte), not to {target}")
     fmt = detect_format(source)
@@ -487,27 +490,43 @@ def _validation_summary(report) -> dict | None:
             **({"shapes": report.shapes} if report.shapes else {})}
 
 
-def _dynamic_dims(options: ConvertOptions, artifact: Artifact, torch_source, sample) -> dict:
+def _dynamic_dims(options: ConvertOptions, artifact: Artifact, torch_source, sample, runner) -> dict:
     """{input: {dim: DynamicDim}}: the user's --dynamic, and the dims the source already keeps
-    variable (a .pt2's torch.export.Dims, an ONNX model's symbolic dims). A dim the user asks
-    for that a .pt2 fixed is an error: its graph was specialised to the example's size."""
+    variable (a .pt2's torch.export.Dims, an ONNX model's symbolic dims, a TF/Keras signature's
+    open dims). A dim the user asks for that the source fixed is an error: its graph was
+    specialised to that size."""
     from fwconv import dynamic as dyn
 
     own: tuple = ()
     if torch_source is not None and torch_source.kind == "exported":
         own = dyn.of_exported_program(torch_source.model, list(sample))
-        fixed = [d for d in options.dynamic if not any(o.dim == d.dim and d.input in (None, o.input) for o in own)]
-        if fixed:
-            raise InputError(f"{artifact.path} was exported with static shapes (dim {fixed[0].dim} of its inputs is "
-                             "fixed), so --dynamic cannot make it variable",
-                             hint="export it with torch.export.Dim (dynamic_shapes=...) at a size above 1, or give a factory")
+        _refuse_fixed(artifact, options.dynamic, own, "exported with static shapes",
+                      "export it with torch.export.Dim (dynamic_shapes=...) at a size above 1, or give a factory")
     elif artifact.format == "onnx":
         from fwconv.models.onnx import input_dim_params, io_specs, load_onnx
 
         model = load_onnx(artifact.path, check=False)
         own = dyn.of_onnx_inputs(io_specs(model)[0], input_dim_params(model))
+    elif artifact.format in ("savedmodel", "keras"):
+        try:
+            specs = runner.input_specs()
+        except InputError:  # a signature fwconv cannot read shapes from: the user's --input-shape stands
+            specs = []
+        open_dims = tuple(dyn.DynamicDim(s.name, i, "") for s in specs for i, d in enumerate(s.shape) if d is None)
+        if specs:
+            _refuse_fixed(artifact, options.dynamic, open_dims, "its TensorFlow signature fixes that size",
+                          "save the model with None in that dim of its input (keras.Input(shape=(None, ...)))")
+        own = dyn.tf_signature_dims(specs)
     shapes = {n: list(a.shape) for n, a in sample.items()}
     return dyn.per_input(tuple(own) + tuple(options.dynamic), shapes)
+
+
+def _refuse_fixed(artifact: Artifact, asked: tuple, own: tuple, why: str, hint: str) -> None:
+    """A dim the user asks to vary that the source's graph fixed: refused (its graph was built for that size)."""
+    fixed = [d for d in asked if not any(o.dim == d.dim and d.input in (None, o.input) for o in own)]
+    if fixed:
+        raise InputError(f"{artifact.path}: {why} (dim {fixed[0].dim} of {fixed[0].input or 'its inputs'} is fixed), "
+                         "so --dynamic cannot make it variable", hint=hint)
 
 
 def _candidate_check(ctx: dict, job: Job):

@@ -128,9 +128,10 @@ def input_options(fn):
                      help="Input dtype (default float32), e.g. input_ids:int64."),
         click.option("--input-range", "input_ranges", multiple=True, metavar="[NAME:]LOW,HIGH",
                      help="Value range for synthetic inputs (integers: HIGH exclusive)."),
-        click.option("--dynamic", "dynamic", multiple=True, metavar="batch|NAME:DIM[=LABEL][:MIN..MAX]",
+        click.option("--dynamic", "dynamic", multiple=True, metavar="batch[:MIN..MAX]|NAME:DIM[=LABEL][:MIN..MAX]",
                      help="A dim that stays variable (repeatable; a shared LABEL ties dims): conversions keep it "
-                          "dynamic where the route can, and parity is checked at several sizes."),
+                          "dynamic where the route can, and parity is checked at several sizes. A MAX whose "
+                          "inputs would pass the --max-size cap is refused before anything loads (exit 2)."),
     ]):
         fn = opt(fn)
     return fn

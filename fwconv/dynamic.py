@@ -1,7 +1,7 @@
 """Dynamic dimensions: one way to say which input dims vary, the same for every route, command,
 the gate and the Python API.
 
-  --dynamic batch                      dim 0 of every input (one label, "batch")
+  --dynamic batch[:MIN..MAX]           dim 0 of every input (one label, "batch")
   --dynamic NAME:DIM[=LABEL][:MIN..MAX]  one input's dim; inputs sharing a LABEL share the size
 
 A validator checks an artifact at several sizes inside the bounds (`sizes_to_try`): the smallest,
@@ -18,6 +18,7 @@ from fwconv.errors import InputError
 from fwconv.limits import check_declared
 
 DEFAULT_MAX = 16  # the largest size validated when the user gives no bound (export keeps it open)
+_BATCH_RE = re.compile(r"^batch(?::(?P<min>\d+)\.\.(?P<max>\d+))?$")
 _SPEC_RE = re.compile(r"^(?P<name>[^:]+):(?P<dim>\d+)(?:=(?P<label>[A-Za-z_][A-Za-z0-9_]*))?"
                       r"(?::(?P<min>\d+)\.\.(?P<max>\d+))?$")
 
@@ -42,16 +43,16 @@ def parse_dynamic(texts) -> tuple[DynamicDim, ...]:
     """The user's `--dynamic` words, checked (one clear error per bad one)."""
     found = []
     for text in texts or ():
-        if text == "batch":
-            found.append(DynamicDim(None, 0, "batch"))
-            continue
-        m = _SPEC_RE.match(text)
+        m = _BATCH_RE.match(text) or _SPEC_RE.match(text)
         if not m:
-            raise InputError(f"bad --dynamic '{text}'", hint="use 'batch' or NAME:DIM[=LABEL][:MIN..MAX], "
+            raise InputError(f"bad --dynamic '{text}'", hint="use 'batch[:MIN..MAX]' or NAME:DIM[=LABEL][:MIN..MAX], "
                                                              "e.g. input_ids:1=seq:4..128")
         low, high = (int(m["min"]), int(m["max"])) if m["min"] else (1, None)
         if low < 1 or (high is not None and high < low):
             raise InputError(f"bad --dynamic '{text}': the range must satisfy 1 <= MIN <= MAX")
+        if m.re is _BATCH_RE:
+            found.append(DynamicDim(None, 0, "batch", low, high))
+            continue
         label = m["label"] or f"{m['name']}_{m['dim']}"
         found.append(DynamicDim(m["name"], int(m["dim"]), label, low, high))
     labels: dict[str, tuple[int, int | None]] = {}
@@ -143,8 +144,66 @@ def torch_dynamic_shapes(table: dict[str, dict[int, DynamicDim]], names: list[st
     for per in table.values():
         for d in per.values():
             if d.label not in dims:
-                kwargs = {"min": d.min} if d.min > 1 else {}
+                kwargs = {"min": d.min}
                 if d.max is not None:
                     kwargs["max"] = d.max
                 dims[d.label] = torch.export.Dim(d.label, **kwargs)
     return tuple({i: dims[d.label] for i, d in table.get(name, {}).items()} or None for name in names)
+
+
+def export_sample(sample: dict, table: dict[str, dict[int, DynamicDim]]) -> dict:
+    """The sample for torch.export: a dynamic dim of size 1 is repeated to 2 first, because
+    torch.export specialises a size-1 dimension (it would come out static)."""
+    import numpy as np
+
+    out = {}
+    for name, a in sample.items():
+        for i, d in sorted(table.get(name, {}).items()):
+            if a.shape[i] == 1 and (d.max is None or d.max >= 2):
+                a = np.repeat(a, 2, axis=i)
+        out[name] = np.ascontiguousarray(a)
+    return out
+
+
+def bounded(table: dict[str, dict[int, DynamicDim]], shapes: dict[str, list], default_max: int):
+    """The table with every open MAX closed at `default_max` (or the example's size, if larger),
+    for runtimes that plan memory at the upper bound (ExecuTorch). Returns (table, the labels closed)."""
+    closed: dict[str, int] = {}
+    for name, per in table.items():
+        for i, d in per.items():
+            if d.max is None:
+                closed[d.label] = max(closed.get(d.label, 0), default_max, shapes[name][i])
+    new = {name: {i: dataclasses.replace(d, max=closed.get(d.label, d.max)) for i, d in per.items()}
+           for name, per in table.items()}
+    return new, closed
+
+
+def check_declared_bounds(dims: tuple[DynamicDim, ...], specs) -> None:
+    """The option check, before the model is even loaded: each declared MAX put into the
+    --input-shape it applies to (every input for `batch`, the named one, or the only one) must
+    stay under the allocation cap, as a huge --input-shape must."""
+    for d in dims:
+        if d.max is None:
+            continue
+        named = [s for s in specs if d.input is None or s.name == d.input] or (list(specs) if len(specs) == 1 else [])
+        for spec in named:
+            if d.dim < len(spec.shape) and all(isinstance(n, int) for n in spec.shape):
+                shape = [d.max if i == d.dim else n for i, n in enumerate(spec.shape)]
+                check_declared(f"--dynamic {d.label}:{d.min}..{d.max}: input '{spec.name}' at {shape}",
+                               math.prod(shape) * 8)
+
+
+def check_sizes(table: dict[str, dict[int, DynamicDim]], shapes: dict[str, list]) -> None:
+    """Every size the validator will try, checked against the allocation cap before anything
+    converts (a huge MAX is refused up front, like a huge --input-shape)."""
+    shape_sets(tuple({d for per in table.values() for d in per.values()}), shapes)
+
+
+def tf_signature_dims(specs) -> tuple[DynamicDim, ...]:
+    """A TensorFlow/Keras source's own open dims (None in its signature), other than dim 0: Keras
+    leaves the batch open on every model, so it stays fixed unless `--dynamic` asks for it; a
+    sequence length or image side left open is the model's own promise."""
+    found = []
+    for spec in specs:
+        found += [DynamicDim(spec.name, i, f"{spec.name}_{i}") for i, size in enumerate(spec.shape) if size is None and i]
+    return tuple(found)

@@ -57,7 +57,7 @@ def _litert(path, x: np.ndarray) -> np.ndarray:
 
 
 def _convert(tmp_path, factory: str, target: str, shape: str, *dynamic: str) -> tuple:
-    suffix = {"onnx": ".onnx", "tflite": ".tflite"}[target]
+    suffix = {"onnx": ".onnx", "tflite": ".tflite", "pte": ".pte"}[target]
     out = tmp_path / f"model{suffix}"
     args = [a for d in dynamic for a in ("--dynamic", d)]
     result = invoke("convert", factory, "--to", target, "--input-shape", shape, *args, "-o", out, "--no-latency")
@@ -185,10 +185,251 @@ def test_sizes_tried_cover_the_bounds():
     assert all(s["a"] == s["b"] for s in sets) and [s["a"][1] for s in sets] == [4, 17, 32]
 
 
-def test_a_huge_bound_is_capped_like_a_huge_input_shape(tmp_path):
-    """--dynamic NAME:DIM:1..10**12 would allocate terabytes at the largest size it validates: exit 2,
-    one line, nothing written (the --max-size cap, as for --input-shape)."""
-    result = invoke("torch2onnx", CNN, "--input-shape", "1,3,32,32", "--dynamic", "image:0:1..1000000000000",
-                    "-o", tmp_path / "x.onnx", "--no-latency")
-    assert result.exit_code == 2 and "cap" in result.output and len(result.output.strip().splitlines()) == 1
+def test_a_huge_bound_is_capped_like_a_huge_input_shape(tmp_path, monkeypatch):
+    """--dynamic batch:1..10**8 would allocate terabytes at the largest size it validates: exit 2,
+    one line, nothing written, refused by the option check (the --max-size cap, as for
+    --input-shape) before the source is loaded: prepare_source, which every conversion starts
+    with, is made to fail the test if it is reached."""
+    from fwconv.convert import pipeline
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the source was loaded: the bound was not refused up front")
+
+    monkeypatch.setattr(pipeline, "prepare_source", reached)
+    for bound in ("batch:1..100000000", "image:0:1..1000000000000"):
+        result = invoke("torch2onnx", CNN, "--input-shape", "1,3,32,32", "--dynamic", bound,
+                        "-o", tmp_path / "x.onnx", "--no-latency")
+        assert result.exit_code == 2 and "cap" in result.output and len(result.output.strip().splitlines()) == 1, \
+            result.output
+        assert "bytes" in result.output and "--dynamic" in result.output
+    assert not list(tmp_path.iterdir())
+
+
+# --- TensorFlow/Keras sources (tf2onnx), ExecuTorch, onnx2torch, SavedModel targets ---------------
+
+@pytest.fixture(scope="module")
+def keras_models(tmp_path_factory):
+    """A Keras layers CNN (fixed 16x16x3 image, batch left open as Keras does) and a text model
+    whose signature leaves the sequence length open (Embedding, LSTM, MultiHeadAttention)."""
+    import keras
+
+    out = tmp_path_factory.mktemp("keras_dyn")
+    keras.utils.set_random_seed(0)
+    img = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same")(img)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    cnn = keras.Model(img, keras.layers.Dense(5, name="logits")(keras.layers.GlobalAveragePooling2D()(x)))
+    ids = keras.Input((None,), dtype="int32", name="ids")
+    h = keras.layers.LSTM(16, return_sequences=True)(keras.layers.Embedding(100, 16)(ids))
+    h = keras.layers.LayerNormalization()(h + keras.layers.MultiHeadAttention(2, 8)(h, h))
+    text = keras.Model(ids, keras.layers.Dense(5, name="scores")(h))
+    paths = {"cnn": out / "cnn.keras", "text": out / "text.keras"}
+    cnn.save(paths["cnn"])
+    text.save(paths["text"])
+    paths["cnn_sm"] = out / "cnn_sm"
+    cnn.export(str(paths["cnn_sm"]), verbose=False)
+    return {"dir": out, "paths": paths, "models": {"cnn": cnn, "text": text}}
+
+
+def _keras(model, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model(x, training=False))
+
+
+@pytest.fixture(scope="module")
+def keras_cnn_onnx(keras_models):
+    out = keras_models["dir"] / "cnn.onnx"
+    result = invoke("convert", keras_models["paths"]["cnn"], "--to", "onnx", "--dynamic", "batch:1..8",
+                    "-o", out, "--no-latency")
+    assert result.exit_code == 0, result.output
+    return out, json.loads((keras_models["dir"] / "cnn.onnx.fwconv.json").read_text())
+
+
+@pytest.mark.slow
+def test_keras_cnn_dynamic_batch_through_tf2onnx(keras_models, keras_cnn_onnx):
+    """tf2onnx keeps the batch symbolic; ONNX Runtime matches Keras at batch 1, 3 and 8."""
+    import onnx
+
+    out, manifest = keras_cnn_onnx
+    assert manifest["extra"]["dynamic"] == [{"input": None, "dim": 0, "label": "batch", "min": 1, "max": 8}]
+    assert [s["inputs"]["image"][0] for s in manifest["validation"]["shapes"]] == [5, 8]
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert not dims[0].HasField("dim_value") and [d.dim_value for d in dims[1:]] == [16, 16, 3]
+    model = keras_models["models"]["cnn"]
+    for batch in (1, 3, 8):
+        x = np.random.default_rng(batch).standard_normal((batch, 16, 16, 3)).astype(np.float32)
+        want = _keras(model, x)
+        assert want.std() > 1e-3  # a degenerate reference would prove nothing
+        assert scaled_error(want, _onnx(out, x)) < 1e-4, batch
+
+
+@pytest.mark.slow
+def test_keras_text_sequence_left_open_by_its_signature(keras_models):
+    """The model's own None sequence dim is honoured (no --dynamic for it), the batch by
+    --dynamic batch; ONNX Runtime matches Keras at lengths 1..40, 13 included."""
+    out = keras_models["dir"] / "text.onnx"
+    result = invoke("convert", keras_models["paths"]["text"], "--to", "onnx", "--input-shape", "2,12",
+                    "--input-dtype", "int32", "--dynamic", "batch", "-o", out, "--no-latency")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((keras_models["dir"] / "text.onnx.fwconv.json").read_text())
+    assert {(d["input"], d["dim"]) for d in manifest["extra"]["dynamic"]} == {(None, 0), ("ids", 1)}
+    assert manifest["inputs"][0]["shape"] == [None, None]
+    model = keras_models["models"]["text"]
+    for batch, length in ((1, 1), (3, 13), (2, 40)):
+        ids = np.random.default_rng(length).integers(0, 100, (batch, length)).astype(np.int32)
+        assert scaled_error(_keras(model, ids), _onnx(out, ids)) < 1e-4, (batch, length)
+
+
+@pytest.mark.slow
+def test_savedmodel_source_dynamic_batch_through_tf2onnx(keras_models, tmp_path):
+    """A SavedModel (the same CNN, `model.export`) with --dynamic batch: ONNX Runtime matches Keras
+    at batch 1, 4 and 16 (no MAX: the validator tries up to 16)."""
+    out = tmp_path / "sm.onnx"
+    result = invoke("savedmodel2onnx", keras_models["paths"]["cnn_sm"], "--dynamic", "batch", "-o", out, "--no-latency")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "sm.onnx.fwconv.json").read_text())
+    assert manifest["inputs"][0]["shape"][0] is None and all(s["passed"] for s in manifest["validation"]["shapes"])
+    model = keras_models["models"]["cnn"]
+    for batch in (1, 4, 16):
+        x = np.random.default_rng(batch).standard_normal((batch, 16, 16, 3)).astype(np.float32)
+        assert scaled_error(_keras(model, x), _onnx(out, x)) < 1e-4, batch
+
+
+@pytest.mark.slow
+def test_a_dim_the_tf_signature_fixes_is_refused(keras_models, tmp_path):
+    result = invoke("convert", keras_models["paths"]["cnn"], "--to", "onnx", "--dynamic", "image:1",
+                    "-o", tmp_path / "x.onnx")
+    assert result.exit_code == 2 and "signature fixes" in result.output, result.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+def _executorch(path, x: np.ndarray) -> np.ndarray:
+    """As an app does: the method takes inputs of any size inside the program's bounds."""
+    import torch
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    return method.execute([torch.from_numpy(x)])[0].numpy()
+
+
+@pytest.mark.slow
+def test_executorch_bounded_batch_and_sequence(tmp_path):
+    """XNNPACK .pte programs: the CNN's batch with no MAX (bounded at the default 64, noted), the
+    transformer's sequence 2..24 as asked; each run in the ExecuTorch runtime at every size
+    against PyTorch, and refused past its bound."""
+    out, manifest, _ = _convert(tmp_path, CNN, "pte", "1,3,32,32", "batch")
+    assert manifest["extra"]["dynamic"] == [{"input": None, "dim": 0, "label": "batch", "min": 1, "max": 64}]
+    assert any("had no MAX: bounded at 64" in n for n in manifest["notes"]), manifest["notes"]
+    assert manifest["inputs"][0]["shape"] == [None, 3, 32, 32]
+    assert [s["inputs"]["image"][0] for s in manifest["validation"]["shapes"]] == [5, 64]
+    for batch in (1, 3, 64):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        assert scaled_error(_torch(CNN, x), _executorch(out, x)) < 1e-4, batch
+    with pytest.raises(Exception):
+        _executorch(out, np.zeros((65, 3, 32, 32), np.float32))
+    seq_dir = tmp_path / "seq"
+    seq_dir.mkdir()
+    out, manifest, _ = _convert(seq_dir, TRANSFORMER, "pte", "1,8,32", "tokens:1=seq:2..24")
+    assert manifest["extra"]["dynamic"][0]["max"] == 24
+    assert "tokens dim 1 (up to 24)" in invoke("inspect", out).output
+    for length in (2, 13, 24):
+        x = np.random.default_rng(length).standard_normal((1, length, 32)).astype(np.float32)
+        assert scaled_error(_torch(TRANSFORMER, x), _executorch(out, x)) < 1e-4, length
+    with pytest.raises(Exception):
+        _executorch(out, np.zeros((1, 25, 32), np.float32))
+
+
+@pytest.mark.slow
+def test_executorch_both_backends_keep_an_asked_cnn_bound(tmp_path):
+    """The CNN's batch asked up to 32 on both backends (`--backend auto`): each program takes 32
+    (lowering once narrowed a conv net's batch range to 15: fwconv lowers without shape guards);
+    the kept one runs at 1, 7 and 32."""
+    out = tmp_path / "cnn.pte"
+    result = invoke("convert", CNN, "--to", "pte", "--backend", "auto", "--input-shape", "1,3,32,32",
+                    "--dynamic", "image:0=batch:1..32", "-o", out, "--no-latency")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "cnn.pte.fwconv.json").read_text())
+    assert manifest["extra"]["dynamic"][0]["max"] == 32
+    assert [r["status"] for r in manifest["extra"]["routes"]] == ["pass", "pass"], manifest["extra"]["routes"]
+    for batch in (1, 7, 32):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        assert scaled_error(_torch(CNN, x), _executorch(out, x)) < 1e-4, batch
+
+
+def test_executorch_refuses_dynamic_int8(tmp_path):
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, image=np.zeros((2, 1, 3, 32, 32), np.float32))
+    result = invoke("convert", CNN, "--to", "pte", "--input-shape", "1,3,32,32", "--dynamic", "batch",
+                    "--quantize", "int8", "--calibration", calib, "-o", tmp_path / "x.pte")
+    assert result.exit_code == 2 and "--dynamic with --quantize" in result.output, result.output
+
+
+@pytest.mark.slow
+def test_onnx_with_symbolic_dims_to_torchscript(tmp_path):
+    """onnx2torch's traced module keeps the sequence length: torch.jit.load'ed, it matches PyTorch
+    at lengths 2, 13 and 24 (the ONNX's symbolic dim, honoured without --dynamic)."""
+    import torch
+
+    onnx_path, _, _ = _convert(tmp_path, TRANSFORMER, "onnx", "1,8,32", "tokens:1=seq:2..24")
+    out = tmp_path / "model.pt"
+    result = invoke("onnx2torch", onnx_path, "--input-shape", "1,8,32", "-o", out, "--no-latency")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "model.pt.fwconv.json").read_text())
+    assert manifest["extra"]["dynamic"] and all(s["passed"] for s in manifest["validation"]["shapes"])
+    module = torch.jit.load(str(out))
+    for length in (2, 13, 24):
+        x = np.random.default_rng(length).standard_normal((1, length, 32)).astype(np.float32)
+        with torch.no_grad():
+            got = module(torch.from_numpy(x)).numpy()
+        assert scaled_error(_torch(TRANSFORMER, x), got) < 1e-4, length
+
+
+@pytest.mark.slow
+def test_savedmodel_target_dynamic_batch(tmp_path):
+    """torch -> ONNX -> SavedModel (onnx2tf): the serving signature takes batch 1, 3 and 8."""
+    import tensorflow as tf
+
+    out = tmp_path / "cnn_sm"
+    result = invoke("torch2savedmodel", CNN, "--input-shape", "1,3,32,32", "--dynamic", "batch:1..8", "-o", out,
+                    "--no-latency")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "fwconv.json").read_text())
+    assert [s["inputs"]["image"][0] for s in manifest["validation"]["shapes"]] == [5, 8]
+    signature = tf.saved_model.load(str(out)).signatures["serving_default"]
+    (name, spec), = signature.structured_input_signature[1].items()
+    assert spec.shape[0] is None, spec.shape
+    for batch in (1, 3, 8):
+        x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        feed = x.transpose(0, 2, 3, 1) if list(spec.shape[1:]) == [32, 32, 3] else x
+        got = list(signature(**{name: tf.constant(feed)}).values())[0].numpy()
+        assert scaled_error(_torch(CNN, x), got) < 1e-4, batch
+    assert all(s["passed"] for s in manifest["validation"]["shapes"])
+
+
+@pytest.mark.slow
+def test_a_sources_own_dim_onnx2tf_cannot_keep_is_fixed_with_a_note(tmp_path):
+    """An ONNX BERT whose sequence is symbolic (its own, no --dynamic) to TFLite: onnx2tf cannot
+    keep that dim, so it is fixed at the sample's length and the manifest says so; LiteRT matches
+    PyTorch at that length. (Asked with --dynamic, the same dim is an error, never frozen.)"""
+    import torch
+
+    from fixtures.thirdparty import build_bert
+
+    onnx_path = tmp_path / "bert.onnx"
+    made = invoke("torch2onnx", f"{REPO}/fixtures/thirdparty.py:build_bert", "--input-shape", "1,16", "--input-dtype",
+                  "int64", "--dynamic", "input_ids:1=seq:4..32", "-o", onnx_path, "--no-latency")
+    assert made.exit_code == 0, made.output
+    out = tmp_path / "bert.tflite"
+    result = invoke("convert", onnx_path, "--to", "tflite", "--input-shape", "1,16", "--input-dtype", "int64",
+                    "-o", out, "--no-latency")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "bert.tflite.fwconv.json").read_text())
+    assert any("dynamic dims (seq) are fixed" in n for n in manifest["notes"]), manifest["notes"]
+    assert "dynamic" not in manifest["extra"] and manifest["inputs"][0]["shape"] == [1, 16]
+    ids = np.random.default_rng(16).integers(0, 1000, (1, 16)).astype(np.int64)
+    with torch.no_grad():
+        want = build_bert()(torch.from_numpy(ids))[0].numpy()
+    from conftest import run_litert
+
+    got = next(v for v in run_litert(str(out), {"input_ids": ids}).values() if v.shape == want.shape)
+    assert scaled_error(want, got) < 1e-4

@@ -27,10 +27,12 @@ def needs_exportable_module(fmt: str, options, tool: str) -> str | None:
     return None
 
 
-def named_module(module, input_names: list[str], output_names: list[str]):
+def named_module(module, input_names: list[str], output_names: list[str], *, positional: bool = False):
     """The source module called with inputs by name, returning a dict of its flattened outputs
     under fwconv's output names: what torch.export-based edges export, so the artifact's
-    inputs and outputs come in the source's order, under the source's names."""
+    inputs and outputs come in the source's order, under the source's names. `positional`:
+    forward takes the inputs in that order as plain parameters instead of **inputs (torch 2.13's
+    export cannot take dynamic_shapes for a **kwargs forward: "Must provide a tree_name")."""
     from fwconv.errors import require
     from fwconv.models.torch_source import flatten_outputs
 
@@ -42,9 +44,17 @@ def named_module(module, input_names: list[str], output_names: list[str]):
             self.inner = module
 
         def forward(self, **inputs):
-            flat = flatten_outputs(self.inner(*[inputs[n] for n in input_names]))
+            return self._named([inputs[n] for n in input_names])
+
+        def _named(self, args: list):
+            flat = flatten_outputs(self.inner(*args))
             return {name: tensor for name, (_, tensor) in zip(output_names, flat)}
 
+    if positional:
+        params = ", ".join(f"x{i}" for i in range(len(input_names)))
+        namespace: dict = {}
+        exec(f"def forward(self, {params}):\n    return self._named([{params}])", namespace)  # fixed arity
+        NamedIO.forward = namespace["forward"]
     return NamedIO()  # no .eval(): an exported GraphModule refuses train(); the inner module is in eval mode
 
 

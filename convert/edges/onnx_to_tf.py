@@ -71,10 +71,35 @@ def _pick_perm(keras_out: np.ndarray, onnx_out: np.ndarray) -> list[int] | None:
 
 
 def run_onnx2tf(onnx_path: str, job: Job, exporter: str | None = None):
-    """onnx2tf on a scratch copy; returns (keras model, onnx inputs, onnx outputs, sample feed)."""
+    """onnx2tf on a scratch copy; returns (keras model, onnx inputs, onnx outputs, sample feed,
+    notes). Dims only the source left open (no --dynamic asked for them) are kept where onnx2tf
+    can; where it cannot (an ONNX BERT's symbolic sequence length failed here) they are fixed
+    at the sample's sizes, once, and the note says so. Dims the user asked for are never frozen."""
+    model = load_onnx(onnx_path)
+    try:
+        return (*_onnx2tf(model, job, exporter), [])
+    except ConversionError:
+        if job.options.dynamic or not job.dynamic:
+            raise
+    frozen = sorted({d.label for per in job.dynamic.values() for d in per.values()})
+    _fix_input_dims(model, job)
+    job.dynamic = {}
+    note = f"the source's dynamic dims ({', '.join(frozen)}) are fixed at the sample's sizes: onnx2tf could not keep them"
+    return (*_onnx2tf(model, job, exporter), [note])
+
+
+def _fix_input_dims(model, job: Job) -> None:
+    """The job's dynamic input dims set to the sample's sizes in this (private) copy of the graph."""
+    for value in model.graph.input:
+        for i in job.dynamic.get(value.name, {}):
+            dim = value.type.tensor_type.shape.dim[i]
+            dim.Clear()
+            dim.dim_value = int(job.sample[value.name].shape[i]) if value.name in job.sample else 1
+
+
+def _onnx2tf(model, job: Job, exporter: str | None):
     onnx = require("onnx", "tflite")
     onnx2tf = require("onnx2tf", "tflite")
-    model = load_onnx(onnx_path)
     inputs, outputs = io_specs(model)
     for spec in inputs:
         fixed_unknown = [i for i, d in enumerate(spec.shape) if d is None and i not in job.dynamic.get(spec.name, {})]
@@ -253,7 +278,7 @@ def _artifact_specs(prev: Artifact, interface: Interface, side: str) -> list[Ten
 def _build(onnx_artifact: Artifact, job: Job):
     """onnx2tf + the interface wrapper. Returns (module, concrete function, artifact template)."""
     adopt_prepare_stages(onnx_artifact, job)
-    keras_model, inputs, outputs, feed = run_onnx2tf(onnx_artifact.path, job, onnx_artifact.extra.get("exporter"))
+    keras_model, inputs, outputs, feed, frozen = run_onnx2tf(onnx_artifact.path, job, onnx_artifact.extra.get("exporter"))
     with job.stage("wrap"):
         module, interface = build_wrapper(keras_model, onnx_artifact.path, inputs, outputs, feed, job.options.layout)
         concrete = module.serve.get_concrete_function()
@@ -263,10 +288,16 @@ def _build(onnx_artifact: Artifact, job: Job):
     template = Artifact(
         path="", format="", inputs=_artifact_specs(onnx_artifact, interface, "inputs"),
         outputs=_artifact_specs(onnx_artifact, interface, "outputs"), tools=tool_versions(*TOOLS),
-        notes=onnx_artifact.notes + [f"onnx2tf pseudo-ops: {', '.join(PSEUDO_OPS)}", f"layout: {job.options.layout}"],
+        notes=onnx_artifact.notes + [f"onnx2tf pseudo-ops: {', '.join(PSEUDO_OPS)}", f"layout: {job.options.layout}"]
+        + frozen,
         extra={**{k: v for k, v in onnx_artifact.extra.items() if k != PREPARE_STAGES}, "signature": "serving_default"},
         interface=onnx_artifact.interface.compose(interface) if onnx_artifact.interface else interface,
     )
+    if frozen:  # the artifact's inputs are the sample's sizes now, not the ONNX's open dims
+        for b, spec in zip(interface.inputs, template.inputs):
+            if b.source in feed:
+                shape = list(feed[b.source].shape)
+                spec.shape = [shape[i] for i in b.transpose] if b.transpose else shape
     return module, concrete, template
 
 

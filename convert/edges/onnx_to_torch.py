@@ -5,8 +5,15 @@ or keyword arguments under the source's input names) and returns what a PyTorch 
 a tensor for one output, a tuple in the source's order for several, a dict only where the
 source returns one (a Keras model with dict outputs) or `--outputs dict` asks. The source's
 output names ride along as the module's `output_names` attribute and in the manifest. It is
-traced with the job's sample (static shapes, recurrent loops unrolled) and saved. onnx2torch's torchvision import and its
+traced with the job's sample (recurrent loops unrolled) and saved. onnx2torch's torchvision import and its
 missing LSTM/GRU converters are handled in convert/onnx2torch_compat.py.
+
+Dynamic dims: TorchScript is the only format the GraphModule saves to (torch.export fails on its
+shape ops; torch.jit.script fails on its modules), and a trace records `size()` as graph ops, so
+the traced module ran at other batch sizes and sequence lengths here (CNN, transformer block,
+exported by fwconv with symbolic dims). Nothing guarantees it for every graph: the validator runs
+it at each size and fails the size a trace baked in. Recurrent ops are unrolled over the sample's
+length, so with dynamic dims they are refused up front.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import re
 
 import numpy as np
 
-from fwconv.convert.edges import Edge, static_shapes_only
+from fwconv.convert.edges import Edge
 from fwconv.convert.job import Artifact, Job
 from fwconv.interface import Binding, Interface
 from fwconv.convert.onnx_prepare import adopt_prepare_stages
@@ -114,6 +121,25 @@ def _at_supported_opset(model, job: Job):
         return converted
 
 
+RECURRENT_OPS = ("LSTM", "GRU", "RNN", "Loop", "Scan")
+
+
+def _refuse_unrolled(model, job: Job) -> list[str]:
+    """Recurrent ops are unrolled over the sample's sequence length (onnx2torch_compat): such a
+    module cannot take another size. Dims the user asked for stop the conversion, saying why;
+    dims only the source left open are fixed at the sample's sizes, and the note says so."""
+    found = sorted({n.op_type for n in model.graph.node if n.op_type in RECURRENT_OPS})
+    if not (job.dynamic and found):
+        return []
+    why = f"the recurrent ops ({', '.join(found)}) are unrolled over the sample's length when traced to TorchScript"
+    if job.options.dynamic:
+        raise ConversionError("convert", f"keeps shapes static: {why}, so --dynamic cannot hold",
+                              hint="convert without --dynamic (fixed shapes), or to ONNX/TFLite, which keep them")
+    frozen = sorted({d.label for per in job.dynamic.values() for d in per.values()})
+    job.dynamic = {}
+    return [f"the source's dynamic dims ({', '.join(frozen)}) are fixed at the sample's sizes: {why}"]
+
+
 def onnx_to_torch(artifact: Artifact, job: Job, out: str) -> Artifact:
     torch = require("torch", "torch")
     from fwconv.convert.onnx2torch_compat import convert_model, refuse_torchvision_ops, relax_reshape_allowzero
@@ -121,6 +147,7 @@ def onnx_to_torch(artifact: Artifact, job: Job, out: str) -> Artifact:
     adopt_prepare_stages(artifact, job)  # e.g. prepare:opset, done to the source before this job existed
     model = relax_reshape_allowzero(_at_supported_opset(load_onnx(artifact.path), job))
     refuse_torchvision_ops(model)
+    frozen = _refuse_unrolled(model, job)
     inputs, outputs = io_specs(model)
     with job.stage("convert:onnx2torch") as record, captured_output():
         try:
@@ -152,7 +179,9 @@ def onnx_to_torch(artifact: Artifact, job: Job, out: str) -> Artifact:
                "dict": f"a dict ({', '.join(structure.returned_names())})"}[structure.kind]
     return Artifact(path=out, format="torchscript", inputs=inputs, outputs=outputs, tools=tool_versions(*TOOLS),
                     notes=artifact.notes + [f"saved as TorchScript (torch.jit.load); returns {returns}; "
-                                            "recurrent ops unrolled over the sample's sequence length"],
+                                            "recurrent ops unrolled over the sample's sequence length"]
+                    + (["dynamic dims: traced (size() recorded as graph ops); proven by the validator at each size"]
+                       if job.dynamic else []) + frozen,
                     extra={"output_structure": structure.kind, "output_names": structure.names},
                     interface=artifact.interface.compose(step) if artifact.interface else step)
 
@@ -170,5 +199,4 @@ def _save_torchscript(torch, wrapper, example: tuple, structure: OutputStructure
             raise ConversionError("save", f"tracing the converted module to TorchScript failed: {first_line(exc)}") from exc
 
 
-EDGES = [Edge("onnx", "torch", onnx_to_torch, TOOLS, max_opset=ONNX2TORCH_MAX_OPSET,
-              rejects=static_shapes_only("the TorchScript module is traced at the sample's shapes"))]
+EDGES = [Edge("onnx", "torch", onnx_to_torch, TOOLS, max_opset=ONNX2TORCH_MAX_OPSET)]

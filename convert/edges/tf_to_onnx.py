@@ -85,8 +85,10 @@ def _from_savedmodel(path: str, job: Job, prev: Artifact, out: str) -> Artifact:
             path, None, None, None, ["serving_default"], None, False,
             return_initialized_tables=True, return_tensors_to_rename=True)
         back = {v: k for k, v in renames.items()}
-        # Static shapes from the sample (TF leaves the batch open; onnx2tf and tracing need it fixed).
-        shapes = {back[n]: list(a.shape) for n, a in job.sample.items() if n in back}
+        # The sample's shapes (TF leaves the batch open; onnx2tf and tracing need it fixed), except
+        # the dims that stay dynamic: None there, so the ONNX input has a symbolic dim.
+        shapes = {back[n]: [None if i in job.dynamic.get(n, {}) else size for i, size in enumerate(a.shape)]
+                  for n, a in job.sample.items() if n in back}
         proto, _ = _convert_common(graph_def, name=os.path.basename(path), opset=_opset(job), input_names=inputs,
                                    output_names=outputs, tensors_to_rename=renames, initialized_tables=tables,
                                    shape_override=shapes,
@@ -138,9 +140,9 @@ def _rename(proto, mapping: dict[str, str]) -> None:
         node.output[:] = [mapping.get(n, n) for n in node.output]
 
 
-_STATIC = static_shapes_only("fwconv drives tf2onnx with the sample's shapes (dynamic TF sources: not yet)")
 EDGES = [
-    Edge("savedmodel", "onnx", savedmodel_to_onnx, TOOLS, rejects=_STATIC),
-    Edge("keras", "onnx", keras_to_onnx, TOOLS, rejects=_STATIC),
-    Edge("tflite", "onnx", tflite_to_onnx, TOOLS, rejects=_STATIC),
+    Edge("savedmodel", "onnx", savedmodel_to_onnx, TOOLS),
+    Edge("keras", "onnx", keras_to_onnx, TOOLS),
+    Edge("tflite", "onnx", tflite_to_onnx, TOOLS,
+         rejects=static_shapes_only("fwconv drives tf2onnx's TFLite reader at the sample's shapes")),
 ]

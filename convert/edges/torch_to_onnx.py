@@ -2,7 +2,9 @@
 
 The dynamo exporter handles modules and ExportedPrograms; the TorchScript-based exporter is
 the only way for a ScriptModule and a fallback when dynamo decomposition fails (seen on
-windowed-attention and T5-style text encoders), for a `.pt2` too (its unlifted module is traced). Shapes are static: TFLite needs them.
+windowed-attention and T5-style text encoders), for a `.pt2` too (its unlifted module is traced).
+Shapes are the sample's, except the dims that stay dynamic (torch.export Dims for dynamo,
+dynamic_axes for the TorchScript exporter).
 """
 
 from __future__ import annotations
@@ -49,17 +51,10 @@ def _export(exporter: str, source, args: tuple, out: str, in_names, out_names, o
 
 
 def _export_args(torch, job: Job) -> tuple:
-    """The sample as tensors; a dynamic dim of size 1 is repeated to 2 first, because
-    torch.export specialises a size-1 dimension (it would come out static)."""
-    import numpy as np
+    """The sample as tensors (size-1 dynamic dims enlarged: fwconv.dynamic.export_sample)."""
+    from fwconv.dynamic import export_sample
 
-    args = []
-    for name, a in job.sample.items():
-        for i in sorted(job.dynamic.get(name, {})):
-            if a.shape[i] == 1:
-                a = np.repeat(a, 2, axis=i)
-        args.append(torch.from_numpy(np.ascontiguousarray(a)))
-    return tuple(args)
+    return tuple(torch.from_numpy(a) for a in export_sample(job.sample, job.dynamic).values())
 
 
 def _traceable(source):

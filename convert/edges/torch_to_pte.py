@@ -10,6 +10,8 @@ the delegation summary (what XNNPACK took, what stayed on kernels) goes into the
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import json
 import re
@@ -45,25 +47,25 @@ def _rejects_for(backend: str):
             return "--int8-io: an ExecuTorch int8 program keeps float inputs and outputs"
         if options.layout != "source":
             return f"--layout {options.layout}: a .pte keeps the source's layout"
-        if options.dynamic:
-            return "--dynamic: bounded dynamic shapes for .pte are not done yet (the program is exported static)"
+        if options.dynamic and options.quantize:
+            return "--dynamic with --quantize: fwconv calibrates and exports the int8 program at the sample's shapes"
         return None
     return rejects
 
 
-def _export(module, kwargs: dict, job: Job, stage: str = "export"):
+def _export(module, args: tuple, job: Job, stage: str = "export", dynamic_shapes: tuple | None = None):
     torch = require("torch", "executorch")
     with job.stage(stage) as record, captured_output():
         try:
             with torch.no_grad():
-                return torch.export.export(module, (), kwargs=kwargs)
+                return torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
         except Exception as exc:
             record.detail = first_line(exc)
             raise ConversionError(stage, f"torch.export failed: {first_line(exc)}",
                                   hint="ExecuTorch needs a graph torch.export can capture; --debug shows the log") from exc
 
 
-def _quantize(exported, kwargs: dict, job: Job):
+def _quantize(exported, args: tuple, job: Job):
     """XNNPACK's PT2E int8 flow: annotate, calibrate on the user's samples, convert, re-export."""
     torch = require("torch", "executorch")
     pt2e = require("torchao.quantization.pt2e.quantize_pt2e", "executorch")
@@ -78,12 +80,24 @@ def _quantize(exported, kwargs: dict, job: Job):
             prepared = pt2e.prepare_pt2e(exported.module(), quantizer)
             with torch.no_grad():
                 for sample in samples:
-                    prepared(**{n: torch.from_numpy(sample[n].copy()) for n in job.sample})
+                    prepared(*[torch.from_numpy(sample[n].copy()) for n in job.sample])
             converted = pt2e.convert_pt2e(prepared)
         except Exception as exc:
             record.detail = first_line(exc)
             raise ConversionError("quantize", f"PT2E int8 quantization failed: {first_line(exc)}") from exc
-    return _export(converted, kwargs, job, stage="export:quantized"), len(samples)
+    return _export(converted, args, job, stage="export:quantized"), len(samples)
+
+
+@contextlib.contextmanager
+def _keeping_ranges():
+    """Lower and emit without narrowing a dynamic dim's range: under no_grad as the export was,
+    and with torch's backed_size_oblivious (what ExecuTorch PR 19262 runs its XNNPACK passes
+    with; pytorch#118289 names CPU conv kernel selection guarding on 16 as the cause). Without
+    them a CNN's batch range 1..64 came out 2..15 here and the program allocated a batch of 15;
+    turning mkldnn off alone did not help."""
+    torch = require("torch", "executorch")
+    with torch.no_grad(), torch.fx.experimental._config.patch(backed_size_oblivious=True):
+        yield
 
 
 def _lower(exported, backend: str, names: dict, job: Job):
@@ -93,7 +107,7 @@ def _lower(exported, backend: str, names: dict, job: Job):
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
         partitioners = [XnnpackPartitioner()]
-    with job.stage(f"lower:{backend}") as record, captured_output():
+    with job.stage(f"lower:{backend}") as record, captured_output(), _keeping_ranges():
         try:
             return exir.to_edge_transform_and_lower(exported, partitioner=partitioners,
                                                     constant_methods={IO_METHOD: json.dumps(names)})
@@ -118,7 +132,7 @@ def _delegation(edge_program, backend: str) -> dict:
 
 
 def _emit(edge_program, out: str, job: Job) -> None:
-    with job.stage("emit") as record, captured_output():
+    with job.stage("emit") as record, captured_output(), _keeping_ranges():
         try:
             buffer = edge_program.to_executorch().buffer
         except Exception as exc:
@@ -128,18 +142,60 @@ def _emit(edge_program, out: str, job: Job) -> None:
         f.write(buffer)
 
 
+# ExecuTorch plans memory at each dynamic dim's upper bound, so every dim needs one: an open MAX
+# is closed here (or at the example's size, if larger) and the manifest says so.
+DEFAULT_PTE_MAX = 64
+
+
+def _bounded_dims(job: Job) -> tuple[tuple | None, list[str], set]:
+    """torch.export's dynamic_shapes (inputs in order) with every dim bounded, the notes, and the
+    labels bounded by default; the job's dims take the bounds used, so the manifest and the
+    validator see the program's range."""
+    from fwconv.dynamic import bounded, torch_dynamic_shapes
+
+    if not job.dynamic:
+        return None, [], set()
+    names = list(job.sample)
+    job.dynamic, closed = bounded(job.dynamic, {n: list(a.shape) for n, a in job.sample.items()}, DEFAULT_PTE_MAX)
+    notes = [f"dynamic dim '{label}' had no MAX: bounded at {size} (ExecuTorch plans memory at the upper bound; "
+             f"give NAME:DIM:MIN..MAX to choose)" for label, size in closed.items()]
+    return torch_dynamic_shapes(job.dynamic, names), notes, set(closed)
+
+
+def _program_bounds(io: dict, job: Job, backend: str, defaulted: set) -> list[str]:
+    """The upper bounds the program really allocates, read back: lowering can narrow a range (it
+    did, 64 -> 15, before _keeping_ranges). A MAX the user gave that the program
+    cannot take fails this backend; a default bound narrowed is kept as the program has it, and said."""
+    notes = []
+    for spec, capacity in zip(io["inputs"], io["capacity"]):
+        for i, d in list(job.dynamic.get(spec.name, {}).items()):
+            real = capacity[i] if capacity else d.max
+            if real >= d.max:
+                continue
+            if d.label not in defaulted:
+                raise ConversionError("lower", f"the {backend} program takes '{d.label}' only up to {real}, "
+                                      f"not the asked {d.max}", hint="ask a smaller MAX, or try --backend portable")
+            job.dynamic[spec.name][i] = dataclasses.replace(d, max=real)
+            notes.append(f"{backend} narrowed the bound of '{d.label}' to {real} (the program's allocation)")
+    return notes
+
+
 def torch_to_pte(artifact: Artifact, job: Job, out: str, *, backend: str) -> Artifact:
+    from fwconv.dynamic import export_sample
     from fwconv.models.executorch import program_contents, read_io
 
     torch = require("torch", "executorch")
     names_in, names_out = list(job.sample), list(job.reference_outputs)
-    kwargs = {n: torch.from_numpy(a.copy()) for n, a in job.sample.items()}
-    exported = _export(named_module(job.torch_source.callable(), names_in, names_out), kwargs, job)
-    notes = [f"ExecuTorch, backend: {backend}"]
+    dynamic_shapes, notes, defaulted = _bounded_dims(job)
+    args = tuple(torch.from_numpy(a.copy()) for a in export_sample(job.sample, job.dynamic).values())
+    module = named_module(job.torch_source.callable(), names_in, names_out, positional=True)
+    exported = _export(module, args, job, dynamic_shapes=dynamic_shapes)
+    notes = [f"ExecuTorch, backend: {backend}"] + notes
     if job.options.quantize == "int8":
-        exported, count = _quantize(exported, kwargs, job)
+        exported, count = _quantize(exported, args, job)
         notes.append(f"precision: int8 (XNNPACK PT2E, per-channel weights), calibrated on {count} samples")
-    edge_program = _lower(exported, backend, {"inputs": names_in, "outputs": names_out}, job)
+    dims = {n: sorted(per) for n, per in job.dynamic.items()}
+    edge_program = _lower(exported, backend, {"inputs": names_in, "outputs": names_out, "dynamic": dims}, job)
     ops = _delegation(edge_program, backend)
     _emit(edge_program, out, job)
     ops.update(program_contents(out)["forward"])
@@ -147,6 +203,7 @@ def torch_to_pte(artifact: Artifact, job: Job, out: str, *, backend: str) -> Art
     layouts = {s.name: s.layout for s in artifact.inputs + artifact.outputs}
     for spec in io["inputs"] + io["outputs"]:
         spec.layout = layouts.get(spec.name)
+    notes += _program_bounds(io, job, backend, defaulted)
     return Artifact(path=out, format="pte", inputs=io["inputs"], outputs=io["outputs"], tools=tool_versions(*TOOLS),
                     ops=ops, notes=notes, extra={"backend": backend, "methods": io["methods"]},
                     interface=Interface.identity(names_in, names_out))

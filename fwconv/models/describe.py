@@ -46,8 +46,12 @@ def _pte(path: str) -> dict[str, Any]:
 
     io = read_io(path)
     contents = program_contents(path)
+    bounds = {s.name: [f"dim {i} (up to {cap[i]})" for i, d in enumerate(s.shape) if d is None]
+              for s, cap in zip(io["inputs"], io["capacity"]) if cap}  # bounded: the program allocates the MAX
+    bounds = {name: dims for name, dims in bounds.items() if dims}
     return {"methods": io["methods"], "inputs": io["inputs"], "outputs": io["outputs"],
             "ops": contents.get("forward", {}), "method_ops": contents,
+            **({"dynamic": bounds} if bounds else {}),
             **({} if io["named_by"] == "fwconv" else {"note": "a .pte has no tensor names: inputs/outputs by position"})}
 
 

@@ -84,12 +84,15 @@ def io_names(program, path: str) -> dict[str, list[str]] | None:
     (text,) = execute(load_method(program, IO_METHOD, path), [], path)
     try:
         names = json.loads(text)
-        return {side: [str(n) for n in names[side]] for side in ("inputs", "outputs")}
-    except (ValueError, KeyError, TypeError):
+        found = {side: [str(n) for n in names[side]] for side in ("inputs", "outputs")}
+        found["dynamic"] = {str(k): [int(d) for d in v] for k, v in names.get("dynamic", {}).items()}
+        return found
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def _specs(meta, side: str, names: list[str] | None) -> list[TensorSpec]:
+def _specs(meta, side: str, names: list[str] | None, dynamic: dict | None = None) -> list[TensorSpec]:
+    """Tensor specs; a dim fwconv exported dynamic (bounded) reads None, not its upper bound."""
     count = meta.num_inputs() if side == "inputs" else meta.num_outputs()
     read = meta.input_tensor_meta if side == "inputs" else meta.output_tensor_meta
     prefix = side[:-1]
@@ -101,7 +104,9 @@ def _specs(meta, side: str, names: list[str] | None) -> list[TensorSpec]:
         except Exception:  # a non-tensor value (int, bool): no tensor meta
             specs.append(TensorSpec(name, [], "scalar"))
             continue
-        specs.append(TensorSpec(name, [int(d) for d in info.sizes()], SCALAR_TYPES.get(int(info.dtype()), str(info.dtype()))))
+        open_dims = (dynamic or {}).get(name, [])
+        shape = [None if k in open_dims else int(d) for k, d in enumerate(info.sizes())]
+        specs.append(TensorSpec(name, shape, SCALAR_TYPES.get(int(info.dtype()), str(info.dtype()))))
     return specs
 
 
@@ -114,9 +119,20 @@ def read_io(path: str, program=None, method: str = "forward") -> dict[str, Any]:
     meta = runtime_call(lambda: program.metadata(method),
                         lambda why, exc: ModelLoadError(f"ExecuTorch cannot read method '{method}' of {path}: {why}"))
     names = (io_names(program, path) if method == "forward" else None) or {}
-    return {"methods": methods, "inputs": _specs(meta, "inputs", names.get("inputs")),
+    return {"methods": methods, "inputs": _specs(meta, "inputs", names.get("inputs"), names.get("dynamic")),
             "outputs": _specs(meta, "outputs", names.get("outputs")),
-            "named_by": "fwconv" if names else "position"}
+            "named_by": "fwconv" if names else "position", "capacity": _capacity(meta)}
+
+
+def _capacity(meta) -> list[list[int] | None]:
+    """Each input's allocated sizes: a bounded dynamic dim's upper bound, as the program has it."""
+    found = []
+    for i in range(meta.num_inputs()):
+        try:
+            found.append([int(d) for d in meta.input_tensor_meta(i).sizes()])
+        except Exception:  # a non-tensor value
+            found.append(None)
+    return found
 
 
 def program_contents(path: str) -> dict[str, dict[str, Any]]:
