@@ -295,6 +295,12 @@ def _try_routes(routes, artifact: Artifact, ctx: dict, final_temp: str) -> tuple
 FIRST_PASS_SKIP = "an earlier route passed (--via best converts along every route and keeps the fastest)"
 
 
+def races(options: ConvertOptions) -> bool:
+    """Every route converted and the fastest passing kept (`--via best`, `--backend auto`), rather
+    than the first route that passes."""
+    return options.via == "best" or options.backend == "auto"
+
+
 def _routes_in_process(routes, artifact: Artifact, ctx: dict, final_temp: str) -> list[RouteTry]:
     """Each route in this process, one after the other (one route's error is final); with
     `--via auto`, the routes after the first that passes are skipped."""
@@ -303,7 +309,7 @@ def _routes_in_process(routes, artifact: Artifact, ctx: dict, final_temp: str) -
     from fwconv.errors import FwconvError
 
     tries: list[RouteTry] = []
-    first_pass = ctx["options"].via == "auto"
+    first_pass = not races(ctx["options"])
     with progress.counted("route", len(routes)) as shown:
         for k, route in enumerate(routes):
             if first_pass and any(t.passed for t in tries):
@@ -403,9 +409,9 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
     protected = protected_paths(source, options.inputs_file, options.calibration)
     t0 = time.perf_counter()
     with staged_outputs(finals, force=options.force, protected=protected) as temps, scratch_dir() as workdir:
-        # >0: routes run side by side in worker processes (convert/route_workers.py); only `--via best`
-        # runs every route, so only it can gain from that
-        jobs = route_workers.route_jobs(routes) if options.via == "best" else 0
+        # >0: routes run side by side in worker processes (convert/route_workers.py); only a race
+        # (`--via best`, `--backend auto`) runs every route, so only it can gain from that
+        jobs = route_workers.route_jobs(routes) if races(options) else 0
         ctx = dict(options=options, workdir=workdir, settings=validate_settings, labels=(source, output),
                    source=source, target=target, route_jobs=jobs, ref_runner=None)
         artifact = None if jobs else prepare_context(ctx)
