@@ -290,8 +290,8 @@ def _try_routes(routes, artifact: Artifact, ctx: dict, final_temp: str) -> tuple
 
 
 # Why `--via auto` stops at the first route that passes: running the second route too (`--via best`)
-# cost 1.4-2.5x raw litert-torch's wall time and 2-2.8x its memory (TensorFlow + onnx2tf on top),
-# for artifacts whose latency tied in every model measured (README, Benchmarks).
+# cost 1.6-2.0x raw litert-torch's wall time and 2.2-2.3x its memory (TensorFlow + onnx2tf on top),
+# while litert-torch's artifact was as fast or faster in every model measured (README, Benchmarks).
 FIRST_PASS_SKIP = "an earlier route passed (--via best converts along every route and keeps the fastest)"
 
 
@@ -302,8 +302,8 @@ def races(options: ConvertOptions) -> bool:
 
 
 def _routes_in_process(routes, artifact: Artifact, ctx: dict, final_temp: str) -> list[RouteTry]:
-    """Each route in this process, one after the other (one route's error is final); with
-    `--via auto`, the routes after the first that passes are skipped."""
+    """Each route in this process, one after the other (one route's error is final); unless the
+    routes race (`races`), those after the first that passes are skipped."""
     from fwconv import progress
     from fwconv.convert.planner import route_label
     from fwconv.errors import FwconvError
