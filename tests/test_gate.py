@@ -159,7 +159,9 @@ def test_latency_baseline_flags_slowdown_not_noise(serial_run, workspace):
     results = json.loads((workspace / "serial.json").read_text())["results"]
     # the same artifacts against a baseline 4x faster than measured: a real slowdown
     fast = {k: dict(v, p50_ms=v["p50_ms"] / 4, spread=0.02) for k, v in base.items()}
-    slowed = [dict(r) for r in results]
+    # this run's measured spread on a loaded CI box can exceed 1.5 (p90 = 2.5 x p50), which would widen
+    # the allowance past 4x: pin it, so the check's logic is what this test exercises
+    slowed = [dict(r, latency=dict(r["latency"], p90_ms=r["latency"]["p50_ms"] * 1.02)) for r in results]
     measured = {r["artifact"]: r["latency"]["p50_ms"] for r in results}  # re-timing finds the same speed
     check_regressions(slowed, fast, threshold=0.25, retimer=lambda artifact: [measured[artifact]] * 2)
     assert {r["status"] for r in slowed} == {"latency_regressed"}
