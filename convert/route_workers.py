@@ -126,7 +126,7 @@ def run_routes(routes: list, source: str, target: str, ctx: dict, jobs: int) -> 
 def _collect(conn, proc, route):
     """The worker's RouteTry, or one carrying its error (typed) or its crash."""
     from fwconv import procs
-    from fwconv.convert.pipeline import RouteTry
+    from fwconv.convert.route_choice import RouteTry
     from fwconv.convert.planner import route_label
     from fwconv.errors import ConversionError
 

@@ -80,7 +80,7 @@ def test_best_keeps_the_fastest_passing_route(models_dir, tmp_path):
     assert {r["route"] for r in routes} == {"torch -> tflite (litert)", "torch -> onnx -> tflite"}
     passing = [r for r in routes if r["status"] == "pass"]
     assert passing, routes
-    from fwconv.convert.pipeline import TIE_FLOOR_MS, TIE_RATIO
+    from fwconv.convert.route_choice import TIE_FLOOR_MS, TIE_RATIO
 
     fastest = min(r["p50_ms"] for r in passing)
     noise = max(TIE_RATIO * fastest, TIE_FLOOR_MS, 2 * max(r["std_ms"] for r in passing))

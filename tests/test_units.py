@@ -68,7 +68,7 @@ class _Report:
 
 def _try(label, size, p50, tmp_path, passed=True):
     from fwconv.convert.job import Artifact
-    from fwconv.convert.pipeline import RouteTry
+    from fwconv.convert.route_choice import RouteTry
 
     path = tmp_path / label
     path.write_bytes(b"x" * size)
@@ -76,7 +76,7 @@ def _try(label, size, p50, tmp_path, passed=True):
 
 
 def test_route_choice_is_fastest_then_smaller_then_earlier(tmp_path):
-    from fwconv.convert.pipeline import _choose
+    from fwconv.convert.route_choice import choose as _choose
 
     clear = [_try("a", 100, 1.0, tmp_path), _try("b", 50, 2.0, tmp_path)]
     assert _choose(clear).label == "a"  # 2x faster wins whatever the size
