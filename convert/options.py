@@ -64,6 +64,14 @@ class ConvertOptions:
         self._check_quantization_targets()
         if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not 7 <= self.opset <= 23:
             raise InputError(f"--opset {self.opset!r} is not an ONNX opset fwconv can export (7..23)")
+        self._normalise_dynamic()
+
+    def _normalise_dynamic(self) -> None:
+        """`dynamic` as DynamicDims, whether given parsed or as the user's words ('batch', 'x:1=seq')."""
+        from fwconv.dynamic import DynamicDim, parse_dynamic
+
+        given = (self.dynamic,) if isinstance(self.dynamic, (str, DynamicDim)) else tuple(self.dynamic or ())
+        self.dynamic = given if all(isinstance(d, DynamicDim) for d in given) else parse_dynamic(given)
 
     def _check_quantization_targets(self) -> None:
         """--min-cosine in (0, 1]; --max-float-ops a count (0: full int8 only), with --quantize int8."""
@@ -82,8 +90,9 @@ class ConvertOptions:
         `--dynamic batch[:MIN..MAX]|NAME:DIM[=LABEL][:MIN..MAX]`."""
         from fwconv.dynamic import parse_dynamic
 
-        return cls(input_specs=specs_from_options(tuple(input_shapes), tuple(input_dtypes)),
-                   dynamic=parse_dynamic(dynamic), **options)
+        words = lambda v: (v,) if isinstance(v, str) else tuple(v or ())  # one word is not its letters
+        return cls(input_specs=specs_from_options(words(input_shapes), words(input_dtypes)),
+                   dynamic=parse_dynamic(words(dynamic)), **options)
 
     @property
     def precision(self) -> str:

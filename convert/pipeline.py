@@ -353,7 +353,8 @@ def convert(source: str, target: str, output: str | None = None, options: Conver
                                                                     "seconds": round(time.perf_counter() - t0, 3)}],
             notes=current.notes,
             extra={**current.extra, **({"interface": current.interface.to_dict()} if current.interface else {}),
-                   **({"dynamic": [d.to_dict() for per in job.dynamic.values() for d in per.values()]} if job.dynamic else {})},
+                   **({"dynamic": [{**d.to_dict(), "input": name} for name, per in job.dynamic.items()
+                                    for d in per.values()]} if job.dynamic else {})},
             validation=_validation_summary(report),
         )
         manifest.write(manifest_path(current.path) if is_dir_target else temps[manifest_path(output)])
@@ -425,11 +426,14 @@ def _dynamic_dims(options: ConvertOptions, artifact: Artifact, torch_source, sam
         own = dyn.of_exported_program(torch_source.model, list(sample))
         _refuse_fixed(artifact, options.dynamic, own, "exported with static shapes",
                       "export it with torch.export.Dim (dynamic_shapes=...) at a size above 1, or give a factory")
+        _refuse_wider(artifact, options.dynamic, own)
     elif artifact.format == "onnx":
         from fwconv.models.onnx import input_dim_params, io_specs, load_onnx
 
         model = load_onnx(artifact.path, check=False)
         own = dyn.of_onnx_inputs(io_specs(model)[0], input_dim_params(model))
+        _refuse_fixed(artifact, options.dynamic, own, "its ONNX graph fixes that size",
+                      "export the ONNX model with that dim symbolic (torch.onnx.export dynamic_shapes=/dynamic_axes=)")
     elif artifact.format in ("savedmodel", "keras"):
         try:
             specs = runner.input_specs()
@@ -441,7 +445,19 @@ def _dynamic_dims(options: ConvertOptions, artifact: Artifact, torch_source, sam
                           "save the model with None in that dim of its input (keras.Input(shape=(None, ...)))")
         own = dyn.tf_signature_dims(specs)
     shapes = {n: list(a.shape) for n, a in sample.items()}
-    return dyn.per_input(tuple(own) + tuple(options.dynamic), shapes)
+    table = dyn.per_input(tuple(own) + tuple(options.dynamic), shapes)
+    dyn.check_examples(options.dynamic, table, shapes)
+    return table
+
+
+def _refuse_wider(artifact: Artifact, asked: tuple, own: tuple) -> None:
+    """A MAX above the range the .pt2 was exported with: its graph's guards hold only inside it."""
+    for d in asked:
+        for o in own:
+            if o.dim == d.dim and d.input in (None, o.input) and o.max is not None and (d.max or 0) > o.max:
+                raise InputError(f"{artifact.path}: dim {o.dim} of {o.input} was exported for sizes {o.min}..{o.max}, "
+                                 f"so --dynamic cannot stretch it to {d.max}",
+                                 hint="ask for a MAX inside the exported range, or re-export with a wider torch.export.Dim")
 
 
 def _refuse_fixed(artifact: Artifact, asked: tuple, own: tuple, why: str, hint: str) -> None:

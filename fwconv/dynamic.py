@@ -19,7 +19,7 @@ from fwconv.limits import check_declared
 
 DEFAULT_MAX = 16  # the largest size validated when the user gives no bound (export keeps it open)
 _BATCH_RE = re.compile(r"^batch(?::(?P<min>\d+)\.\.(?P<max>\d+))?$")
-_SPEC_RE = re.compile(r"^(?P<name>[^:]+):(?P<dim>\d+)(?:=(?P<label>[A-Za-z_][A-Za-z0-9_]*))?"
+_SPEC_RE = re.compile(r"^(?P<name>.+?):(?P<dim>\d+)(?:=(?P<label>[A-Za-z_][A-Za-z0-9_]*))?"
                       r"(?::(?P<min>\d+)\.\.(?P<max>\d+))?$")
 
 
@@ -43,6 +43,8 @@ def parse_dynamic(texts) -> tuple[DynamicDim, ...]:
     """The user's `--dynamic` words, checked (one clear error per bad one)."""
     found = []
     for text in texts or ():
+        if not isinstance(text, str):
+            raise InputError(f"bad --dynamic {text!r}: each entry is a string such as 'batch' or 'input_ids:1=seq'")
         m = _BATCH_RE.match(text) or _SPEC_RE.match(text)
         if not m:
             raise InputError(f"bad --dynamic '{text}'", hint="use 'batch[:MIN..MAX]' or NAME:DIM[=LABEL][:MIN..MAX], "
@@ -59,7 +61,24 @@ def parse_dynamic(texts) -> tuple[DynamicDim, ...]:
     for d in found:
         if labels.setdefault(d.label, (d.min, d.max)) != (d.min, d.max):
             raise InputError(f"--dynamic label '{d.label}' is given two different ranges")
+    _refuse_overlaps(found)
     return tuple(found)
+
+
+def _refuse_overlaps(found: list[DynamicDim]) -> None:
+    """One dim named twice (or by `batch` and by NAME:0) would leave one of the words silently
+    unused: refused, naming both."""
+    seen: dict[tuple, DynamicDim] = {}
+    for d in found:
+        clash = seen.get((d.input, d.dim))
+        if clash is None and d.dim == 0:  # `batch` is dim 0 of every input
+            clash = seen.get((None, 0)) if d.input else next((o for (_, i), o in seen.items() if i == 0), None)
+        if clash:
+            raise InputError(f"--dynamic names dim {d.dim} of {d.input or 'every input'} twice "
+                             f"('{clash.label}' and '{d.label}')",
+                             hint="'batch' already covers dim 0 of every input" if d.dim == 0 and None in (
+                                 d.input, clash.input) else "give each dim once")
+        seen[(d.input, d.dim)] = d
 
 
 def per_input(dims: tuple[DynamicDim, ...], shapes: dict[str, list]) -> dict[str, dict[int, DynamicDim]]:
@@ -74,13 +93,54 @@ def per_input(dims: tuple[DynamicDim, ...], shapes: dict[str, list]) -> dict[str
                                  f"(inputs: {', '.join(shapes)})")
             if not 0 <= d.dim < len(shapes[name]):
                 raise InputError(f"--dynamic {name}:{d.dim}: the input has {len(shapes[name])} dims")
-            table.setdefault(name, {})[d.dim] = d
-    return table
+            known = table.setdefault(name, {}).get(d.dim)
+            table[name][d.dim] = _narrowed(d, known) if known else d
+    return _tie_labels(table, shapes)
+
+
+def _narrowed(asked: DynamicDim, own: DynamicDim) -> DynamicDim:
+    """A dim the source keeps variable and the user names too: the user's label, inside both
+    ranges (the source's graph holds only for its own range)."""
+    high = min((m for m in (asked.max, own.max) if m is not None), default=None)
+    return dataclasses.replace(asked, min=max(asked.min, own.min), max=high)
+
+
+def _tie_labels(table: dict[str, dict[int, DynamicDim]], shapes: dict[str, list]) -> dict[str, dict[int, DynamicDim]]:
+    """Dims sharing a label share one range (the narrowest of theirs) and must share the example's
+    size: a label tying a 3 to a 5 is a contradiction, said before anything converts."""
+    ranges: dict[str, tuple[int, int | None]] = {}
+    sizes: dict[str, tuple[str, int]] = {}
+    for name, per in table.items():
+        for i, d in per.items():
+            low, high = ranges.get(d.label, (d.min, d.max))
+            ranges[d.label] = (max(low, d.min), min((m for m in (high, d.max) if m is not None), default=None))
+            first = sizes.setdefault(d.label, (f"{name}:{i}", shapes[name][i]))
+            if first[1] != shapes[name][i]:
+                raise InputError(f"--dynamic label '{d.label}' ties {first[0]} (size {first[1]}) to {name}:{i} "
+                                 f"(size {shapes[name][i]}), but the example's sizes differ",
+                                 hint="give the tied dims the same size in --input-shape, or different labels")
+    return {name: {i: dataclasses.replace(d, min=ranges[d.label][0], max=ranges[d.label][1]) for i, d in per.items()}
+            for name, per in table.items()}
+
+
+def check_examples(asked: tuple[DynamicDim, ...], table: dict[str, dict[int, DynamicDim]],
+                   shapes: dict[str, list]) -> None:
+    """The example's size must lie inside each asked range (the validator tries the example, and
+    the exporters trace it): a batch of 8 with `batch:1..4` is refused, naming both."""
+    for d in asked:
+        for name in (list(table) if d.input is None else [d.input]):
+            bound = table.get(name, {}).get(d.dim)
+            size = shapes[name][d.dim]
+            if bound and not (bound.min <= size and (bound.max is None or size <= bound.max)):
+                high = "" if bound.max is None else str(bound.max)
+                raise InputError(f"--dynamic {d.label}: the example's size {size} (input '{name}' dim {d.dim}) "
+                                 f"is outside {bound.min}..{high}",
+                                 hint="give an --input-shape inside the range, or widen the range")
 
 
 def sizes_to_try(d: DynamicDim, example: int) -> list[int]:
     """Smallest, the example's, an odd size no common tile (2, 3, 4, 8) divides, and the largest."""
-    upper = d.max if d.max is not None else max(DEFAULT_MAX, example)
+    upper = d.max if d.max is not None else max(DEFAULT_MAX, 2 * example)
     odd = next((n for n in range(example + 1, upper + 1) if n % 2 and n % 3), None)
     odd = odd or next((n for n in range(example - 1, d.min - 1, -1) if n % 2 and n % 3), example)
     return sorted({d.min, example, odd, upper})

@@ -164,6 +164,14 @@ def test_pt2_dims_are_honoured_and_static_pt2_refused(tmp_path):
     torch.export.save(torch.export.export(module, (x,)), static)
     refused = invoke("torch2onnx", static, "--dynamic", "batch", "-o", tmp_path / "s.onnx")
     assert refused.exit_code == 2 and "exported with static shapes" in refused.output
+    wider = invoke("torch2onnx", dynamic, "--dynamic", "batch:1..64", "-o", tmp_path / "w.onnx")
+    assert wider.exit_code == 2 and "exported for sizes" in wider.output and not (tmp_path / "w.onnx").exists()
+    # an ONNX input dim that is not symbolic cannot be made variable either: its graph was built for it
+    import onnx
+
+    name = onnx.load(str(out)).graph.input[0].name
+    fixed = invoke("onnx2tflite", out, "--dynamic", f"{name}:1", "-o", tmp_path / "f.tflite")
+    assert fixed.exit_code == 2 and "fixes that size" in fixed.output and not (tmp_path / "f.tflite").exists()
 
 
 CONV_STACK = """
@@ -202,6 +210,83 @@ def test_routes_that_cannot_keep_dims_refuse_clearly(tmp_path):
     assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
     missing = invoke("torch2onnx", CNN, "--input-shape", "1,3,32,32", "--dynamic", "nope:0", "-o", tmp_path / "m.onnx")
     assert missing.exit_code == 2 and "nope" in missing.output
+
+
+TWO_INPUTS = """
+import torch
+
+class Pair(torch.nn.Module):
+    def forward(self, a, b):
+        return a.sum(1, keepdim=True) + b.sum(1, keepdim=True)
+
+def build():
+    return Pair().eval()
+"""
+
+SMALL_BATCH_ONLY = """
+import torch
+
+class SmallBatch(torch.nn.Module):
+    # eager PyTorch refuses a batch over 4; its trace (TorchScript exporter) does not
+    def forward(self, x):
+        if x.shape[0] > 4:
+            raise ValueError("this model takes a batch of at most 4")
+        return x * 2
+
+def build():
+    return SmallBatch().eval()
+"""
+
+
+def _refused_before_writing(tmp_path, result, words: str) -> None:
+    assert result.exit_code == 2 and words in result.output and len(result.output.strip().splitlines()) == 1, \
+        result.output
+    assert not list(tmp_path.glob("*.onnx*"))
+
+
+def test_contradictions_are_refused_before_anything_converts(tmp_path):
+    """Each would otherwise be silently half-honoured (a word dropped, an example outside its own
+    range validated, a label promising equal sizes the sample breaks): exit 2, one line, nothing written."""
+    out = tmp_path / "x.onnx"
+    outside = invoke("torch2onnx", CNN, "--input-shape", "8,3,32,32", "--dynamic", "batch:1..4", "-o", out)
+    _refused_before_writing(tmp_path, outside, "the example's size 8")
+    twice = invoke("torch2onnx", CNN, "--input-shape", "2,3,32,32", "--dynamic", "batch", "--dynamic", "image:0=b2:2..8",
+                   "-o", out)
+    _refused_before_writing(tmp_path, twice, "twice")
+    factory = tmp_path / "pair.py"
+    factory.write_text(TWO_INPUTS)
+    tied = invoke("torch2onnx", f"{factory}:build", "--input-shape", "a:1,3", "--input-shape", "b:1,5",
+                  "--dynamic", "a:1=seq:1..8", "--dynamic", "b:1=seq:1..8", "-o", out)
+    _refused_before_writing(tmp_path, tied, "ties a:1 (size 3) to b:1 (size 5)")
+    from fwconv.convert.options import ConvertOptions  # the API takes the same words, one or several
+    from fwconv.errors import InputError
+
+    assert ConvertOptions.from_strings(dynamic="batch").dynamic == ConvertOptions(dynamic=["batch"]).dynamic
+    with pytest.raises(InputError, match="each entry is a string"):
+        ConvertOptions(dynamic=[1])
+
+
+def test_a_size_the_source_itself_cannot_run_is_bad_input(tmp_path):
+    """The reference failing at a swept size is not the artifact's fault: exit 2 naming the size,
+    not exit 3 after the repairs."""
+    factory = tmp_path / "small.py"
+    factory.write_text(SMALL_BATCH_ONLY)
+    result = invoke("torch2onnx", f"{factory}:build", "--input-shape", "2,4", "--dynamic", "batch:1..8",
+                    "--exporter", "torchscript", "-o", tmp_path / "s.onnx", "--no-latency")
+    assert result.exit_code == 2 and "the source itself does not run at" in result.output, result.output
+    assert not (tmp_path / "s.onnx").exists() and "repair" not in result.output
+
+
+def test_each_size_gets_a_p50_per_side(tmp_path):
+    out = tmp_path / "cnn.onnx"
+    result = invoke("torch2onnx", CNN, "--input-shape", "2,3,32,32", "--dynamic", "batch:1..8", "-o", out)
+    assert result.exit_code == 0, result.output
+    shapes = json.loads((tmp_path / "cnn.onnx.fwconv.json").read_text())["validation"]["shapes"]
+    assert [s["inputs"]["image"][0] for s in shapes] == [1, 5, 8]
+    assert all(s["p50_ms"]["reference"] > 0 and s["p50_ms"]["candidate"] > 0 for s in shapes)
+    assert "at image[5, 3, 32, 32]: PASS" in result.output and " ms)" in result.output
+    shown = invoke("inspect", out).output  # ONNX records no bounds: the manifest's validated range is shown
+    assert "image dim 0 (batch)" in shown and "validated range: image dim 0 (batch) 1..8" in shown
 
 
 def test_sizes_tried_cover_the_bounds():
@@ -279,7 +364,7 @@ def test_keras_cnn_dynamic_batch_through_tf2onnx(keras_models, keras_cnn_onnx):
     import onnx
 
     out, manifest = keras_cnn_onnx
-    assert manifest["extra"]["dynamic"] == [{"input": None, "dim": 0, "label": "batch", "min": 1, "max": 8}]
+    assert manifest["extra"]["dynamic"] == [{"input": "image", "dim": 0, "label": "batch", "min": 1, "max": 8}]
     assert [s["inputs"]["image"][0] for s in manifest["validation"]["shapes"]] == [5, 8]
     dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
     assert not dims[0].HasField("dim_value") and [d.dim_value for d in dims[1:]] == [16, 16, 3]
@@ -300,7 +385,7 @@ def test_keras_text_sequence_left_open_by_its_signature(keras_models):
                     "--input-dtype", "int32", "--dynamic", "batch", "-o", out, "--no-latency")
     assert result.exit_code == 0, result.output
     manifest = json.loads((keras_models["dir"] / "text.onnx.fwconv.json").read_text())
-    assert {(d["input"], d["dim"]) for d in manifest["extra"]["dynamic"]} == {(None, 0), ("ids", 1)}
+    assert {(d["input"], d["dim"]) for d in manifest["extra"]["dynamic"]} == {("ids", 0), ("ids", 1)}
     assert manifest["inputs"][0]["shape"] == [None, None]
     model = keras_models["models"]["text"]
     for batch, length in ((1, 1), (3, 13), (2, 40)):
@@ -346,7 +431,7 @@ def test_executorch_bounded_batch_and_sequence(tmp_path):
     transformer's sequence 2..24 as asked; each run in the ExecuTorch runtime at every size
     against PyTorch, and refused past its bound."""
     out, manifest, _ = _convert(tmp_path, CNN, "pte", "1,3,32,32", "batch")
-    assert manifest["extra"]["dynamic"] == [{"input": None, "dim": 0, "label": "batch", "min": 1, "max": 64}]
+    assert manifest["extra"]["dynamic"] == [{"input": "image", "dim": 0, "label": "batch", "min": 1, "max": 64}]
     assert any("had no MAX: bounded at 64" in n for n in manifest["notes"]), manifest["notes"]
     assert manifest["inputs"][0]["shape"] == [None, 3, 32, 32]
     assert [s["inputs"]["image"][0] for s in manifest["validation"]["shapes"]] == [5, 64]

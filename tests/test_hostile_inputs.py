@@ -305,6 +305,8 @@ def test_error_types_survive_process_isolation():
     ('[[model]]\nname = "a"\nsource = "m.pt2"\ntargets = "onnx"', "'targets' must be"),
     ('[[model]]\nname = "a"\nsource = "m.pt2"\ntargets = ["onnx"]\ntolerance = { y = "big" }', "'tolerance' values"),
     ('[[model]]\nname = "a"\nsource = "m.pt2"\ntargets = ["onnx"]\nsamples = true', "'samples' must be"),
+    ('[[model]]\nname = "a"\nsource = "m.pt2"\ntargets = ["onnx"]\ndynamic = [1]', "each entry is a string"),
+    ('[[model]]\nname = "a"\nsource = "m.pt2"\ntargets = ["onnx"]\ndynamic = ["batch", "x:0"]', "twice"),
 ])
 def test_hostile_gate_configs(body, words, sandbox):
     config = sandbox / "gate.toml"

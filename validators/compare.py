@@ -150,10 +150,12 @@ def compare_runners(reference, candidate, *, settings: ValidateSettings, ref_spe
 
 
 def _at_other_shapes(reference, candidate, plan: "InputPlan", settings: ValidateSettings, bindings) -> list[dict]:
-    """Parity at each size step of the dynamic dims (fwconv.dynamic.shape_sets), fed as an app
-    would (runtimes resize their inputs). A model that cannot run at a size fails there."""
+    """Parity (and, with latency on, a short p50 per side) at each size step of the dynamic dims
+    (fwconv.dynamic.shape_sets), fed as an app would (runtimes resize their inputs). A candidate
+    that cannot run at a size fails there; a reference that cannot is bad input (exit 2): the
+    source itself does not take that size, so no artifact could be judged there."""
     from fwconv.dynamic import shape_sets
-    from fwconv.errors import FwconvError
+    from fwconv.errors import FwconvError, InputError
 
     results = []
     for shapes in shape_sets(settings.dynamic, {s.name: list(s.shape) for s in plan.specs}):
@@ -162,17 +164,36 @@ def _at_other_shapes(reference, candidate, plan: "InputPlan", settings: Validate
                           int_bounds=reference.index_bounds())[0]
         entry: dict[str, Any] = {"inputs": shapes, "passed": True, "failure": None, "worst_scaled_err": 0.0}
         try:
-            ref_out, cand_out = reference.infer(feed), candidate.infer(plan.to_candidate(feed))
-            for b in bindings:
-                tol = settings.per_output.get(b.reference, settings.tolerance)
-                result = compare_arrays(b.reference, ref_out[b.reference], b.to_reference(cand_out[b.candidate]), tol)
-                entry["worst_scaled_err"] = max(entry["worst_scaled_err"], result.metrics.get("scaled_max_err") or 0.0)
-                if not result.passed and entry["passed"]:
-                    entry.update(passed=False, failure=f"output '{b.reference}': {result.failure}")
+            ref_out = reference.infer(feed)
+        except FwconvError as exc:
+            raise InputError(f"the source itself does not run at {shapes}: {exc.one_line()}",
+                             hint="its graph holds only at other sizes: narrow the --dynamic range") from exc
+        try:
+            _compare_at(entry, ref_out, candidate.infer(plan.to_candidate(feed)), settings, bindings)
+            if settings.latency is not None:
+                entry["p50_ms"] = _short_p50(reference, candidate, feed, plan, settings.latency)
         except FwconvError as exc:
             entry.update(passed=False, failure=f"does not run: {exc.one_line()}", worst_scaled_err=None)
         results.append(entry)
     return results
+
+
+def _compare_at(entry: dict, ref_out, cand_out, settings: ValidateSettings, bindings) -> None:
+    for b in bindings:
+        tol = settings.per_output.get(b.reference, settings.tolerance)
+        result = compare_arrays(b.reference, ref_out[b.reference], b.to_reference(cand_out[b.candidate]), tol)
+        entry["worst_scaled_err"] = max(entry["worst_scaled_err"], result.metrics.get("scaled_max_err") or 0.0)
+        if not result.passed and entry["passed"]:
+            entry.update(passed=False, failure=f"output '{b.reference}': {result.failure}")
+
+
+def _short_p50(reference, candidate, feed, plan: "InputPlan", latency) -> dict[str, float]:
+    """Each side's p50 at this size, on a quarter of the example's timed runs (at least 5): enough
+    to see a size the artifact handles badly, not a benchmark."""
+    short = dataclasses.replace(latency, warmup_runs=min(latency.warmup_runs, 2), runs=max(5, latency.runs // 4),
+                                warmup_seconds=0.0, min_seconds=0.0)
+    return {"reference": round(reference.measure_latency(feed, short).p50_ms, 4),
+            "candidate": round(candidate.measure_latency(plan.to_candidate(feed), short).p50_ms, 4)}
 
 
 @dataclasses.dataclass

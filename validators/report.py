@@ -77,7 +77,9 @@ def to_text(report: ValidationReport) -> str:
     for s in report.shapes:  # the dynamic dims at other sizes
         err = "-" if s["worst_scaled_err"] is None else f"{s['worst_scaled_err']:.3g}"
         shapes = ", ".join(f"{k}{v}" for k, v in s["inputs"].items())
-        lines.append(f"  at {shapes}: {'PASS' if s['passed'] else 'FAIL'} (err/scale {err})")
+        p50 = s.get("p50_ms")
+        timing = f", p50 {p50['reference']:.3g} / {p50['candidate']:.3g} ms" if p50 else ""
+        lines.append(f"  at {shapes}: {'PASS' if s['passed'] else 'FAIL'} (err/scale {err}{timing})")
     if report.latency:
         lines += ["", _table(LAT_HEADERS, latency_rows(report))]
         if report.latency_ratio is not None:

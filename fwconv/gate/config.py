@@ -45,7 +45,7 @@ KEY_TYPES: dict[str, type | tuple[type, ...]] = {
     "targets": list, "golden": str, "target": dict, "timeout": _NUMBER, "atol": _NUMBER, "rtol": _NUMBER,
     "tolerance": dict, "samples": int, "max_latency_ratio": _NUMBER, "precision": str, "via": str, "quantize": str,
     "calibration": str, "int8_io": bool, "layout": str, "opset": int, "exporter": str, "allow_flex": bool, "backend": str,
-    "output_dir": str, "golden_dir": str, "debug_on_failure": bool, "repair": bool, "dynamic": list,
+    "output_dir": str, "golden_dir": str, "debug_on_failure": bool, "repair": bool, "dynamic": (list, str),
     "repair_budget": _NUMBER, "min_cosine": _NUMBER, "max_float_ops": int,
 }
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")

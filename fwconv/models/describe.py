@@ -111,7 +111,7 @@ def describe(path: str, *, trust_pickle: bool = False) -> dict[str, Any]:
     if manifest is not None:
         out["fwconv"] = {"route": manifest.route, "tools": manifest.tools, "source": manifest.source,
                          "interface": manifest.extra.get("interface"), "validation": manifest.validation,
-                         "notes": manifest.notes}
+                         "notes": manifest.notes, "dynamic": manifest.extra.get("dynamic")}
     return out
 
 
@@ -150,4 +150,8 @@ def to_text(info: dict[str, Any]) -> str:
     if "fwconv" in info:
         f = info["fwconv"]
         lines.append(f"  made by fwconv: {' -> '.join(f['route'])}; validation: {(f['validation'] or {}).get('status', 'none')}")
+        if f.get("dynamic"):  # the range fwconv validated (TFLite and ONNX record no bounds themselves)
+            lines.append("  validated range: " + "; ".join(
+                f"{d['input']} dim {d['dim']} ({d['label']}) {d['min']}..{d['max'] if d['max'] is not None else ''}"
+                for d in f["dynamic"]))
     return "\n".join(lines)
