@@ -588,29 +588,9 @@ def entry() -> None:
         code = 0
     except SystemExit as exc:
         code = exc.code
-    _exit_fast(code)
+    from fwconv.procs import exit_fast
 
-
-def _exit_fast(code) -> None:
-    import atexit
-    import logging
-    import multiprocessing
-    import os
-    import threading
-
-    if not isinstance(code, int) and code is not None:  # sys.exit("message"): Python prints it
-        sys.exit(code)
-    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if busy or multiprocessing.active_children():
-        sys.exit(code)
-    logging.shutdown()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`fwconv ... | head`): nothing more to say
-            pass
-    os._exit(code or 0)
+    exit_fast(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

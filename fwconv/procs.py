@@ -103,3 +103,30 @@ def stop(proc, grace: float = 5.0) -> None:
         proc.kill()
     if proc is not None:
         proc.join(grace)
+
+
+def exit_fast(code: int | None = 0) -> None:
+    """Leave without Python's finalization: a process that imported torch, litert-torch or
+    TensorFlow spends 1.4-1.8 s tearing them down (no atexit handler takes over 20 ms). Streams and
+    logs are flushed and the atexit handlers run first; where something could still need an orderly
+    exit (another non-daemon thread, a live child process) the exit is a normal one. For callers
+    whose outputs are all published or removed by now (the CLI, a gate worker whose pipe closed)."""
+    import atexit
+    import logging
+    import os
+    import sys
+    import threading
+
+    if not isinstance(code, int) and code is not None:  # sys.exit("message"): Python prints it
+        sys.exit(code)
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if busy or mp.active_children():
+        sys.exit(code)
+    logging.shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`fwconv ... | head`): nothing more to say
+            pass
+    os._exit(code or 0)

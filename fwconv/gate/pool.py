@@ -33,8 +33,8 @@ def _serve(conn, threads: int | None) -> None:
         while True:
             try:
                 job, check_only = conn.recv()
-            except EOFError:
-                return
+            except EOFError:  # the gate is done with this worker: every job's outputs are settled
+                procs.exit_fast(0)
             conn.send(run_job(job, check_only=check_only))
     except signals.Interrupted:  # stopped by the gate: the finally blocks have cleaned up; no traceback
         return
