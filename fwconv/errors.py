@@ -158,7 +158,9 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
 
     Usually the first; but TorchScript wraps the real error after a traceback of its own
     ("The following operation failed in the TorchScript interpreter. ... RuntimeError: ..."),
-    so there the last 'SomethingError: ...' line is the one that explains.
+    so there the last 'SomethingError: ...' line is the one that explains. torch.onnx's dynamo
+    exporter opens with advice ("Failed to export the model with torch.export. ... Next steps:")
+    and puts the cause under "## Exception summary": that cause is the line kept.
     """
     lines = [line.strip() for line in strip_ansi(str(exc)).splitlines() if line.strip()]
     if not lines:
@@ -167,4 +169,9 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
         errors = [line for line in lines if re.match(r"^[A-Za-z_.]*Error: ", line)]
         if errors:
             return errors[-1][:limit]
+    if "## Exception summary" in lines[:-1]:
+        cause = lines[lines.index("## Exception summary") + 1]
+        step = re.match(r"^Failed to (.*?)\.(?:\s|$)", lines[0])
+        cause = re.sub(r"^<class '(?:[\w]+\.)*(\w+)'>:", r"\1:", cause)  # <class 'a.b.SomeError'>: -> SomeError:
+        return (f"{step[1]} failed: {cause}" if step else cause)[:limit]
     return lines[0][:limit]

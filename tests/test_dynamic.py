@@ -546,3 +546,18 @@ def test_a_sources_own_dim_onnx2tf_cannot_keep_is_fixed_with_a_note(tmp_path):
 
     got = next(v for v in run_litert(str(out), {"input_ids": ids}).values() if v.shape == want.shape)
     assert scaled_error(want, got) < 1e-4
+
+
+def test_a_dynamo_export_failure_is_summed_up_by_its_cause(tmp_path):
+    """torch.onnx's dynamo exporter opens its message with advice; the one line fwconv shows (a
+    route's note, a stage detail, the error) must be the cause under its "Exception summary"."""
+    import torch
+
+    from fixtures.models import build_cnn
+    from fwconv.errors import first_line
+
+    with pytest.raises(Exception) as raised:
+        torch.onnx.export(build_cnn().eval(), (torch.randn(8, 3, 32, 32),), str(tmp_path / "x.onnx"), dynamo=True,
+                          dynamic_shapes=({0: torch.export.Dim("b", min=1, max=4)},))
+    assert first_line(raised.value) == \
+        "export the model with torch.export failed: ConstraintViolationError: 8 not in range [1, 4]"
