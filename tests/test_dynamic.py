@@ -296,6 +296,9 @@ def test_sizes_tried_cover_the_bounds():
     tied = parse_dynamic(["a:1=seq:4..32", "b:1=seq:4..32"])
     sets = shape_sets(tied, {"a": [1, 16], "b": [1, 16]})
     assert all(s["a"] == s["b"] for s in sets) and [s["a"][1] for s in sets] == [4, 17, 32]
+    (named,) = parse_dynamic(["serving_default_x:0:1=seq:2..8"])  # TFLite names hold ':'
+    assert (named.input, named.dim, named.label, named.min, named.max) == ("serving_default_x:0", 1, "seq", 2, 8)
+    assert sizes_to_try(DynamicDim("x", 0, "n", 30, None), 30) == [30, 31, 60]  # unbounded: above the example too
 
 
 def test_a_huge_bound_is_capped_like_a_huge_input_shape(tmp_path, monkeypatch):
