@@ -88,11 +88,9 @@ class ConvertOptions:
     def from_strings(cls, input_shapes=(), input_dtypes=(), dynamic=(), **options) -> "ConvertOptions":
         """From the user's words: `--input-shape [NAME:]D0,D1`, `--input-dtype [NAME:]DTYPE` and
         `--dynamic batch[:MIN..MAX]|NAME:DIM[=LABEL][:MIN..MAX]`."""
-        from fwconv.dynamic import parse_dynamic
-
         words = lambda v: (v,) if isinstance(v, str) else tuple(v or ())  # one word is not its letters
-        return cls(input_specs=specs_from_options(words(input_shapes), words(input_dtypes)),
-                   dynamic=parse_dynamic(words(dynamic)), **options)
+        return cls(input_specs=specs_from_options(words(input_shapes), words(input_dtypes)), dynamic=dynamic,
+                   **options)  # the dynamic words are parsed on construction (_normalise_dynamic)
 
     @property
     def precision(self) -> str:

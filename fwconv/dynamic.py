@@ -98,11 +98,16 @@ def per_input(dims: tuple[DynamicDim, ...], shapes: dict[str, list]) -> dict[str
     return _tie_labels(table, shapes)
 
 
+def _narrowest(a: tuple[int, int | None], b: tuple[int, int | None]) -> tuple[int, int | None]:
+    """The range inside both (MIN, MAX) ranges; a MAX of None is unbounded."""
+    return max(a[0], b[0]), min((m for m in (a[1], b[1]) if m is not None), default=None)
+
+
 def _narrowed(asked: DynamicDim, own: DynamicDim) -> DynamicDim:
     """A dim the source keeps variable and the user names too: the user's label, inside both
     ranges (the source's graph holds only for its own range)."""
-    high = min((m for m in (asked.max, own.max) if m is not None), default=None)
-    return dataclasses.replace(asked, min=max(asked.min, own.min), max=high)
+    low, high = _narrowest((asked.min, asked.max), (own.min, own.max))
+    return dataclasses.replace(asked, min=low, max=high)
 
 
 def _tie_labels(table: dict[str, dict[int, DynamicDim]], shapes: dict[str, list]) -> dict[str, dict[int, DynamicDim]]:
@@ -112,8 +117,7 @@ def _tie_labels(table: dict[str, dict[int, DynamicDim]], shapes: dict[str, list]
     sizes: dict[str, tuple[str, int]] = {}
     for name, per in table.items():
         for i, d in per.items():
-            low, high = ranges.get(d.label, (d.min, d.max))
-            ranges[d.label] = (max(low, d.min), min((m for m in (high, d.max) if m is not None), default=None))
+            ranges[d.label] = _narrowest(ranges.get(d.label, (d.min, d.max)), (d.min, d.max))
             first = sizes.setdefault(d.label, (f"{name}:{i}", shapes[name][i]))
             if first[1] != shapes[name][i]:
                 raise InputError(f"--dynamic label '{d.label}' ties {first[0]} (size {first[1]}) to {name}:{i} "
