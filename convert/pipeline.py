@@ -23,7 +23,7 @@ from fwconv.convert.route_choice import FIRST_PASS_SKIP, RouteTry, choose, most_
 from fwconv.dynamic import check_declared_bounds, check_sizes
 from fwconv.errors import ConversionError, InputError, ModelLoadError, ParityError
 from fwconv.manifest import Manifest, manifest_path, sha256_of, size_of
-from fwconv.specs import TensorSpec, bind_arrays, load_npz
+from fwconv.specs import TensorSpec, bind_arrays, load_npz, name_positional
 from fwconv.staging import protected_paths, scratch_dir, staged_outputs
 
 
@@ -89,15 +89,7 @@ def _sample_specs(options: ConvertOptions, names: list[str], recorded: list[Tens
             return recorded
         raise InputError("the model does not record its input shapes",
                          hint="give them with --input-shape 1,3,224,224 (repeatable) or --inputs FILE.npz")
-    specs = []
-    for i, spec in enumerate(options.input_specs):
-        spec = dataclasses.replace(spec)
-        if spec.name == f"input_{i}" and i < len(names):
-            spec.name = names[i]
-        elif names and spec.name not in names:
-            raise InputError(f"--input-shape names '{spec.name}', but the model's inputs are: {', '.join(names)}")
-        specs.append(spec)
-    return specs
+    return name_positional(options.input_specs, names)
 
 
 def _layout_of(shape, family: str) -> str | None:

@@ -53,11 +53,8 @@ def applicable_routes(routes: list[list[Edge]], fmt: str, options) -> list[list[
     return kept
 
 
-def plan_routes(src_family: str, target: str, *, via: str = "auto", edges: list[Edge] | None = None) -> list[list[Edge]]:
-    if target not in TARGETS:
-        raise InputError(f"unknown target format '{target}'", hint=f"choose one of: {', '.join(TARGETS)}")
-    if src_family == target:
-        raise InputError(f"the source is already {target}")
+def all_routes(src_family: str, target: str, edges: list[Edge] | None = None) -> list[list[Edge]]:
+    """Every simple route of at most MAX_HOPS edges from a family to a target, shortest first."""
     edges = all_edges() if edges is None else edges
     found: list[list[Edge]] = []
 
@@ -71,9 +68,17 @@ def plan_routes(src_family: str, target: str, *, via: str = "auto", edges: list[
                 walk(edge.dst, path + [edge], seen | {edge.dst})
 
     walk(src_family, [], {src_family})
+    return sorted(found, key=len)
+
+
+def plan_routes(src_family: str, target: str, *, via: str = "auto", edges: list[Edge] | None = None) -> list[list[Edge]]:
+    if target not in TARGETS:
+        raise InputError(f"unknown target format '{target}'", hint=f"choose one of: {', '.join(TARGETS)}")
+    if src_family == target:
+        raise InputError(f"the source is already {target}")
+    found = all_routes(src_family, target, edges)
     if not found:
         raise InputError(f"no conversion route from {src_family} to {target} in this version of fwconv")
-    found.sort(key=len)
     if via and via not in AUTO_VIAS:
         chosen = [r for r in found if via in route_tags(r)]
         if not chosen:
@@ -83,3 +88,19 @@ def plan_routes(src_family: str, target: str, *, via: str = "auto", edges: list[
     # A detour through another deployment format (torch -> tflite -> onnx) costs time and precision
     # and runs converters the user did not ask for: prefer routes whose intermediates are the hub.
     return [r for r in found if all(e.dst == HUB for e in r[:-1])] or found
+
+
+def tools_for(fmt: str | None, target: str) -> list[str]:
+    """Every distribution a conversion to `target` may run on: the tools of each edge on any route
+    from the source's family (every source family when `fmt` is None), and the runners of the
+    source and of the target. Declared by the edges and runners themselves, so a new one cannot
+    be forgotten (the gate's cache key is made of these versions)."""
+    from fwconv.models.formats import target_format
+    from fwconv.validators.runners import runner_classes
+
+    families = [family_of(fmt)] if fmt else sorted(set(FAMILY.values()))
+    tools = {t for family in families if family != target for route in all_routes(family, target)
+             for edge in route for t in edge.tools}
+    formats = ({fmt} if fmt else set(FAMILY)) | {target_format(target)}
+    tools |= {t for cls in runner_classes() if set(cls.formats) & formats for t in cls.tools}
+    return sorted(tools | {"numpy"})

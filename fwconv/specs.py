@@ -111,6 +111,20 @@ def specs_from_options(shapes: tuple[str, ...], dtypes: tuple[str, ...]) -> list
     return specs
 
 
+def name_positional(specs: list[TensorSpec], names: list[str]) -> list[TensorSpec]:
+    """Specs from --input-shape with the model's input names: an unnamed (positional) one is the
+    model's input at its position; a named one must be one of the model's inputs."""
+    named = []
+    for i, spec in enumerate(specs):
+        spec = dataclasses.replace(spec)
+        if spec.name == f"input_{i}" and i < len(names):
+            spec.name = names[i]
+        elif names and spec.name not in names:
+            raise InputError(f"--input-shape names '{spec.name}', but the model's inputs are: {', '.join(names)}")
+        named.append(spec)
+    return named
+
+
 def load_npz(path: str) -> dict[str, np.ndarray]:
     """Arrays of a sample .npz in file order. np.load with allow_pickle=False: an .npz is data."""
     import os

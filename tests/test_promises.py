@@ -294,32 +294,47 @@ def test_gate_cache_is_invalidated_by_source_inputs_settings_and_artifact(gate_w
     assert _gate(ws)[0] is True
 
 
-GATE_TARGETS = ("onnx", "tflite", "savedmodel")
-
-
-def _converter_tools() -> list[str]:
-    """Every tool that an edge able to produce a gate target records in the manifest."""
+def _tools_by_target() -> list[tuple[str, str]]:
+    """(target, tool) for every target the gate accepts: the tools of every edge on a simple path
+    (at most 3 hops, as the planner allows) from a PyTorch source to it, read from the edges, and
+    of the runtime that runs the target."""
     from fwconv.convert.edges import all_edges  # cheap: frameworks load inside each edge's run
+    from fwconv.gate.config import TARGETS
+    from fwconv.models.formats import target_format
+    from fwconv.validators.runners import runner_classes
 
-    return sorted({t for e in all_edges() if e.dst in GATE_TARGETS for t in e.tools})
+    def paths(node, target, seen):
+        for e in all_edges():
+            if e.src == node and e.dst not in seen:
+                if e.dst == target:
+                    yield [e]
+                elif len(seen) < 3:
+                    yield from ([e] + rest for rest in paths(e.dst, target, seen | {e.dst}))
+
+    pairs = []
+    for target in TARGETS:
+        tools = {t for path in paths("torch", target, {"torch"}) for e in path for t in e.tools}
+        tools |= {t for cls in runner_classes() if target_format(target) in cls.formats for t in cls.tools}
+        pairs += [(target, tool) for tool in sorted(tools)]
+    return pairs
 
 
-@pytest.mark.parametrize("tool", _converter_tools())
-def test_gate_cache_key_changes_with_each_converter_version(tool, gate_ws, monkeypatch):
-    """'A rerun skips jobs whose ... tool versions are unchanged': a job's key must move with the
-    version of every converter/runtime that can make its artifact (the tools its manifest lists;
-    tf2onnx makes onnx targets from TF sources, and from torch sources on the litert route).
-    The installed version is simulated in-process; the job is not run."""
+@pytest.mark.parametrize("target,tool", _tools_by_target())
+def test_gate_cache_key_changes_with_each_converter_version(target, tool, gate_ws, monkeypatch):
+    """'A rerun skips jobs whose ... tool versions are unchanged': for every target the gate takes
+    (pte included), a job's key must move with the version of every converter and runtime that
+    can make or run its artifact. The installed version is simulated in-process; no job runs."""
     import importlib.metadata
 
     from fwconv.gate.cache import job_key
     from fwconv.gate.config import jobs_from_config
 
     (job,) = jobs_from_config(str(gate_ws / "fwconv.toml"))[0]
-    before = job_key(job.to_dict(), False)
+    job = {**job.to_dict(), "target": target}
+    before = job_key(job, False)
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda dist: "999.0" if dist == tool else real(dist))
-    assert job_key(job.to_dict(), False) != before, f"upgrading {tool} keeps the cached result"
+    assert job_key(job, False) != before, f"upgrading {tool} keeps the cached {target} result"
 
 
 # -- 4. onnx2tflite ----------------------------------------------------------------------------

@@ -193,3 +193,15 @@ def test_gpu_parity_torch_vs_onnxruntime(cnn, tmp_path):
     assert r.exit_code == 0, r.output
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["reference"]["device"] == "cuda" and data["latency"]["candidate"]["p50_ms"] > 0
+
+
+@pytest.mark.parametrize("command", ["validate", "debug"])
+def test_positional_input_shape_names_the_onnx_models_first_input(cnn, command, tmp_path):
+    """`--input-shape 1,3,32,32` without a name is the model's first input, whatever it is called
+    (it used to feed 'input_0' to an ONNX model whose input is 'x': exit 1)."""
+    r = CliRunner().invoke(main, [command, cnn["onnx"], cnn["onnx"], "--input-shape", "1,3,32,32", "--no-latency",
+                                  *(["--in-process"] if command == "validate" else [])])
+    assert r.exit_code == 0, r.output
+    assert "missing from input feed" not in r.output
+    bad = CliRunner().invoke(main, [command, cnn["onnx"], cnn["onnx"], "--input-shape", "nope:1,3,32,32", "--no-latency"])
+    assert bad.exit_code == 2 and "--input-shape names 'nope'" in bad.output, bad.output

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fwconv.errors import InputError
-from fwconv.specs import TensorSpec, bind_arrays, specs_of_arrays
+from fwconv.specs import TensorSpec, bind_arrays, name_positional, specs_of_arrays
 from fwconv.validators.align import Binding, bind
 from fwconv.validators.inputs import input_sets
 from fwconv.validators.latency import LatencySettings, LatencyStats
@@ -214,7 +214,7 @@ class InputPlan:
             user_inputs = bind_arrays(user_inputs, [TensorSpec(n, []) for n in names])
             specs = specs_of_arrays(user_inputs)
         else:
-            specs = ref_specs or reference.input_specs()
+            specs = name_positional(ref_specs, reference.input_names()) if ref_specs else reference.input_specs()
         bounds = reference.index_bounds() if user_inputs is None else {}
         feeds = input_sets(specs, user=user_inputs, samples=settings.samples, seed=settings.seed,
                            ranges=settings.ranges, int_bounds=bounds)

@@ -35,7 +35,7 @@ from fwconv.manifest import tool_versions
 from fwconv.quiet import captured_output, tail
 from fwconv.specs import TensorSpec, identifier
 
-TOOLS = ("onnx2tf", "tensorflow", "onnx", "onnxruntime")
+TOOLS = ("onnx2tf", "tensorflow", "tf-keras", "onnx", "onnxruntime", "onnxsim")
 PSEUDO_OPS = ["erf", "gelu"]
 CALIBRATION_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 

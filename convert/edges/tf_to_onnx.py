@@ -24,7 +24,7 @@ from fwconv.errors import ConversionError, UnsupportedOpError, first_line, requi
 from fwconv.manifest import tool_versions
 from fwconv.quiet import captured_output
 
-TOOLS = ("tf2onnx", "tensorflow", "onnx")
+TOOLS = ("tf2onnx", "tensorflow", "keras", "onnx")
 MAX_OPSET = 18  # tf2onnx 1.17 rejects newer opsets
 TO_NCHW = (0, 3, 1, 2)
 

@@ -16,8 +16,6 @@ from typing import Any
 from fwconv.manifest import sha256_of, tool_versions
 
 CACHE_FILE = ".fwconv-gate-cache.json"
-TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx2tf", "onnxsim", "tensorflow", "ai-edge-litert",
-         "litert-torch", "tf2onnx", "onnx2torch", "keras", "tf-keras", "numpy")
 
 
 def _file_hash(path: str) -> str | None:
@@ -27,12 +25,26 @@ def _file_hash(path: str) -> str | None:
     return sha256_of(path) if path and os.path.exists(path) else None
 
 
+def job_tools(job: dict[str, Any]) -> list[str]:
+    """The distributions this job's conversion and validation may run on (from the edges and
+    runners themselves); every source family's when the source cannot be sniffed."""
+    from fwconv.convert.planner import tools_for
+    from fwconv.errors import FwconvError
+    from fwconv.models.formats import detect_format
+
+    try:
+        fmt = detect_format(job["source"])
+    except FwconvError:
+        fmt = None
+    return tools_for(fmt, job["target"])
+
+
 def job_key(job: dict[str, Any], check_only: bool) -> str:
     files = {k: _file_hash(v) for k, v in job["settings"].items() if isinstance(v, str) and _file_hash(v)}
     golden = job.get("golden")
     parts = {
         "job": {k: v for k, v in job.items() if k != "timeout"}, "check_only": check_only,
-        "source": _file_hash(job["source"]), "files": files, "tools": tool_versions(*TOOLS),
+        "source": _file_hash(job["source"]), "files": files, "tools": tool_versions(*job_tools(job)),
         "golden": {f: _file_hash(os.path.join(golden, f)) for f in sorted(os.listdir(golden))} if golden and os.path.isdir(golden) else None,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -105,6 +105,11 @@ TORCH_FORMATS = ("torchscript", "exported", "torch-pickle", "factory")
 TARGET_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model", "torch": ".pt", "pte": ".pte"}
 
 
+def target_format(target: str) -> str:
+    """The format a conversion target is written in (a PyTorch target is TorchScript)."""
+    return {"torch": "torchscript"}.get(target, target)
+
+
 def model_file(spec: str) -> str | None:
     """The file behind a model spec: the path itself, or a factory's `.py` file (None for a
     `package.module:attr` factory, which has no file of its own)."""

@@ -40,6 +40,7 @@ class Runner:
     name = "runner"
     formats: tuple[str, ...] = ()  # the model formats this runtime runs (see fwconv.models.formats)
     devices: tuple[str, ...] = ("cpu",)
+    tools: tuple[str, ...] = ()  # the distributions it runs on: their versions decide its results (gate cache)
 
     @classmethod
     def create(cls, model, *, device: str = "cpu", threads: int | None = None, trust_pickle: bool = False) -> "Runner":

@@ -18,6 +18,7 @@ from fwconv.validators.runners.base import Runner
 class ExecuTorchRunner(Runner):
     name = "executorch"
     formats = ("pte",)
+    tools = ("executorch",)
 
     @classmethod
     def create(cls, model, *, device="cpu", threads=None, trust_pickle=False):

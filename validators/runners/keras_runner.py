@@ -11,6 +11,7 @@ from fwconv.validators.runners.base import Intermediate, Runner
 class KerasRunner(Runner):
     name = "keras"
     formats = ("keras",)
+    tools = ("keras", "tensorflow",)
 
     @classmethod
     def create(cls, model, *, device="cpu", threads=None, trust_pickle=False):

@@ -18,6 +18,7 @@ from fwconv.validators.runners.base import Intermediate, Runner
 class LiteRTRunner(Runner):
     name = "litert"
     formats = ("tflite",)
+    tools = ("ai-edge-litert",)
 
     @classmethod
     def create(cls, model, *, device="cpu", threads=None, trust_pickle=False):

@@ -25,6 +25,7 @@ def providers_for(device: str, available: list[str]) -> list[str]:
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
     formats = ("onnx",)
+    tools = ("onnxruntime", "onnx",)
     devices = ("cpu", "cuda")
 
     def __init__(self, path: str, *, device: str = "cpu", threads: int | None = None):

@@ -12,6 +12,7 @@ from fwconv.validators.runners.base import Intermediate, Runner
 class TensorFlowRunner(Runner):
     name = "tensorflow"
     formats = ("savedmodel",)
+    tools = ("tensorflow",)
     devices = ("cpu", "cuda")
 
     signature = "serving_default"  # what converters and apps call

@@ -13,6 +13,7 @@ from fwconv.validators.runners.base import Intermediate, Runner
 class TorchRunner(Runner):
     name = "torch"
     formats = ("torchscript", "exported", "torch-pickle", "factory")
+    tools = ("torch",)
     devices = ("cpu", "cuda")
 
     @classmethod
