@@ -49,7 +49,9 @@ class Job:
     torch_source: Any = None  # the loaded TorchSource for torch-rooted routes
     max_opset: int | None = None  # set by the pipeline from later edges' limits (e.g. onnx2torch)
     source_returns_dict: bool = False  # the source model's call returns a dict of named outputs
-    repair: dict[str, Any] = dataclasses.field(default_factory=dict)  # a repair's overrides (convert/repair.py)
+    # A repair's edge settings (convert/repair.py), by settings class; and the settings each edge ran with.
+    overrides: dict[type, Any] = dataclasses.field(default_factory=dict)
+    used: dict[type, Any] = dataclasses.field(default_factory=dict)
     # {input: {dim: fwconv.dynamic.DynamicDim}}: the dims that stay variable (--dynamic, or the source's own)
     dynamic: dict[str, dict[int, Any]] = dataclasses.field(default_factory=dict)
     stages: list[StageRecord] = dataclasses.field(default_factory=list)
@@ -58,6 +60,14 @@ class Job:
     # quantization (convert/quant_repair.py) searches with it; convert/ never imports validators.
     check: Callable[[Artifact], dict] | None = None
 
+    def settings(self, cls):
+        """An edge's settings (a frozen dataclass with `from_options`): a repair's, else its
+        defaults for these options. Recorded as used; an edge that narrows them (the exporter that
+        ran) records the narrower ones."""
+        value = self.overrides.get(cls) or cls.from_options(self.options)
+        self.used[cls] = value
+        return value
+
     def opset(self, tool_max: int | None = None) -> int:
         """The opset an ONNX-producing edge should emit: the user's, within what this tool and
         every later edge of the route accept."""
@@ -65,13 +75,15 @@ class Job:
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[StageRecord]:
-        """Time a stage and record ok/failed (and show it as a progress step); the exception still
-        propagates."""
+        """Time a stage and record ok/failed (and show it as a progress step), within the stage
+        time limit (fwconv.timeouts); the exception still propagates."""
+        from fwconv import timeouts
+
         record = StageRecord(name)
         self.stages.append(record)
         start = time.perf_counter()
         try:
-            with progress.step(name):
+            with progress.step(name), timeouts.limited(name, self.options.stage_timeout):
                 yield record
         except BaseException as exc:
             record.status = "failed"

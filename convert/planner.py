@@ -15,8 +15,8 @@ from fwconv.errors import InputError
 
 FAMILY = {**{fmt: "torch" for fmt in TORCH_FORMATS},
           "onnx": "onnx", "tflite": "tflite", "savedmodel": "savedmodel", "keras": "keras",
-          "pte": "pte"}
-TARGETS = ("onnx", "tflite", "savedmodel", "torch", "pte")
+          "pte": "pte", "hf": "hf", "litertlm": "litertlm"}
+TARGETS = ("onnx", "tflite", "savedmodel", "torch", "pte", "litertlm")
 MAX_HOPS = 3
 
 
@@ -88,19 +88,3 @@ def plan_routes(src_family: str, target: str, *, via: str = "auto", edges: list[
     # A detour through another deployment format (torch -> tflite -> onnx) costs time and precision
     # and runs converters the user did not ask for: prefer routes whose intermediates are the hub.
     return [r for r in found if all(e.dst == HUB for e in r[:-1])] or found
-
-
-def tools_for(fmt: str | None, target: str) -> list[str]:
-    """Every distribution a conversion to `target` may run on: the tools of each edge on any route
-    from the source's family (every source family when `fmt` is None), and the runners of the
-    source and of the target. Declared by the edges and runners themselves, so a new one cannot
-    be forgotten (the gate's cache key is made of these versions)."""
-    from fwconv.models.formats import target_format
-    from fwconv.validators.runners import runner_classes
-
-    families = [family_of(fmt)] if fmt else sorted(set(FAMILY.values()))
-    tools = {t for family in families if family != target for route in all_routes(family, target)
-             for edge in route for t in edge.tools}
-    formats = ({fmt} if fmt else set(FAMILY)) | {target_format(target)}
-    tools |= {t for cls in runner_classes() if set(cls.formats) & formats for t in cls.tools}
-    return sorted(tools | {"numpy"})

@@ -2,10 +2,11 @@
 the converters' known risky steps, in a bounded, documented order, and keep the first artifact
 that passes.
 
-Each repair is a set of overrides the edges read from `job.repair` (nothing else changes), so an
-artifact records exactly which settings made it. The first divergence from the layerwise
-debugger (when it could run) puts the repairs aimed at that op first: a wrong Pad tries the
-opset upgrade before anything else.
+Each repair is a replacement of fields in one edge's settings dataclass (`dataclasses.replace`;
+the edges read their settings with `job.settings(cls)`, nothing else changes), so an artifact
+records exactly which settings made it. The first divergence from the layerwise debugger (when
+it could run) puts the repairs aimed at that op first: a wrong Pad tries the opset upgrade
+before anything else.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from fwconv.convert.edges.onnx_to_tf import Onnx2TfSettings
+from fwconv.convert.edges.torch_to_onnx import ExportSettings
 from fwconv.errors import ConversionError
+from fwconv.options import REPAIR_BUDGET_S as DEFAULT_BUDGET_S  # noqa: F401  (the budget's one declaration)
 
-DEFAULT_BUDGET_S = 600.0  # all repair attempts of one conversion together
+OTHER = "the other one"  # ExportSettings.exporter in a repair: whichever exporter did not run
 
 
 class RepairNotApplicable(ConversionError):
@@ -30,33 +34,29 @@ class RepairNotApplicable(ConversionError):
 class Repair:
     name: str
     why: str  # the risky step it avoids
-    overrides: dict[str, Any]  # what the edges read from job.repair
-    edge: tuple[str, str]  # the edge (src, dst family) it changes: it applies to routes that have one
+    settings: type  # the edge settings dataclass it changes
+    change: tuple  # (field, value) pairs replaced in those settings
+    edges: tuple[tuple[str, str], ...]  # the edges (src, dst family) reading them: it applies to routes with one
     ops: tuple[str, ...] = ()  # op types (ONNX/TFLite/aten spelling, lower case) that put it first
 
     def summary(self) -> dict[str, Any]:
-        return {"repair": self.name, "why": self.why, "settings": self.overrides}
+        return {"repair": self.name, "why": self.why, "settings": dict(self.change)}
 
 
-def _onnx_tf(dst: str) -> list[Repair]:
-    return [
-        Repair("onnx-opset-upgrade", "old attribute forms onnx2tf reads wrongly (e.g. Pad-2's `value` before opset 11)",
-               {"onnx_opset_upgrade": 13}, ("onnx", dst), ("pad", "upsample", "resize", "slice", "clip", "split")),
-        Repair("no-onnxsim", "onnxsim's constant folding and fusions before onnx2tf", {"onnxsim": False},
-               ("onnx", dst), ("reshape", "gather", "concat", "shape", "expand")),
-        Repair("no-pseudo-ops", "onnx2tf's Erf/GELU pseudo-op replacements", {"onnx2tf": {"replace_to_pseudo_operators": []}},
-               ("onnx", dst), ("erf", "gelu", "tanh", "mul")),
-        Repair("batchmatmul-unfold", "onnx2tf's batched MatMul kernels", {"onnx2tf": {"enable_batchmatmul_unfold": True}},
-               ("onnx", dst), ("matmul", "batch_matmul", "batchmatmul", "einsum")),
-        Repair("no-group-convolution", "onnx2tf's grouped-convolution lowering",
-               {"onnx2tf": {"disable_group_convolution": True}}, ("onnx", dst), ("conv", "conv_2d", "depthwise_conv_2d")),
-    ]
-
-
+ONNX_TF = (("onnx", "tflite"), ("onnx", "savedmodel"))
 REPAIRS: list[Repair] = [
-    *_onnx_tf("tflite"), *_onnx_tf("savedmodel"),
-    Repair("other-exporter", "the PyTorch -> ONNX exporter that ran (dynamo or TorchScript)", {"exporter": "other"},
-           ("torch", "onnx")),
+    Repair("onnx-opset-upgrade", "old attribute forms onnx2tf reads wrongly (e.g. Pad-2's `value` before opset 11)",
+           Onnx2TfSettings, (("opset_upgrade", 13),), ONNX_TF, ("pad", "upsample", "resize", "slice", "clip", "split")),
+    Repair("no-onnxsim", "onnxsim's constant folding and fusions before onnx2tf", Onnx2TfSettings,
+           (("onnxsim", False),), ONNX_TF, ("reshape", "gather", "concat", "shape", "expand")),
+    Repair("no-pseudo-ops", "onnx2tf's Erf/GELU pseudo-op replacements", Onnx2TfSettings, (("pseudo_ops", ()),),
+           ONNX_TF, ("erf", "gelu", "tanh", "mul")),
+    Repair("batchmatmul-unfold", "onnx2tf's batched MatMul kernels", Onnx2TfSettings, (("batchmatmul_unfold", True),),
+           ONNX_TF, ("matmul", "batch_matmul", "batchmatmul", "einsum")),
+    Repair("no-group-convolution", "onnx2tf's grouped-convolution lowering", Onnx2TfSettings,
+           (("group_convolution", False),), ONNX_TF, ("conv", "conv_2d", "depthwise_conv_2d")),
+    Repair("other-exporter", "the PyTorch -> ONNX exporter that ran (dynamo or TorchScript)", ExportSettings,
+           (("exporter", OTHER),), (("torch", "onnx"),)),
 ]
 
 
@@ -77,17 +77,26 @@ def plan(route, divergence: dict | None = None) -> list[Repair]:
     """The repairs that apply to this route: those aimed at the diverging op first, then the rest
     in table order (most often helpful first)."""
     edges = {(e.src, e.dst) for e in route}
-    applicable = [r for r in REPAIRS if r.edge in edges]
+    applicable = [r for r in REPAIRS if edges & set(r.edges)]
     aimed = [r for r in applicable if aimed_at(r, divergence)]
     return aimed + [r for r in applicable if r not in aimed]
 
 
-def resolve(repair: Repair, failed_stages, source_kind: str | None) -> dict[str, Any] | None:
-    """The overrides for one attempt, made concrete from the failed attempt (which exporter ran);
-    None when the repair cannot change anything here (a TorchScript module has one exporter)."""
-    if repair.overrides.get("exporter") != "other":
-        return dict(repair.overrides)
-    used = [s.stage.split(":", 1)[1] for s in failed_stages if s.stage.startswith("export:") and s.status == "ok"]
-    if not used or source_kind == "torchscript":
+def resolve(repair: Repair, used: dict[type, Any], source_kind: str | None) -> dict[type, Any] | None:
+    """The edge settings for one attempt: the settings the failed attempt ran with, the repair's
+    fields replaced (OTHER made concrete from the exporter that ran). None when the repair cannot
+    change anything here (a TorchScript module has one exporter; the edge did not run)."""
+    ran = used.get(repair.settings)
+    if ran is None:
         return None
-    return {"exporter": "torchscript" if used[-1] == "dynamo" else "dynamo"}
+    change = dict(repair.change)
+    if change.get("exporter") == OTHER:
+        if source_kind == "torchscript" or ran.exporter not in ("dynamo", "torchscript"):
+            return None
+        change["exporter"] = "torchscript" if ran.exporter == "dynamo" else "dynamo"
+    return {repair.settings: dataclasses.replace(ran, **change)}
+
+
+def described(overrides: dict[type, Any]) -> dict[str, Any]:
+    """A repair's settings for the manifest and the notes: each edge's settings as plain data."""
+    return {cls.__name__: dataclasses.asdict(value) for cls, value in overrides.items()}

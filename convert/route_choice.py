@@ -13,15 +13,26 @@ from fwconv.manifest import size_of
 
 @dataclasses.dataclass
 class RouteTry:
-    """One route's attempt, for `--via auto`'s side-by-side report."""
+    """One route's attempt (convert/pipeline.run_route): what it made, the verdict or the error,
+    how long it took; for `--via auto`'s side-by-side report."""
 
     label: str
     artifact: Artifact | None
-    job: Job
-    report: object | None = None
+    job: Job | None
+    report: object | None = None  # the ValidationReport, when validated
     error: Exception | None = None
     route: list | None = None  # the edges it went along
     skipped: str | None = None  # why this route was not run (`--via auto`: an earlier one passed)
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        """skipped | error | not validated | the verdict (pass, parity_failed, latency_exceeded)."""
+        if self.skipped:
+            return "skipped"
+        if self.error is not None:
+            return "error"
+        return "not validated" if self.report is None else self.report.status
 
     @property
     def passed(self) -> bool:
@@ -31,8 +42,7 @@ class RouteTry:
     def summary(self) -> dict:
         if self.skipped:
             return {"route": self.label, "status": "skipped", "why": self.skipped}
-        d = {"route": self.label, "status": "error" if self.error else (
-            "not validated" if self.report is None else self.report.status)}
+        d = {"route": self.label, "status": self.status}
         if self.error:
             d["error"] = getattr(self.error, "one_line", lambda: str(self.error))()
         if self.artifact is not None:

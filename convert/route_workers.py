@@ -43,65 +43,58 @@ def _default_jobs(n_routes: int) -> int:
     return min(n_routes, int(idle)) if n_routes > 1 and idle >= 2 else 0
 
 
-def _serve(conn, source: str, target: str, k: int, options, settings, labels, workdir: str, timing) -> None:
-    """Worker: prepare the source, convert along route k, validate; send back a RouteTry."""
+def _serve(conn, source, target: str, k: int, options, settings, labels, workdir: str, lock) -> None:
+    """Worker: prepare the source, convert along route k, validate (holding the shared lock, so
+    no two routes' timings overlap); send back a RouteTry."""
     from fwconv import procs, progress
+    from fwconv.errors import StageTimeout
 
     procs.ignore_sigint()
     progress.configure(False)  # the parent shows the routes; workers' lines would interleave
     try:
-        attempt = _one_route(source, target, k, options, settings, labels, workdir, timing)
-        conn.send(("ok", attempt))
+        attempt = _one_route(source, target, k, options, settings, labels, workdir, lock)
+        if attempt.error is not None:  # typed errors cross the pipe encoded (their __init__ differ)
+            conn.send(("error", procs.encode_error(attempt.error)))
+        else:
+            conn.send(("ok", attempt))
+    except StageTimeout as exc:  # ends the whole conversion, in the parent too
+        conn.send(("timeout", (exc.stage, exc.seconds)))
     except Exception as exc:
         conn.send(("error", procs.encode_error(exc)))
 
 
-def _one_route(source, target, k, options, settings, labels, workdir, timing):
+def _one_route(source, target, k, options, settings, labels, workdir, lock):
     from fwconv.convert import pipeline
+    from fwconv.convert.reference import ConversionContext
 
     routes = _routes(source, target, options)
-    ctx = dict(options=options, workdir=workdir, settings=settings, labels=labels, source=source)
-    artifact = pipeline.prepare_context(ctx)
-    _time_alone(pipeline, timing)
+    ctx = ConversionContext(source, target, options, settings, workdir, labels)
+    pipeline.load_reference(ctx)
     try:
-        attempt = pipeline._run_route(routes[k], k, artifact, ctx, None)
+        attempt = pipeline.run_route(routes[k], k, ctx, lock=lock)
     finally:
-        ctx["ref_runner"].deactivate()
-    attempt.job.torch_source, attempt.route = None, None  # a loaded module and edges stay here
-    attempt.job.check = None  # the validator closure (selective quantization) stays here too
+        ctx.reference.close()
+    if attempt.job is not None:  # a loaded module, the edges and the validator closure stay here
+        attempt.job.torch_source, attempt.job.check = None, None
+    attempt.route = None
     return attempt
 
 
-def _time_alone(pipeline, timing) -> None:
-    """Validation (and its latency loop) of one route never overlaps another's: each worker's
-    `_validate` holds a lock shared by the workers. (This process only runs one route, so
-    wrapping the module function here changes nothing elsewhere.)"""
-    validate = pipeline._validate
-
-    def locked(*args, **kwargs):
-        with timing:
-            return validate(*args, **kwargs)
-
-    pipeline._validate = locked
-
-
-def _routes(source: str, target: str, options) -> list:
+def _routes(source, target: str, options) -> list:
     from fwconv.convert.planner import applicable_routes, family_of, plan_routes
-    from fwconv.models.formats import detect_format
 
-    fmt = detect_format(source)
-    return applicable_routes(plan_routes(family_of(fmt), target, via=options.via), fmt, options)
+    return applicable_routes(plan_routes(family_of(source.format), target, via=options.via), source.format, options)
 
 
-def run_routes(routes: list, source: str, target: str, ctx: dict, jobs: int) -> list:
-    """Every route in a worker, `jobs` at a time; RouteTry records in route order."""
+def run_routes(routes: list, ctx) -> list:
+    """Every route in a worker, `ctx.route_jobs` at a time; RouteTry records in route order."""
     import multiprocessing as mp
 
     from fwconv import procs, progress
     from fwconv.convert.planner import route_label
 
-    timing = mp.get_context("spawn").Lock()
-    args = (ctx["options"], ctx["settings"], ctx["labels"], ctx["workdir"], timing)
+    lock, jobs, source, target = mp.get_context("spawn").Lock(), ctx.route_jobs, ctx.source, ctx.target
+    args = (ctx.options, ctx.settings, ctx.labels, ctx.workdir, lock)
     running: dict = {}  # connection -> (k, process)
     tries: dict[int, object] = {}
     pending = list(range(len(routes)))
@@ -142,6 +135,10 @@ def _collect(conn, proc, route):
         conn.close()
     proc.join(30)
     procs.stop(proc)
+    if status == "timeout":
+        from fwconv.errors import StageTimeout
+
+        raise StageTimeout(*payload)
     if status == "error":
         return RouteTry(label, None, None, error=procs.decode_error(payload))
     payload.route = route

@@ -13,6 +13,7 @@ EXIT_CODES = {
     3: "parity failed",
     4: "latency budget exceeded",
     5: "unsupported op (e.g. Flex)",
+    6: "a converter stage ran past its time limit (--stage-timeout); nothing written",
     130: "interrupted (SIGINT)",
     143: "terminated (SIGTERM)",
 }
@@ -75,6 +76,27 @@ class UnsupportedOpError(ConversionError):
                  target: str = "TFLite builtins"):
         super().__init__(stage, f"the model needs ops that are not {target}: " + ", ".join(sorted(ops)), hint=hint)
         self.ops = sorted(ops)
+
+
+class StageTimeout(BaseException):
+    """A conversion stage ran past its time limit (`--stage-timeout`, gate key `stage_timeout`).
+
+    A BaseException, like an interrupt: converters' `except Exception` blocks and fwconv's own
+    route and repair loops must not turn it into one more failed attempt. It ends the conversion."""
+
+    exit_code = 6
+
+    def __init__(self, stage: str, seconds: float):
+        super().__init__(stage, seconds)
+        self.stage, self.seconds = stage, seconds
+
+    def one_line(self) -> str:
+        return (f"{self.stage} was still running after its {self.seconds:g} s limit, so the conversion was stopped "
+                "and nothing was written (raise --stage-timeout if the converter is only slow; --progress shows "
+                "each stage's time)")
+
+    def __str__(self) -> str:
+        return self.one_line()
 
 
 class RunnerError(FwconvError):

@@ -165,7 +165,7 @@ def step(label: str) -> Iterator[None]:
     if mode == "plain":
         _plain(f"{name} ...")
     try:
-        with (_live_task(label) if mode == "rich" else contextlib.nullcontext()):
+        with (_live_task(label) if mode == "rich" else _heartbeat(name, start)):
             labels.append(label)
             try:
                 yield
@@ -177,6 +177,34 @@ def step(label: str) -> Iterator[None]:
     finally:
         if mode == "plain":
             _plain(f"{name} ... {_outcome(error)} {time.perf_counter() - start:.1f} s")
+
+
+HEARTBEAT_S = 60.0  # plain mode: a step running this long says so again, with its elapsed time
+
+
+@contextlib.contextmanager
+def _heartbeat(name: str, start: float) -> Iterator[None]:
+    """Plain lines for a long step: `NAME ... still running, 120 s` every HEARTBEAT_S, from the
+    innermost running step only, so a CI log tells a slow converter from a hung one (the live
+    display shows elapsed time on every row)."""
+    import threading
+
+    done = threading.Event()
+    stack = _STATE.setdefault("beating", [])
+    stack.append(done)
+
+    def beat() -> None:
+        while not done.wait(HEARTBEAT_S):
+            if stack and stack[-1] is done:
+                _plain(f"{name} ... still running, {time.perf_counter() - start:.0f} s")
+
+    thread = threading.Thread(target=beat, name="fwconv-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        stack.remove(done)
 
 
 class Counter:

@@ -109,10 +109,22 @@ def check_writable(*paths: str, force: bool, protected: Iterable[str] = ()) -> N
         check_replaceable(path, force=force)
 
 
+_LIVE: set[str] = set()  # staging and scratch directories in use: removed on a hard stop (fwconv.timeouts)
+
+
+def remove_live_dirs() -> None:
+    """Remove every staging and scratch directory still in use (the process is about to end
+    without running its `finally` blocks)."""
+    for path in list(_LIVE):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _make_workdir(parent: str) -> str:
     try:
         os.makedirs(parent, exist_ok=True)
-        return tempfile.mkdtemp(prefix=".fwconv-", dir=parent)
+        path = tempfile.mkdtemp(prefix=".fwconv-", dir=parent)
+        _LIVE.add(path)
+        return path
     except OSError as exc:
         raise InputError(f"cannot write to {parent}: {exc.strerror or exc}") from exc
 
@@ -156,6 +168,7 @@ def staged_outputs(final_paths: list[str], *, force: bool, protected: Iterable[s
                 note_published(final)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        _LIVE.discard(workdir)
 
 
 def write_text(path: str, text: str, *, force: bool, protected: Iterable[str] = ()) -> None:
@@ -166,6 +179,12 @@ def write_text(path: str, text: str, *, force: bool, protected: Iterable[str] = 
             f.write(text)
 
 
-def scratch_dir(prefix: str = "fwconv-") -> tempfile.TemporaryDirectory:
+@contextlib.contextmanager
+def scratch_dir(prefix: str = "fwconv-") -> Iterator[str]:
     """A private working directory for converters that write side files (onnx2tf does)."""
-    return tempfile.TemporaryDirectory(prefix=prefix)
+    with tempfile.TemporaryDirectory(prefix=prefix) as path:
+        _LIVE.add(path)
+        try:
+            yield path
+        finally:
+            _LIVE.discard(path)

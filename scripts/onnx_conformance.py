@@ -92,7 +92,7 @@ def fwconv_case(case: str, work: str) -> tuple[str, str]:
     out = os.path.join(work, "model.tflite")
     try:  # fwconv's own validation stays on (without latency timing); it is not what is judged
         convert(os.path.join(case, "model.onnx"), "tflite", out,
-                ConvertOptions(inputs_file=npz, force=True), ValidateSettings(latency=None))
+                ConvertOptions(inputs=npz, force=True), ValidateSettings(latency=None))
     except FwconvError as exc:
         return f"exit {exc.exit_code}", exc.one_line()
     return judge(expected, run_fwconv_artifact(out, inputs))

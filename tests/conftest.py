@@ -77,7 +77,7 @@ def convert_cached(tmp_path_factory):
             suffix = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_sm", "pte": ".pte"}[target]
             out = out_dir / f"m{len(_CACHE)}{suffix}"
             options = ConvertOptions(**kw)
-            settings = ValidateSettings(tolerance=Tolerance(options.precision), latency=None)
+            settings = ValidateSettings(tolerance=Tolerance(options.artifact_precision), latency=None)
             _CACHE[key] = convert(str(source), target, str(out), options, settings)
         return _CACHE[key]
     return run

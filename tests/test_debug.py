@@ -51,7 +51,7 @@ def faulty_factory(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cnn_onnx(convert_cached):
-    return convert_cached(CNN, "onnx", input_specs=_specs()).artifact
+    return convert_cached(CNN, "onnx", input_shape=("1,3,32,32",)).artifact
 
 
 def _specs():
@@ -185,7 +185,7 @@ def test_onnx2tf_misconversion_from_the_onnx_node_tests(tmp_path):
 @pytest.mark.parametrize("target,via", [("tflite", "litert"), ("tflite", "onnx"), ("onnx", None), ("savedmodel", None)])
 def test_clean_conversion_reports_no_divergence(convert_cached, target, via):
     kw = {"via": via} if via else {}
-    artifact = convert_cached(CNN, target, input_specs=_specs(), **kw).artifact
+    artifact = convert_cached(CNN, target, input_shape=("1,3,32,32",), **kw).artifact
     report = _debug(CNN, artifact).to_dict()
     assert report["status"] == "clean" and report["first_divergence"] is None
     assert len(report["pairs"]) >= 4 and all(p["within_tolerance"] for p in report["pairs"])

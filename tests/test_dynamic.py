@@ -261,7 +261,7 @@ def test_contradictions_are_refused_before_anything_converts(tmp_path):
     from fwconv.convert.options import ConvertOptions  # the API takes the same words, one or several
     from fwconv.errors import InputError
 
-    assert ConvertOptions.from_strings(dynamic="batch").dynamic == ConvertOptions(dynamic=["batch"]).dynamic
+    assert ConvertOptions(dynamic="batch").dynamic == ConvertOptions(dynamic=["batch"]).dynamic
     with pytest.raises(InputError, match="each entry is a string"):
         ConvertOptions(dynamic=[1])
 

@@ -70,9 +70,9 @@ def test_pte_matches_torch_in_the_executorch_runtime(name, models_dir, feeds, co
     if name == "vit":  # its forward(*args) names no inputs: an .npz cannot bind, a named shape can
         from fwconv.specs import specs_from_options
 
-        result = convert_cached(source, "pte", input_specs=specs_from_options(("pixel_values:1,3,32,32",), ()))
+        result = convert_cached(source, "pte", input_shape=("pixel_values:1,3,32,32",))
     else:
-        result = convert_cached(source, "pte", inputs_file=npz)
+        result = convert_cached(source, "pte", inputs=npz)
     assert result.validation.parity_passed
     torch_outs = run_torch(source, feed)
     pte_outs = run_pte(result.artifact, feed)
@@ -104,7 +104,7 @@ def test_pte_matches_torch_in_the_executorch_runtime(name, models_dir, feeds, co
 def test_portable_backend_has_no_delegate(models_dir, feeds, convert_cached):
     feed, npz = feeds["cnn"]
     source = _source("cnn", models_dir)
-    result = convert_cached(source, "pte", inputs_file=npz, backend="portable")
+    result = convert_cached(source, "pte", inputs=npz, backend="portable")
     for ref, out in zip(run_torch(source, feed), run_pte(result.artifact, feed), strict=True):
         assert scaled_error(ref, out) <= FP32_LIMIT
     ops = _manifest(result)["ops"]
@@ -119,8 +119,8 @@ def test_int8_is_quantized_for_xnnpack_and_close_to_torch(models_dir, feeds, con
     np.savez(calib, image=np.random.default_rng(42).standard_normal((32, 1, 3, 32, 32)).astype(np.float32))
     feed, npz = feeds["cnn"]
     source = _source("cnn", models_dir)
-    fp32 = convert_cached(source, "pte", inputs_file=npz)
-    q = convert_cached(source, "pte", inputs_file=npz, quantize="int8", calibration=str(calib))
+    fp32 = convert_cached(source, "pte", inputs=npz)
+    q = convert_cached(source, "pte", inputs=npz, quantize="int8", calibration=str(calib))
     assert q.validation.parity_passed and q.validation.outputs[0].tolerance["precision"] == "int8"
     (ref,), (out,) = run_torch(source, feed), run_pte(q.artifact, feed)
     assert 0 < scaled_error(ref, out) <= 0.05  # really quantized, and still close
@@ -137,7 +137,7 @@ def test_int8_is_quantized_for_xnnpack_and_close_to_torch(models_dir, feeds, con
 @pytest.mark.slow
 def test_auto_backend_tries_both_and_keeps_one(models_dir, feeds, convert_cached):
     feed, npz = feeds["mlp"]
-    result = convert_cached(_source("mlp", models_dir), "pte", inputs_file=npz, backend="auto")
+    result = convert_cached(_source("mlp", models_dir), "pte", inputs=npz, backend="auto")
     extra = _manifest(result)["extra"]
     assert sorted(r["route"] for r in extra["routes"]) == ["torch -> pte (portable)", "torch -> pte (xnnpack)"]
     assert extra["chosen_route"] == f"torch -> pte ({extra['backend']})"
@@ -146,7 +146,7 @@ def test_auto_backend_tries_both_and_keeps_one(models_dir, feeds, convert_cached
 
 @pytest.mark.slow
 def test_inspect_shows_names_methods_and_delegation(models_dir, feeds, convert_cached):
-    result = convert_cached(_source("two_io", models_dir), "pte", inputs_file=feeds["two_io"][1])
+    result = convert_cached(_source("two_io", models_dir), "pte", inputs=feeds["two_io"][1])
     r = invoke("inspect", result.artifact, "--json")
     assert r.exit_code == 0, r.output
     info = json.loads(r.output)
@@ -162,7 +162,7 @@ def test_inspect_shows_names_methods_and_delegation(models_dir, feeds, convert_c
 def test_validate_against_perturbed_weights_fails_parity(models_dir, feeds, convert_cached, tmp_path):
     """The .pte is right for the real source and must fail against a module with one weight moved."""
     feed, npz = feeds["cnn"]
-    result = convert_cached(_source("cnn", models_dir), "pte", inputs_file=npz)
+    result = convert_cached(_source("cnn", models_dir), "pte", inputs=npz)
     factory = tmp_path / "perturbed.py"
     factory.write_text(textwrap.dedent(f"""
         import sys
@@ -188,7 +188,7 @@ def test_validate_against_perturbed_weights_fails_parity(models_dir, feeds, conv
 @pytest.mark.slow
 def test_runtime_output_stays_quiet(models_dir, feeds, convert_cached):
     """The runtime's cpuinfo log lines (fd 2) show only with --debug."""
-    result = convert_cached(_source("cnn", models_dir), "pte", inputs_file=feeds["cnn"][1])
+    result = convert_cached(_source("cnn", models_dir), "pte", inputs=feeds["cnn"][1])
     cmd = [sys.executable, "-m", "fwconv.cli", "validate", _source("cnn", models_dir), result.artifact,
            "--inputs", feeds["cnn"][1], "--in-process", "--runs", "3"]
     quiet = subprocess.run(cmd, capture_output=True, text=True)

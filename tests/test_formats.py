@@ -32,7 +32,7 @@ def test_rejects_bad_files(tmp_path, content, message):
     with pytest.raises(InputError, match=message):
         detect_format(str(path))
     (tmp_path / "dir").mkdir()
-    with pytest.raises(InputError, match="not a SavedModel"):
+    with pytest.raises(InputError, match="no saved_model.pb, no config.json"):
         detect_format(str(tmp_path / "dir"))
 
 

@@ -154,22 +154,24 @@ def test_failed_conversion_is_reported_and_others_complete(workspace):
 
 def test_latency_baseline_flags_slowdown_not_noise(serial_run, workspace):
     from fwconv.gate.baseline import check_regressions, load_baseline
+    from fwconv.gate.result import JobResult
 
     base = load_baseline(workspace / "baseline.json")
     results = json.loads((workspace / "serial.json").read_text())["results"]
+    typed = lambda dicts: [JobResult.from_dict(r) for r in dicts]
     # the same artifacts against a baseline 4x faster than measured: a real slowdown
     fast = {k: dict(v, p50_ms=v["p50_ms"] / 4, spread=0.02) for k, v in base.items()}
     # this run's measured spread on a loaded CI box can exceed 1.5 (p90 = 2.5 x p50), which would widen
     # the allowance past 4x: pin it, so the check's logic is what this test exercises
-    slowed = [dict(r, latency=dict(r["latency"], p90_ms=r["latency"]["p50_ms"] * 1.02)) for r in results]
+    slowed = typed(dict(r, latency=dict(r["latency"], p90_ms=r["latency"]["p50_ms"] * 1.02)) for r in results)
     measured = {r["artifact"]: r["latency"]["p50_ms"] for r in results}  # re-timing finds the same speed
     check_regressions(slowed, fast, threshold=0.25, retimer=lambda artifact: [measured[artifact]] * 2)
-    assert {r["status"] for r in slowed} == {"latency_regressed"}
+    assert {r.status.value for r in slowed} == {"latency_regressed"}
     # a baseline within noise (5% faster) passes without re-timing anything
     near = {k: dict(v, p50_ms=v["p50_ms"] / 1.05) for k, v in base.items()}
-    steady = [dict(r) for r in results]
+    steady = typed(results)
     check_regressions(steady, near, threshold=0.25, retimer=lambda artifact: pytest.fail("should not re-time"))
-    assert {r["status"] for r in steady} == {"pass"}
+    assert {r.status.value for r in steady} == {"pass"}
     # the CLI path: a doctored baseline makes the gate exit 4
     doctored = json.loads((workspace / "baseline.json").read_text())
     doctored["entries"] = {k: dict(v, p50_ms=v["p50_ms"] / 20, spread=0.01) for k, v in doctored["entries"].items()}

@@ -332,11 +332,12 @@ def test_gate_report_never_overwrites_the_config(sandbox, clean_models):
 
 def test_junit_strips_terminal_codes_and_control_characters():
     from fwconv.gate.report import to_junit
+    from fwconv.gate.result import JobResult
 
     hostile = "export failed: \x1b[31mRed\x1b[0m \x1b]8;;http://x\x07link\x1b]8;;\x07 \x00\x08\x1b[1mbold"
     results = [{"id": "m:onnx", "model": "m\x1b[0m", "target": "onnx", "status": "error", "exit_code": 1,
                 "messages": [hostile], "seconds": 1.0}]
-    root = ET.fromstring(to_junit(results).encode())
+    root = ET.fromstring(to_junit([JobResult.from_dict(r) for r in results]).encode())
     message = root.find(".//error").get("message")
     assert "Red" in message and "\x1b" not in message and "\x00" not in message and "[31m" not in message
 

@@ -58,7 +58,13 @@ def debug_report(*, diverged: bool = True) -> dict:
             "notes": ["3 candidate tensors had no partner"]}
 
 
-def gate_results() -> list[dict]:
+def gate_results() -> list:
+    from fwconv.gate.result import JobResult
+
+    return [JobResult.from_dict(d) for d in _gate_dicts()]
+
+
+def _gate_dicts() -> list[dict]:
     ok = {"id": "cnn:tflite", "model": "cnn", "target": "tflite", "status": "pass", "messages": [], "exit_code": 0,
           "seconds": 12.5, "latency": {"p50_ms": 0.41, "p90_ms": 0.5, "p99_ms": 0.6, "runs": 20},
           "validation": {"latency": {"reference": {"p50_ms": 0.9}, "candidate": {"p50_ms": 0.41}},
@@ -110,7 +116,8 @@ def test_clean_and_sparse_debug_report_still_renders():
 
 def test_model_derived_names_are_escaped():
     """Names come from untrusted model files: none may reach the page as markup."""
-    from fwconv.validators.html_report import debug_html, gate_html, validation_html
+    from fwconv.gate.report import to_html as gate_html
+    from fwconv.validators.html_report import debug_html, validation_html
 
     report = debug_report()
     report["pairs"][7]["reference"]["op"] = HOSTILE
@@ -129,7 +136,7 @@ def test_model_derived_names_are_escaped():
 
 
 def test_gate_page_lists_jobs_latency_and_failures():
-    from fwconv.validators.html_report import gate_html
+    from fwconv.gate.report import to_html as gate_html
 
     html = gate_html(gate_results(), {"config": "fwconv.toml", "output_dir": "out"})
     assert_one_offline_file(html)

@@ -57,7 +57,7 @@ def test_auto_keeps_the_first_route_that_passes_and_skips_the_rest(models_dir, t
 def test_auto_falls_back_to_the_next_route_when_the_first_fails_parity(tmp_path):
     factory = tmp_path / "wrong_under_litert.py"
     factory.write_text(WRONG_UNDER_LITERT)
-    result = _convert(f"{factory}:build", tmp_path / "m.tflite", input_shapes=["1,3,8,8"])
+    result = _convert(f"{factory}:build", tmp_path / "m.tflite", input_shape=["1,3,8,8"])
     routes = {r["route"]: r["status"] for r in result.manifest.extra["routes"]}
     assert routes == {"torch -> tflite (litert)": "parity_failed", "torch -> onnx -> tflite": "pass"}, routes
     assert result.manifest.extra["chosen_route"] == "torch -> onnx -> tflite"
@@ -71,7 +71,7 @@ def _convert(source, out, **options):
     from fwconv.validators.latency import LatencySettings
 
     settings = ValidateSettings(latency=LatencySettings(warmup_runs=5, runs=50))
-    return convert(str(source), "tflite", str(out), ConvertOptions.from_strings(**options), settings)
+    return convert(str(source), "tflite", str(out), ConvertOptions(**options), settings)
 
 
 def test_best_keeps_the_fastest_passing_route(models_dir, tmp_path):
@@ -99,8 +99,8 @@ def test_torchscript_source_uses_the_route_that_applies(models_dir):
 def test_quantized_artifacts_hold_int8_and_pass_their_thresholds(mode, models_dir, convert_cached, calibration, sample):
     src = str(models_dir / "cnn.pt2")
     extra = {"calibration": str(calibration)} if mode == "int8" else {}
-    fp32 = convert_cached(src, "tflite", via="onnx", inputs_file=str(models_dir / "cnn.npz"))
-    q = convert_cached(src, "tflite", quantize=mode, inputs_file=str(models_dir / "cnn.npz"), **extra)
+    fp32 = convert_cached(src, "tflite", via="onnx", inputs=str(models_dir / "cnn.npz"))
+    q = convert_cached(src, "tflite", quantize=mode, inputs=str(models_dir / "cnn.npz"), **extra)
     assert q.manifest.ops["tensor_types"].get("INT8", 0) > 0
     assert q.manifest.size_bytes < 0.6 * fp32.manifest.size_bytes
     assert q.validation.parity_passed and q.validation.outputs[0].tolerance["precision"] == "int8"
@@ -116,7 +116,7 @@ def test_quantized_artifacts_hold_int8_and_pass_their_thresholds(mode, models_di
 
 def test_int8_io_carries_quantization_parameters(models_dir, convert_cached, calibration):
     q = convert_cached(str(models_dir / "cnn.pt2"), "tflite", quantize="int8", int8_io=True,
-                       calibration=str(calibration), inputs_file=str(models_dir / "cnn.npz"))
+                       calibration=str(calibration), inputs=str(models_dir / "cnn.npz"))
     with open(q.artifact + ".fwconv.json") as f:
         manifest = json.load(f)
     tensor = manifest["inputs"][0]

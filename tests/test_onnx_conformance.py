@@ -153,7 +153,7 @@ def _expect_correct(source: str, out: str, npz: str, inputs, expected) -> None:
     from fwconv.validators.compare import ValidateSettings
 
     # fwconv validates (its default), without latency timing: the test does its own check below.
-    convert(source, "tflite", out, ConvertOptions(inputs_file=npz), ValidateSettings(latency=None))
+    convert(source, "tflite", out, ConvertOptions(inputs=npz), ValidateSettings(latency=None))
     got = run_artifact(out, inputs)
     assert len(got) == len(expected)
     for i, (want, have) in enumerate(zip(expected, got)):
@@ -301,4 +301,27 @@ def test_dilated_max_pool_rewrite_is_exact(spatial, kernel, strides, dilations, 
     want = _ort(model, {"x": x})[0]
     assert undilate_max_pools(model) == 1
     assert [n.op_type for n in model.graph.node] == ["MaxPool", "MaxPool"]
+    np.testing.assert_array_equal(_ort(model, {"x": x})[0], want)
+
+
+@pytest.mark.parametrize("image, block, strides, fold", [
+    ([4, 6], [2, 2], [2, 2], True), ([6, 9], [3, 3], None, True), ([6, 6], [2, 3], [2, 3], True),
+    ([5, 5], [2, 2], [1, 1], False)])
+def test_non_overlapping_col2im_becomes_reshape_transpose_exactly(image, block, strides, fold):
+    """MobileViT's `fold` (blocks tiling the image) becomes Reshape/Transpose/Reshape with the same
+    values; overlapping blocks (stride 1) keep the Col2Im."""
+    from onnx import helper
+
+    from fwconv.convert.onnx_prepare import fold_col2im
+
+    strides = strides or block
+    channels, blocks = 3, ((image[0] - block[0]) // strides[0] + 1) * ((image[1] - block[1]) // strides[1] + 1)
+    node = helper.make_node("Col2Im", ["x", "image", "block"], ["y"], **({"strides": strides} if strides != [1, 1] else {}))
+    consts = [("image", np.array(image, np.int64)), ("block", np.array(block, np.int64))]
+    shape = [2, channels * block[0] * block[1], blocks]
+    model = _graph([node], [("x", shape)], [("y", None)], consts, opset=18)
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    want = _ort(model, {"x": x})[0]
+    assert fold_col2im(model) == int(fold)
+    assert ("Col2Im" in [n.op_type for n in model.graph.node]) != fold
     np.testing.assert_array_equal(_ort(model, {"x": x})[0], want)

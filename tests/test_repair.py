@@ -90,8 +90,9 @@ def test_a_planted_fault_is_not_repaired_away(tmp_path):
 
 def test_plan_is_aimed_by_the_first_divergence():
     from fwconv.convert.edges import all_edges
+    from fwconv.convert.edges.onnx_to_tf import Onnx2TfSettings
+    from fwconv.convert.edges.torch_to_onnx import ExportSettings
     from fwconv.convert.repair import plan, resolve
-    from fwconv.convert.job import StageRecord
 
     edges = {(e.src, e.dst): e for e in all_edges()}
     onnx_route = [edges["onnx", "tflite"]]
@@ -101,5 +102,9 @@ def test_plan_is_aimed_by_the_first_divergence():
     assert plan(onnx_route, matmul)[0].name == "batchmatmul-unfold"
     torch_route = [edges["torch", "onnx"], edges["onnx", "tflite"]]
     other = next(r for r in plan(torch_route) if r.name == "other-exporter")
-    assert resolve(other, [StageRecord("export:dynamo")], "exported") == {"exporter": "torchscript"}
-    assert resolve(other, [StageRecord("export:torchscript")], "torchscript") is None  # only one exporter there
+    # the exporter that ran is a field of the settings the attempt used, not a parsed stage label
+    ran_dynamo = {ExportSettings: ExportSettings("dynamo")}
+    assert resolve(other, ran_dynamo, "exported") == {ExportSettings: ExportSettings("torchscript")}
+    assert resolve(other, {ExportSettings: ExportSettings("torchscript")}, "torchscript") is None  # one exporter there
+    upgrade = next(r for r in plan(onnx_route) if r.name == "onnx-opset-upgrade")
+    assert resolve(upgrade, {Onnx2TfSettings: Onnx2TfSettings()}, None) == {Onnx2TfSettings: Onnx2TfSettings(opset_upgrade=13)}

@@ -58,7 +58,7 @@ def _convert(source: str, out, route_jobs: str, **options):
 
     os.environ["FWCONV_ROUTE_JOBS"] = route_jobs
     try:
-        return convert(str(source), "tflite", str(out), ConvertOptions.from_strings(via="best", **options))
+        return convert(str(source), "tflite", str(out), ConvertOptions(via="best", **options))
     finally:
         del os.environ["FWCONV_ROUTE_JOBS"]
 
@@ -80,7 +80,7 @@ def test_workers_give_the_verdicts_and_artifact_of_the_in_process_path(models_di
 def test_a_crashed_route_worker_is_a_clear_error_and_the_other_route_is_kept(tmp_path):
     factory = tmp_path / "crashy.py"
     factory.write_text(CRASH_IN_LITERT_WORKER)
-    result = _convert(f"{factory}:build", tmp_path / "m.tflite", "2", input_shapes=["1,3,8,8"])
+    result = _convert(f"{factory}:build", tmp_path / "m.tflite", "2", input_shape=["1,3,8,8"])
     routes = {t["route"]: t for t in result.manifest.extra["routes"]}
     crashed = routes["torch -> tflite (litert)"]
     assert crashed["status"] == "error"

@@ -43,7 +43,7 @@ def test_fixture_to_tflite_matches_torch(name, kind, via, models_dir, sample, co
     """Both routes (ONNX+onnx2tf, litert-torch) give builtin-only artifacts that match PyTorch."""
     source = str(models_dir / f"{name}.{kind}")
     feed = sample(name)
-    result = convert_cached(source, "tflite", inputs_file=str(models_dir / f"{name}.npz"), via=via)
+    result = convert_cached(source, "tflite", inputs=str(models_dir / f"{name}.npz"), via=via)
     assert result.validation.parity_passed
     torch_outs = run_torch(source, feed)
     lite = run_litert(result.artifact, {k: v.astype(np.int32) if v.dtype == np.int64 and via == "litert" else v
@@ -66,14 +66,14 @@ def test_fixture_to_onnx_and_savedmodel(name, models_dir, sample, convert_cached
     source = str(models_dir / f"{name}.pt2")
     feed = sample(name)
     torch_outs = run_torch(source, feed)
-    onnx_result = convert_cached(source, "onnx", inputs_file=str(models_dir / f"{name}.npz"))
+    onnx_result = convert_cached(source, "onnx", inputs=str(models_dir / f"{name}.npz"))
     session = ort.InferenceSession(onnx_result.artifact, providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == list(feed)
     for ref, out in zip(torch_outs, session.run(None, feed), strict=True):
         assert scaled_error(ref, out) <= FP32_LIMIT
     _check_manifest(onnx_result, source, feed, torch_outs)
 
-    sm_result = convert_cached(source, "savedmodel", inputs_file=str(models_dir / f"{name}.npz"))
+    sm_result = convert_cached(source, "savedmodel", inputs=str(models_dir / f"{name}.npz"))
     fn = tf.saved_model.load(sm_result.artifact).signatures["serving_default"]
     outs = fn(**{k: tf.constant(v) for k, v in feed.items()})
     manifest = _check_manifest(sm_result, source, feed, torch_outs)
@@ -85,8 +85,8 @@ def test_fixture_to_onnx_and_savedmodel(name, models_dir, sample, convert_cached
 def test_fp16_tflite_is_smaller_and_close(models_dir, sample, convert_cached):
     source = str(models_dir / "cnn.pt2")
     feed = sample("cnn")
-    fp32 = convert_cached(source, "tflite", inputs_file=str(models_dir / "cnn.npz"), via="onnx")
-    fp16 = convert_cached(source, "tflite", inputs_file=str(models_dir / "cnn.npz"), fp16=True)
+    fp32 = convert_cached(source, "tflite", inputs=str(models_dir / "cnn.npz"), via="onnx")
+    fp16 = convert_cached(source, "tflite", inputs=str(models_dir / "cnn.npz"), fp16=True)
     assert os.path.getsize(fp16.artifact) < 0.75 * os.path.getsize(fp32.artifact)
     ref = run_torch(source, feed)[0]
     out = next(iter(run_litert(fp16.artifact, feed).values()))
@@ -97,7 +97,7 @@ def test_fp16_tflite_is_smaller_and_close(models_dir, sample, convert_cached):
 def test_nhwc_layout_is_opt_in_and_recorded(models_dir, sample, convert_cached):
     source = str(models_dir / "two_io.pt2")
     feed = sample("two_io")
-    result = convert_cached(source, "tflite", inputs_file=str(models_dir / "two_io.npz"), layout="nhwc")
+    result = convert_cached(source, "tflite", inputs=str(models_dir / "two_io.npz"), layout="nhwc")
     nhwc_feed = {"image": np.ascontiguousarray(feed["image"].transpose(0, 2, 3, 1)), "meta": feed["meta"]}
     lite = run_litert(result.artifact, nhwc_feed)
     fmap, scores = run_torch(source, feed)
@@ -127,7 +127,7 @@ def test_thirdparty_architecture_to_tflite(arch, via, convert_cached):
 
     shapes, dtypes = THIRDPARTY[arch]
     source = os.path.join(REPO, "fixtures", f"thirdparty.py:build_{arch}")
-    result = convert_cached(source, "tflite", input_specs=specs_from_options(tuple(shapes), tuple(dtypes)), via=via)
+    result = convert_cached(source, "tflite", input_shape=tuple(shapes), input_dtype=tuple(dtypes), via=via)
     assert result.validation.parity_passed, result.validation.failures()
     specs = [s for s in result.manifest.inputs]
     feed = synthetic_inputs(specs, seed=7, int_bounds={"input_ids": 1000})  # a sample fwconv never saw

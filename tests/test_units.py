@@ -93,15 +93,15 @@ def test_route_choice_is_fastest_then_smaller_then_earlier(tmp_path):
 def test_convert_options_are_checked_on_construction():
     from fwconv.convert.options import ConvertOptions
 
-    assert ConvertOptions(fp16=True).quantize == "fp16" and ConvertOptions(fp16=True).precision == "fp16"
-    assert ConvertOptions(quantize="dynamic").precision == "int8"
+    assert ConvertOptions(fp16=True).quantize == "fp16" and ConvertOptions(fp16=True).artifact_precision == "fp16"
+    assert ConvertOptions(quantize="dynamic").artifact_precision == "int8"
     for bad, words in (({"fp16": True, "quantize": "int8", "calibration": "c"}, "contradict"),
                        ({"int8_io": True}, "--int8-io"), ({"quantize": "int8"}, "calibration"),
                        ({"via": "carrier-pigeon"}, "unknown via"), ({"opset": 99}, "opset"),
                        ({"outputs": "list"}, "unknown outputs")):
         with pytest.raises(InputError, match=words):
             ConvertOptions(**bad)
-    options = ConvertOptions.from_strings(["x:1,3,8,8"], ["x:float16"])
+    options = ConvertOptions(input_shape=["x:1,3,8,8"], input_dtype=["x:float16"])
     assert options.input_specs[0].shape == [1, 3, 8, 8] and options.input_specs[0].dtype == "float16"
 
 
@@ -212,7 +212,10 @@ def test_layers_import_one_way():
 
     assert importers("validators", "fwconv.convert") == set()
     assert importers("fwconv/models", "fwconv.convert") == set() and importers("fwconv/models", "fwconv.validators") == set()
-    assert importers("convert", "fwconv.validators") == {"convert/pipeline.py"}
+    # the pipeline (with the reference run it starts with, split out of it) and its generative
+    # counterpart are the only places a conversion asks the validators for a verdict
+    assert importers("convert", "fwconv.validators") == {"convert/pipeline.py", "convert/reference.py",
+                                                         "convert/generative.py"}
 
 
 def test_interrupt_message_says_what_was_already_written(monkeypatch):

@@ -26,10 +26,10 @@ def cnn(models_dir, convert_cached):
     npz = str(models_dir / "cnn.npz")
     return {
         "pt2": src, "pt": str(models_dir / "cnn.pt"), "npz": npz,
-        "onnx": convert_cached(src, "onnx", inputs_file=npz).artifact,
-        "tflite": convert_cached(src, "tflite", inputs_file=npz, via="onnx").artifact,
-        "tflite16": convert_cached(src, "tflite", inputs_file=npz, fp16=True).artifact,
-        "savedmodel": convert_cached(src, "savedmodel", inputs_file=npz).artifact,
+        "onnx": convert_cached(src, "onnx", inputs=npz).artifact,
+        "tflite": convert_cached(src, "tflite", inputs=npz, via="onnx").artifact,
+        "tflite16": convert_cached(src, "tflite", inputs=npz, fp16=True).artifact,
+        "savedmodel": convert_cached(src, "savedmodel", inputs=npz).artifact,
     }
 
 
@@ -109,7 +109,7 @@ def test_different_model_with_same_signature_fails(cnn, tmp_path):
 
 def test_nchw_source_vs_nhwc_artifact_aligns(models_dir, convert_cached, tmp_path):
     src = str(models_dir / "two_io.pt2")
-    art = convert_cached(src, "tflite", inputs_file=str(models_dir / "two_io.npz"), layout="nhwc").artifact
+    art = convert_cached(src, "tflite", inputs=str(models_dir / "two_io.npz"), layout="nhwc").artifact
     r = invoke(src, art, "--in-process", "--no-latency")
     assert r.exit_code == 0, r.output
     assert "pairing image -> image (manifest, transpose [0, 2, 3, 1])" in r.output

@@ -134,28 +134,3 @@ def validation_html(report: dict) -> str:
                     empty="latency was not measured"),
             notes_list(report.get("notes"))]
     return page("fwconv validate", [b for b in body if b])
-
-
-def gate_html(results: list[dict], meta: dict) -> str:
-    """The gate: every job's status and worst error, p50 per job, and why each failed job failed."""
-    from fwconv.gate.report import HEADERS, exit_code, rows
-
-    bars = []
-    for r in results:
-        lat = (r.get("validation") or {}).get("latency") or {}
-        bars.append((str(r.get("id")), (lat.get("reference") or {}).get("p50_ms"),
-                     (lat.get("candidate") or {}).get("p50_ms") or (r.get("latency") or {}).get("p50_ms")))
-    failures = [f"<h3>{escape(str(r.get('id')))} {badge(r.get('status'))}</h3><ul>"
-                + "".join(f"<li>{escape(str(m))}</li>" for m in r.get("messages") or []) + "</ul>"
-                for r in results if r.get("status") != "pass"]
-    passed = sum(r.get("status") == "pass" for r in results)
-    code = exit_code(results) if results else 0
-    body = [f"<h1>fwconv gate {badge('pass' if code == 0 else 'failed')}</h1>",
-            f"<div>{passed} of {len(results)} job(s) passed, exit code {code}</div>",
-            f"<div class=\"muted\">config <code>{escape(str(meta.get('config', '?')))}</code>, output dir "
-            f"<code>{escape(str(meta.get('output_dir', '?')))}</code></div>",
-            section("Jobs", table(HEADERS, rows(results), failed=[r.get("status") != "pass" for r in results])
-                    if results else None, empty="no jobs ran"),
-            section("Latency per job", plots.gate_latency(bars), empty="no latency was measured"),
-            section("Failed jobs", *failures, empty="every job passed")]
-    return page("fwconv gate", body)

@@ -61,6 +61,8 @@ LAT_HEADERS = ["side", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "min m
 
 
 def to_text(report: ValidationReport) -> str:
+    if getattr(report, "kind", None) == "generative":
+        return report.to_text()
     ref, cand = report.reference, report.candidate
     lines = [f"reference: {ref.get('model')} [{ref.get('runtime')}, {ref.get('device')}]",
              f"candidate: {cand.get('model')} [{cand.get('runtime')}, {cand.get('device')}]",
@@ -146,7 +148,10 @@ def write_reports(report: ValidationReport, *, json_path=None, junit_path=None, 
     """Each report by fwconv's output rules (staged, --force to replace, never an input)."""
     from fwconv.staging import write_text
 
-    for path, render in ((json_path, to_json), (junit_path, to_junit), (markdown_path, to_markdown),
-                         (html_path, to_html)):
+    renders = ((json_path, to_json), (junit_path, to_junit), (markdown_path, to_markdown), (html_path, to_html))
+    if getattr(report, "kind", None) == "generative":  # a language model's token-by-token verdict renders itself
+        renders = ((json_path, to_json), (junit_path, lambda r: r.to_junit()), (markdown_path, lambda r: r.to_markdown()),
+                   (html_path, lambda r: r.to_html()))
+    for path, render in renders:
         if path:
             write_text(path, render(report), force=force, protected=protected)

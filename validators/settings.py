@@ -63,3 +63,17 @@ def build_settings(*, precision: str = "fp32", atol=None, rtol=None, per_output:
         device=device, threads=threads, samples=samples, seed=seed, ranges=parse_ranges(tuple(input_ranges)),
         tolerance=Tolerance(precision, atol=atol, rtol=rtol), per_output=_per_output(per_output, precision, rtol),
         latency=latency, max_latency_ratio=ratio, user_map=parse_map(tuple(maps)), dynamic=tuple(dynamic))
+
+
+def settings_from(options, *, precision: str | None = None, device: str = "cpu",
+                  threads: int | None = None) -> ValidateSettings:
+    """The validation settings an fwconv.options.Options describes (the same builder for every
+    door). `precision`: the candidate's, where the user's --precision does not say; `threads`: a
+    default where the options give none (a gate worker's share of the cores)."""
+    latency = LatencySettings(options.warmup, options.warmup_seconds, options.runs, options.min_seconds) \
+        if options.latency else None
+    return build_settings(precision=options.precision or precision or "fp32", atol=options.atol, rtol=options.rtol,
+                          per_output=options.tolerance, samples=options.samples, seed=options.seed,
+                          input_ranges=options.input_range, maps=options.map, threads=options.threads or threads,
+                          device=device, latency=latency, max_latency_ratio=options.max_latency_ratio,
+                          dynamic=options.dynamic)

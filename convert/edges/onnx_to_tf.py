@@ -27,7 +27,7 @@ from fwconv.convert.edges import Edge
 from fwconv.convert.job import Artifact, Job
 from fwconv.interface import Binding, Interface
 from fwconv.convert.onnx_prepare import (PREPARE_STAGES, adopt_prepare_stages, constants_to_initializers,
-                                         decompose_prelu, name_nodes, split_strided_dilated_convs,
+                                         decompose_prelu, fold_col2im, name_nodes, split_strided_dilated_convs,
                                          undilate_max_pools)
 from fwconv.models.onnx import io_specs, load_onnx
 from fwconv.errors import ConversionError, InputError, UnsupportedOpError, first_line, require
@@ -36,7 +36,27 @@ from fwconv.quiet import captured_output, tail
 from fwconv.specs import TensorSpec, identifier
 
 TOOLS = ("onnx2tf", "tensorflow", "tf-keras", "onnx", "onnxruntime", "onnxsim")
-PSEUDO_OPS = ["erf", "gelu"]
+PSEUDO_OPS = ("erf", "gelu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Onnx2TfSettings:
+    """How onnx2tf's private copy of the graph is prepared and converted. The repairs
+    (convert/repair.py) are replacements of these fields; the manifest records what ran."""
+
+    opset_upgrade: int | None = None  # first bring an older graph to this opset (ONNX's version converter)
+    onnxsim: bool = True  # simplify first (a dynamo export is already optimized: skipped there anyway)
+    pseudo_ops: tuple = PSEUDO_OPS  # onnx2tf's replace_to_pseudo_operators (Erf/GELU as builtins)
+    batchmatmul_unfold: bool = False
+    group_convolution: bool = True
+
+    @classmethod
+    def from_options(cls, options) -> "Onnx2TfSettings":
+        return cls()
+
+    def onnx2tf_kwargs(self) -> dict:
+        return {"replace_to_pseudo_operators": list(self.pseudo_ops), "enable_batchmatmul_unfold": self.batchmatmul_unfold,
+                "disable_group_convolution": not self.group_convolution}
 CALIBRATION_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
@@ -76,8 +96,9 @@ def run_onnx2tf(onnx_path: str, job: Job, exporter: str | None = None):
     can; where it cannot (an ONNX BERT's symbolic sequence length failed here) they are fixed
     at the sample's sizes, once, and the note says so. Dims the user asked for are never frozen."""
     model = load_onnx(onnx_path)
+    settings = job.settings(Onnx2TfSettings)
     try:
-        return (*_onnx2tf(model, job, exporter), [])
+        return (*_onnx2tf(model, job, exporter, settings), [])
     except ConversionError:
         if job.options.dynamic or not job.dynamic:
             raise
@@ -85,7 +106,7 @@ def run_onnx2tf(onnx_path: str, job: Job, exporter: str | None = None):
     _fix_input_dims(model, job)
     job.dynamic = {}
     note = f"the source's dynamic dims ({', '.join(frozen)}) are fixed at the sample's sizes: onnx2tf could not keep them"
-    return (*_onnx2tf(model, job, exporter), [note])
+    return (*_onnx2tf(model, job, exporter, settings), [note])
 
 
 def _fix_input_dims(model, job: Job) -> None:
@@ -97,7 +118,7 @@ def _fix_input_dims(model, job: Job) -> None:
             dim.dim_value = int(job.sample[value.name].shape[i]) if value.name in job.sample else 1
 
 
-def _onnx2tf(model, job: Job, exporter: str | None):
+def _onnx2tf(model, job: Job, exporter: str | None, settings: Onnx2TfSettings):
     onnx = require("onnx", "tflite")
     onnx2tf = require("onnx2tf", "tflite")
     inputs, outputs = io_specs(model)
@@ -109,7 +130,7 @@ def _onnx2tf(model, job: Job, exporter: str | None):
     work = os.path.join(job.workdir, "onnx2tf")
     os.makedirs(work, exist_ok=True)
     copy = os.path.join(work, "model.onnx")
-    model = _prepare_copy(model, job, exporter)
+    model = _prepare_copy(model, job, exporter, settings)
     onnx.save(model, copy)  # external data inlined; the user's file is never touched
     np.save(os.path.join(work, CALIBRATION_FILE), np.zeros((1, 8, 8, 3), np.float32))
     feed = _onnx_feed(job, inputs)
@@ -120,15 +141,12 @@ def _onnx2tf(model, job: Job, exporter: str | None):
         data_paths.append([spec.name, path])
     with job.stage("convert:onnx2tf") as record, _cwd(work), captured_output() as cap:
         try:
-            settings = dict(
+            keras_model = onnx2tf.convert(
                 input_onnx_file_path=copy, output_folder_path=os.path.join(work, "out"),
                 keep_shape_absolutely_input_names=[s.name for s in inputs],
                 custom_input_op_name_np_data_path=data_paths,
-                replace_to_pseudo_operators=PSEUDO_OPS,
                 not_use_onnxsim=True, not_use_opname_auto_generate=True,
-                disable_model_save=True, verbosity="error",
-            )
-            keras_model = onnx2tf.convert(**{**settings, **job.repair.get("onnx2tf", {})})
+                disable_model_save=True, verbosity="error", **settings.onnx2tf_kwargs())
         except SystemExit as exc:  # onnx2tf exits the process (SystemExit) on many errors
             record.detail = tail(cap.text, 3)
             raise ConversionError("convert", f"onnx2tf stopped (exit {exc.code}): {tail(cap.text, 2) or 'no message'}",
@@ -140,14 +158,14 @@ def _onnx2tf(model, job: Job, exporter: str | None):
     return keras_model, inputs, outputs, feed
 
 
-def _prepare_copy(model, job: Job, exporter: str | None):
+def _prepare_copy(model, job: Job, exporter: str | None, settings: Onnx2TfSettings):
     """What onnx2tf's copy of the graph goes through first: onnxsim, then the rewrites onnx2tf
     needs (each exact, each counted in the stage record)."""
-    model = _upgrade_for_repair(model, job)
+    model = _upgrade_for_repair(model, job, settings.opset_upgrade)
     with job.stage("prepare:onnxsim") as record:
         if exporter == "dynamo":  # already optimized (constants folded) by the exporter's onnxscript pass
             record.detail = "skipped: dynamo export is already optimized"
-        elif job.repair.get("onnxsim") is False:
+        elif not settings.onnxsim:
             record.detail = "skipped (repair: no-onnxsim)"
         else:
             model, record.detail = simplify(model)
@@ -156,12 +174,13 @@ def _prepare_copy(model, job: Job, exporter: str | None):
     with job.stage("prepare:onnx2tf") as record:
         done = [(name_nodes(model), "nodes named"), (decompose_prelu(model), "PRelu -> Relu arithmetic"),
                 (split_strided_dilated_convs(model), "strided dilated Conv -> Conv + strided Slice"),
-                (undilate_max_pools(model), "dilated MaxPool -> MaxPool(kernel 1, stride d) + MaxPool")]
+                (undilate_max_pools(model), "dilated MaxPool -> MaxPool(kernel 1, stride d) + MaxPool"),
+                (fold_col2im(model), "non-overlapping Col2Im -> Reshape + Transpose + Reshape")]
         record.detail = "; ".join(f"{n} {what}" for n, what in done if n) or "nothing to rewrite"
     return model
 
 
-def _upgrade_for_repair(model, job: Job):
+def _upgrade_for_repair(model, job: Job, target: int | None):
     """Repair `onnx-opset-upgrade`: bring an older graph to the repair's opset with ONNX's version
     converter (new attribute forms become inputs, which onnx2tf reads right)."""
     from fwconv.convert.onnx_prepare import modernize
@@ -169,7 +188,6 @@ def _upgrade_for_repair(model, job: Job):
 
     from fwconv.convert.repair import RepairNotApplicable
 
-    target = job.repair.get("onnx_opset_upgrade")
     if not target:
         return model
     if (default_opset(model) or target) >= target:
@@ -288,7 +306,8 @@ def _build(onnx_artifact: Artifact, job: Job):
     template = Artifact(
         path="", format="", inputs=_artifact_specs(onnx_artifact, interface, "inputs"),
         outputs=_artifact_specs(onnx_artifact, interface, "outputs"), tools=tool_versions(*TOOLS),
-        notes=onnx_artifact.notes + [f"onnx2tf pseudo-ops: {', '.join(PSEUDO_OPS)}", f"layout: {job.options.layout}"]
+        notes=onnx_artifact.notes + [f"onnx2tf pseudo-ops: {', '.join(job.used[Onnx2TfSettings].pseudo_ops) or 'none'}",
+                                     f"layout: {job.options.layout}"]
         + frozen,
         extra={**{k: v for k, v in onnx_artifact.extra.items() if k != PREPARE_STAGES}, "signature": "serving_default"},
         interface=onnx_artifact.interface.compose(interface) if onnx_artifact.interface else interface,
@@ -406,6 +425,6 @@ def _configure_quantization(converter, job: Job, template: Artifact) -> list[str
 
 
 EDGES = [
-    Edge("onnx", "savedmodel", onnx_to_savedmodel, TOOLS),
-    Edge("onnx", "tflite", onnx_to_tflite, TOOLS),
+    Edge("onnx", "savedmodel", onnx_to_savedmodel, TOOLS, tool="onnx2tf"),
+    Edge("onnx", "tflite", onnx_to_tflite, TOOLS, tool="onnx2tf"),
 ]

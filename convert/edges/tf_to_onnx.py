@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 
-from fwconv.convert.edges import Edge, static_shapes_only
+from fwconv.convert.edges import Capabilities, Edge
 from fwconv.convert.job import Artifact, Job
 from fwconv.interface import Binding, Interface
 from fwconv.models.onnx import io_specs, load_onnx
@@ -143,6 +143,7 @@ def _rename(proto, mapping: dict[str, str]) -> None:
 EDGES = [
     Edge("savedmodel", "onnx", savedmodel_to_onnx, TOOLS),
     Edge("keras", "onnx", keras_to_onnx, TOOLS),
-    Edge("tflite", "onnx", tflite_to_onnx, TOOLS,
-         rejects=static_shapes_only("fwconv drives tf2onnx's TFLite reader at the sample's shapes")),
+    Edge("tflite", "onnx", tflite_to_onnx, TOOLS, tool="tf2onnx", caps=Capabilities(
+        dynamic="no", why=(("dynamic", "keeps shapes static: fwconv drives tf2onnx's TFLite reader at the sample's "
+                                       "shapes"),))),
 ]

@@ -9,7 +9,9 @@ dynamic_axes for the TorchScript exporter).
 
 from __future__ import annotations
 
-from fwconv.convert.edges import Edge, needs_torch_source
+import dataclasses
+
+from fwconv.convert.edges import Capabilities, Edge
 from fwconv.convert.job import Artifact, Job
 from fwconv.interface import Interface
 from fwconv.models.onnx import io_specs, load_onnx
@@ -18,6 +20,18 @@ from fwconv.manifest import tool_versions
 from fwconv.quiet import captured_output
 
 TOOLS = ("torch", "onnx", "onnxscript")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSettings:
+    """torch.onnx.export's exporter: auto (dynamo, then TorchScript), dynamo or torchscript. Once
+    an export succeeded, the job records the one that ran."""
+
+    exporter: str = "auto"
+
+    @classmethod
+    def from_options(cls, options) -> "ExportSettings":
+        return cls(exporter=options.exporter)
 
 
 def exporter_order(kind: str, requested: str) -> list[str]:
@@ -74,7 +88,8 @@ def torch_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
     out_names = list(job.reference_outputs)
     args = _export_args(torch, job)
     attempts: list[str] = []
-    for exporter in exporter_order(source.kind, job.repair.get("exporter", job.options.exporter)):
+    settings = job.settings(ExportSettings)
+    for exporter in exporter_order(source.kind, settings.exporter):
         with job.stage(f"export:{exporter}") as record:
             try:
                 with captured_output():
@@ -84,6 +99,7 @@ def torch_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
                 record.status, record.detail = "failed", first_line(exc)
                 attempts.append(f"{exporter}: {first_line(exc)}")
                 continue
+        job.used[ExportSettings] = dataclasses.replace(settings, exporter=exporter)
         inputs, outputs = io_specs(model)
         for spec, src_spec in zip(inputs, artifact.inputs):
             spec.layout = src_spec.layout
@@ -99,10 +115,7 @@ def torch_to_onnx(artifact: Artifact, job: Job, out: str) -> Artifact:
                           hint="run with --debug for the exporters' logs")
 
 
-def rejects(fmt: str, options) -> str | None:
-    if fmt == "torchscript" and options.dynamic:
-        return "a TorchScript trace has its shapes baked in: --dynamic needs a .pt2 exported with torch.export.Dim or a factory"
-    return needs_torch_source(fmt, options)
-
-
-EDGES = [Edge("torch", "onnx", torch_to_onnx, TOOLS, rejects=rejects)]
+EDGES = [Edge("torch", "onnx", torch_to_onnx, TOOLS, tool="torch.onnx", caps=Capabilities(
+    dynamic_torchscript=False,
+    why=(("dynamic_torchscript", "a TorchScript trace has its shapes baked in: --dynamic needs a .pt2 exported with "
+                                 "torch.export.Dim or a factory"),)))]

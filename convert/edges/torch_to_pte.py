@@ -16,7 +16,7 @@ import functools
 import json
 import re
 
-from fwconv.convert.edges import Edge, named_module, needs_exportable_module
+from fwconv.convert.edges import Capabilities, Edge, named_module
 from fwconv.convert.job import Artifact, Job
 from fwconv.errors import ConversionError, UnsupportedOpError, first_line, require
 from fwconv.interface import Interface
@@ -31,26 +31,19 @@ BACKEND_IDS = {"xnnpack": "XnnpackBackend", "portable": None}
 _NOT_CORE_ATEN = re.compile(r"Operator torch\._ops\.(?P<op>\S+?) is not in Core ATen opset")
 
 
-def _rejects_for(backend: str):
-    def rejects(fmt: str, options) -> str | None:
-        why = needs_exportable_module(fmt, options, "ExecuTorch")
-        if why:
-            return why
-        chosen = options.backend or "xnnpack"
-        if chosen not in ("auto", backend):
-            return f"--backend {chosen} was chosen"
-        if options.quantize not in (None, "int8"):
-            return f"--quantize {options.quantize} has no ExecuTorch flow here (int8 with --calibration has, on XNNPACK)"
-        if options.quantize == "int8" and backend != "xnnpack":
-            return "int8 is quantized for the XNNPACK delegate (--backend xnnpack)"
-        if options.int8_io:
-            return "--int8-io: an ExecuTorch int8 program keeps float inputs and outputs"
-        if options.layout != "source":
-            return f"--layout {options.layout}: a .pte keeps the source's layout"
-        if options.dynamic and options.quantize:
-            return "--dynamic with --quantize: fwconv calibrates and exports the int8 program at the sample's shapes"
-        return None
-    return rejects
+def _capabilities(backend: str) -> Capabilities:
+    int8 = ("int8",) if backend == "xnnpack" else ()
+    quantize_why = ("--quantize {value} has no ExecuTorch flow here (int8 with --calibration has, on XNNPACK)"
+                    if backend == "xnnpack" else
+                    "--quantize {value}: int8 is quantized for the XNNPACK delegate (--backend xnnpack)")
+    return Capabilities(
+        exportable_only=True, backend=backend, quantize=(None, *int8), int8_io=False, layouts=("source",),
+        dynamic_with_quantize=False,
+        why=(("quantize", quantize_why),
+             ("int8_io", "--int8-io: an ExecuTorch int8 program keeps float inputs and outputs"),
+             ("layout", "--layout {layout}: a .pte keeps the source's layout"),
+             ("dynamic_quantize", "--dynamic with --quantize: fwconv calibrates and exports the int8 program at the "
+                                  "sample's shapes")))
 
 
 def _export(module, args: tuple, job: Job, stage: str = "export", dynamic_shapes: tuple | None = None):
@@ -208,5 +201,5 @@ def torch_to_pte(artifact: Artifact, job: Job, out: str, *, backend: str) -> Art
                     ops=ops, notes=notes, extra={"backend": backend, "methods": io["methods"]},
                     interface=Interface.identity(names_in, names_out))
 
-EDGES = [Edge("torch", "pte", functools.partial(torch_to_pte, backend=b), TOOLS, via=b, rejects=_rejects_for(b))
-         for b in BACKENDS]
+EDGES = [Edge("torch", "pte", functools.partial(torch_to_pte, backend=b), TOOLS, via=b, caps=_capabilities(b),
+              tool="ExecuTorch") for b in BACKENDS]

@@ -9,7 +9,7 @@ the manifest records the artifact's real dtypes and the validator casts the feed
 
 from __future__ import annotations
 
-from fwconv.convert.edges import Edge, named_module, needs_exportable_module
+from fwconv.convert.edges import Capabilities, Edge, named_module
 from fwconv.convert.job import Artifact, Job
 from fwconv.interface import Interface
 from fwconv.errors import ConversionError, UnsupportedOpError, first_line, require
@@ -19,27 +19,19 @@ from fwconv.quiet import captured_output
 TOOLS = ("torch", "litert-torch", "ai-edge-litert")
 
 
-def rejects(fmt: str, options) -> str | None:
-    if needs_exportable_module(fmt, options, "litert-torch"):
-        return needs_exportable_module(fmt, options, "litert-torch")
-    if options.quantize in ("fp16", "dynamic"):
-        return f"--quantize {options.quantize} is done on the ONNX route (litert-torch's PT2E int8 only here)"
-    if options.int8_io:
-        return "--int8-io is done on the ONNX route (litert-torch's int8 keeps a float output)"
-    if options.quantize and options.via != "litert":
-        # its artifact takes an int8 input: another interface than the source's, so never by default
-        return "--quantize int8 on litert-torch gives an int8 input; ask for it with --via litert"
-    if options.layout != "source":
-        return "--layout nhwc is done on the ONNX route"
-    if options.dynamic and options.quantize:
-        return "--dynamic with --quantize int8: calibration and export run at the sample's shapes"
-    if options.dynamic and options.via != "litert":
-        # measured with litert-torch 0.x here: a plain conv stack keeps its batch dynamic; an MLP, a
-        # 1-D conv net and a CNN with a flatten fail in its JAX lowering ("broadcast_in_dim shape must
-        # have every element be nonnegative")
-        return ("litert-torch's JAX lowering fails on variable sizes for most graphs (--dynamic goes the ONNX "
-                "route; --via litert tries it anyway)")
-    return None
+# Measured with litert-torch 0.x here: a plain conv stack keeps its batch dynamic; an MLP, a 1-D conv
+# net and a CNN with a flatten fail in its JAX lowering ("broadcast_in_dim shape must have every
+# element be nonnegative"), so --dynamic takes this route only when asked for by name.
+CAPS = Capabilities(
+    exportable_only=True, quantize=(None,), quantize_by_name=("int8",), int8_io=False, layouts=("source",),
+    dynamic="by-name", dynamic_with_quantize=False,
+    why=(("quantize", "--quantize {value} is done on the ONNX route (litert-torch's PT2E int8 only here)"),
+         ("int8_io", "--int8-io is done on the ONNX route (litert-torch's int8 keeps a float output)"),
+         # its artifact takes an int8 input: another interface than the source's, so never by default
+         ("quantize_by_name", "--quantize int8 on litert-torch gives an int8 input; ask for it with --via litert"),
+         ("layout", "--layout nhwc is done on the ONNX route"),
+         ("dynamic", "litert-torch's JAX lowering fails on variable sizes for most graphs (--dynamic goes the ONNX "
+                     "route; --via litert tries it anyway)")))
 
 
 def torch_to_tflite(artifact: Artifact, job: Job, out: str) -> Artifact:
@@ -127,4 +119,4 @@ def _calibration(job: Job) -> list:
     return load_calibration(job.options.calibration, [TensorSpec(n, list(a.shape), a.dtype.name) for n, a in job.sample.items()])
 
 
-EDGES = [Edge("torch", "tflite", torch_to_tflite, TOOLS, via="litert", rejects=rejects)]
+EDGES = [Edge("torch", "tflite", torch_to_tflite, TOOLS, via="litert", caps=CAPS, tool="litert-torch")]

@@ -14,19 +14,20 @@ import statistics
 from typing import Any
 
 from fwconv.errors import InputError
+from fwconv.gate.result import JobResult, Status
 
 SCHEMA = "fwconv.latency-baseline"
 
 
-def save_baseline(path: str, results: list[dict], *, force: bool = False, protected: list[str] = ()) -> int:
+def save_baseline(path: str, results: list[JobResult], *, force: bool = False, protected: list[str] = ()) -> int:
     """Write this run's latencies, by fwconv's output rules (staged, --force, never an input)."""
     from fwconv.staging import write_text
 
     entries = {}
     for r in results:
-        lat = r.get("latency")
-        if lat and r["status"] in ("pass", "latency_exceeded"):
-            entries[r["id"]] = {"p50_ms": lat["p50_ms"], "spread": (lat["p90_ms"] - lat["p50_ms"]) / lat["p50_ms"],
+        lat = r.latency
+        if lat and r.status in (Status.PASS, Status.LATENCY_EXCEEDED):
+            entries[r.id] = {"p50_ms": lat["p50_ms"], "spread": (lat["p90_ms"] - lat["p50_ms"]) / lat["p50_ms"],
                                 "runs": lat["runs"]}
     write_text(path, json.dumps({"schema": SCHEMA, "schema_version": 1, "machine": platform.machine(),
                                  "processor": platform.processor(), "entries": entries}, indent=2),
@@ -56,23 +57,21 @@ def retime(artifact: str, repeats: int = 2, runs: int = 50) -> list[float]:
         return [runner.measure_latency(feed, LatencySettings(warmup_runs=10, runs=runs)).p50_ms for _ in range(repeats)]
 
 
-def check_regressions(results: list[dict], baseline: dict[str, Any], threshold: float, retimer=retime) -> None:
+def check_regressions(results: list[JobResult], baseline: dict[str, Any], threshold: float, retimer=retime) -> None:
     """Mark results that regressed (status latency_regressed, exit code 4) in place."""
     for r in results:
-        base, lat = baseline.get(r["id"]), r.get("latency")
-        if not base or not lat or r["status"] != "pass":
+        base, lat = baseline.get(r.id), r.latency
+        if not base or not lat or r.status is not Status.PASS:
             continue
         spread = (lat["p90_ms"] - lat["p50_ms"]) / lat["p50_ms"]
         allowed = max(threshold, 2 * max(spread, base["spread"]))
         limit = base["p50_ms"] * (1 + allowed)
-        r["latency_check"] = {"baseline_p50_ms": base["p50_ms"], "p50_ms": lat["p50_ms"], "allowed_increase": allowed}
+        r.latency_check = {"baseline_p50_ms": base["p50_ms"], "p50_ms": lat["p50_ms"], "allowed_increase": allowed}
         if lat["p50_ms"] <= limit:
             continue
-        samples = [lat["p50_ms"]] + retimer(r["artifact"])
+        samples = [lat["p50_ms"]] + retimer(r.artifact)
         median = statistics.median(samples)
-        r["latency_check"].update({"retimed_p50s_ms": samples, "median_p50_ms": median})
+        r.latency_check.update({"retimed_p50s_ms": samples, "median_p50_ms": median})
         if median > limit:
-            r["status"], r["exit_code"] = "latency_regressed", 4
-            r.setdefault("messages", []).append(
-                f"latency regressed: median p50 {median:.3f} ms vs baseline {base['p50_ms']:.3f} ms "
-                f"(allowed +{allowed:.0%})")
+            r.fail(Status.LATENCY_REGRESSED, f"latency regressed: median p50 {median:.3f} ms vs baseline "
+                                             f"{base['p50_ms']:.3f} ms (allowed +{allowed:.0%})")

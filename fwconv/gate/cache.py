@@ -8,11 +8,13 @@ on disk still has the hash it had.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from typing import Any
 
+from fwconv.gate.result import JobResult, Status
 from fwconv.manifest import sha256_of, tool_versions
 
 CACHE_FILE = ".fwconv-gate-cache.json"
@@ -25,10 +27,26 @@ def _file_hash(path: str) -> str | None:
     return sha256_of(path) if path and os.path.exists(path) else None
 
 
+def tools_for(fmt: str | None, target: str) -> list[str]:
+    """Every distribution a conversion to `target` may run on: the tools of each edge on any route
+    from the source's family (every source family when `fmt` is None), and the runners of the
+    source and of the target. Declared by the edges and runners themselves, so a new one cannot
+    be forgotten (the gate's cache key is made of these versions)."""
+    from fwconv.convert.planner import FAMILY, all_routes, family_of
+    from fwconv.models.formats import target_format
+    from fwconv.validators.runners import runner_classes
+
+    families = [family_of(fmt)] if fmt else sorted(set(FAMILY.values()))
+    tools = {t for family in families if family != target for route in all_routes(family, target)
+             for edge in route for t in edge.tools}
+    formats = ({fmt} if fmt else set(FAMILY)) | {target_format(target)}
+    tools |= {t for cls in runner_classes() if set(cls.formats) & formats for t in cls.tools}
+    return sorted(tools | {"numpy"})
+
+
 def job_tools(job: dict[str, Any]) -> list[str]:
     """The distributions this job's conversion and validation may run on (from the edges and
     runners themselves); every source family's when the source cannot be sniffed."""
-    from fwconv.convert.planner import tools_for
     from fwconv.errors import FwconvError
     from fwconv.models.formats import detect_format
 
@@ -59,19 +77,19 @@ class GateCache:
         except (OSError, ValueError):
             self.entries = {}
 
-    def lookup(self, job: dict, key: str) -> dict | None:
+    def lookup(self, job: dict, key: str) -> JobResult | None:
         entry = self.entries.get(f"{job['model']}:{job['target']}")
         if not entry or entry["key"] != key or not os.path.exists(job["output"]):
             return None
         if sha256_of(job["output"]) != entry["artifact_sha256"]:
             return None  # the artifact changed on disk since: run the job again
-        return dict(entry["result"], cached=True)
+        return dataclasses.replace(JobResult.from_dict(entry["result"]), cached=True)
 
-    def store(self, job: dict, key: str, result: dict) -> None:
-        if result["status"] == "error" or not os.path.exists(job["output"]):
+    def store(self, job: dict, key: str, result: JobResult) -> None:
+        if result.status in (Status.ERROR, Status.STAGE_TIMEOUT) or not os.path.exists(job["output"]):
             return  # errors are retried next time
-        self.entries[result["id"]] = {"key": key, "artifact_sha256": sha256_of(job["output"]),
-                                      "result": {k: v for k, v in result.items() if k != "cached"}}
+        self.entries[result.id] = {"key": key, "artifact_sha256": sha256_of(job["output"]),
+                                   "result": dataclasses.replace(result, cached=False).to_dict()}
 
     def save(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)

@@ -31,23 +31,29 @@ from fwconv.models.formats import TARGET_SUFFIX
 from fwconv.errors import InputError
 
 TARGETS = ("onnx", "tflite", "savedmodel", "pte")
-TOLERANCE_KEYS = {"atol", "rtol", "tolerance", "samples", "max_latency_ratio", "precision"}
-CONVERT_KEYS = {"via", "quantize", "calibration", "int8_io", "layout", "opset", "exporter", "allow_flex",
-                "debug_on_failure", "repair", "repair_budget", "min_cosine", "max_float_ops",
-                "backend", "dynamic"}
-MODEL_KEYS = {"name", "source", "inputs", "input_shape", "input_dtype", "targets", "golden", "target", "timeout"} \
-    | TOLERANCE_KEYS | CONVERT_KEYS
-GATE_KEYS = {"output_dir", "golden_dir", "timeout"} | TOLERANCE_KEYS | CONVERT_KEYS
-PATH_KEYS = ("source", "inputs", "calibration", "golden")
-_NUMBER = (int, float)
-KEY_TYPES: dict[str, type | tuple[type, ...]] = {
-    "name": str, "source": str, "inputs": str, "input_shape": (list, str), "input_dtype": (list, str),
-    "targets": list, "golden": str, "target": dict, "timeout": _NUMBER, "atol": _NUMBER, "rtol": _NUMBER,
-    "tolerance": dict, "samples": int, "max_latency_ratio": _NUMBER, "precision": str, "via": str, "quantize": str,
-    "calibration": str, "int8_io": bool, "layout": str, "opset": int, "exporter": str, "allow_flex": bool, "backend": str,
-    "output_dir": str, "golden_dir": str, "debug_on_failure": bool, "repair": bool, "dynamic": (list, str),
-    "repair_budget": _NUMBER, "min_cosine": _NUMBER, "max_float_ops": int,
-}
+# The config's own structure; every other key is an option, declared once in fwconv.options
+# (door GATE), with its type: the gate adds no option of its own.
+STRUCTURE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str, "source": str, "targets": list, "golden": str, "target": dict, "timeout": (int, float),
+    "output_dir": str, "golden_dir": str}
+MODEL_STRUCTURE = {"name", "source", "targets", "golden", "target", "timeout"}
+GATE_STRUCTURE = {"output_dir", "golden_dir", "timeout"}
+
+
+def option_types() -> dict[str, tuple[type, ...]]:
+    """The gate keys that are options, with the types a TOML value may have."""
+    from fwconv.options import GATE, Options, accepted_types, door_of, fields
+
+    return {f.name: accepted_types(f) for f in fields(Options) if GATE in door_of(f).doors}
+
+
+def path_keys() -> tuple[str, ...]:
+    """Option keys that name files (made absolute against the config's folder), and the structure's."""
+    from fwconv.options import GATE, Options, door_of, fields
+
+    return ("source", "golden") + tuple(f.name for f in fields(Options) if GATE in door_of(f).doors and door_of(f).path)
+
+
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
@@ -101,24 +107,25 @@ def load_config(path: str) -> dict[str, Any]:
     return data
 
 
-def _check_keys(table: Any, allowed: set[str], where: str) -> None:
-    """Known keys only, each with a value of the right type (one clear line, exit 2, otherwise)."""
+def _check_keys(table: Any, structure: set[str], where: str) -> None:
+    """Known keys only (the structure's and the options'), each with a value of the right type
+    (one clear line, exit 2, otherwise)."""
     if not isinstance(table, dict):
         raise InputError(f"{where} must be a table, not {type(table).__name__}")
-    unknown = sorted(set(table) - allowed)
+    types = {**option_types(), **{k: STRUCTURE_TYPES[k] for k in structure}}
+    unknown = sorted(set(table) - set(types))
     if unknown:
-        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}", hint=f"allowed: {', '.join(sorted(allowed))}")
+        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}", hint=f"allowed: {', '.join(sorted(types))}")
     for key, value in table.items():
-        expected = KEY_TYPES.get(key)
-        wrong_bool = isinstance(value, bool) and expected is not bool and bool not in (
-            expected if isinstance(expected, tuple) else (expected,))
-        if expected and (not isinstance(value, expected) or wrong_bool):
-            names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+        expected = types[key] if isinstance(types[key], tuple) else (types[key],)
+        if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+            names = " or ".join(t.__name__ for t in expected)
             raise InputError(f"{where}: '{key}' must be {names}, not {type(value).__name__} ({value!r})")
     if isinstance(table.get("targets"), list) and not all(isinstance(t, str) for t in table["targets"]):
         raise InputError(f"{where}: 'targets' must be a list of strings")
-    tolerance = table.get("tolerance") or {}
-    if not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in tolerance.values()):
+    tolerance = table.get("tolerance")
+    if isinstance(tolerance, dict) and not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               for v in tolerance.values()):
         raise InputError(f"{where}: 'tolerance' values must be numbers (output = atol)")
 
 
@@ -132,14 +139,16 @@ def _check_name(name: str, where: str) -> None:
 def jobs_from_config(path: str, *, only: list[str] | None = None) -> tuple[list[GateJob], dict[str, Any]]:
     data = load_config(path)
     base = os.path.dirname(os.path.abspath(path))
-    _check_keys(data.get("gate", {}), GATE_KEYS, "[gate]")
+    _check_keys(data.get("gate", {}), GATE_STRUCTURE, "[gate]")
     gate = dict(data.get("gate", {}))
     models = data.get("model")
     if not models:
         raise InputError(f"{path} defines no [[model]]")
     if not isinstance(models, list):
         raise InputError(f"{path}: 'model' must be an array of tables ([[model]]), not {type(models).__name__}")
-    _check_keys(data, {"gate", "model"}, path)
+    unknown = sorted(set(data) - {"gate", "model"})
+    if unknown:
+        raise InputError(f"{path}: unknown key(s) {', '.join(unknown)}", hint="allowed: gate, model")
     output_dir = _abs(base, gate.pop("output_dir", "fwconv-artifacts"))
     golden_dir = gate.pop("golden_dir", None)
     default_timeout = float(gate.pop("timeout", 1800))
@@ -147,7 +156,7 @@ def jobs_from_config(path: str, *, only: list[str] | None = None) -> tuple[list[
     seen = set()
     for i, model in enumerate(models):
         where = f"model #{i + 1}" + (f" ({model.get('name')})" if isinstance(model, dict) and model.get("name") else "")
-        _check_keys(model, MODEL_KEYS, where)
+        _check_keys(model, MODEL_STRUCTURE, where)
         for key in ("name", "source", "targets"):
             if key not in model:
                 raise InputError(f"{where}: '{key}' is required")
@@ -166,13 +175,13 @@ def jobs_from_config(path: str, *, only: list[str] | None = None) -> tuple[list[
             raise InputError(f"{where}: unknown target(s) {', '.join(bad)}", hint=f"choose from {', '.join(TARGETS)}")
         per_target = model.get("target", {})
         for t, table in per_target.items():
-            _check_keys(table, TOLERANCE_KEYS | CONVERT_KEYS, f"{where} target.{t}")
+            _check_keys(table, set(), f"{where} target.{t}")
         golden = model.get("golden") or (os.path.join(golden_dir, name) if golden_dir else None)
         for target in targets:
             settings = {k: v for k, v in gate.items()}
-            settings.update({k: v for k, v in model.items() if k in TOLERANCE_KEYS | CONVERT_KEYS | {"inputs", "input_shape", "input_dtype"}})
+            settings.update({k: v for k, v in model.items() if k not in MODEL_STRUCTURE})
             settings.update(per_target.get(target, {}))
-            for key in PATH_KEYS:
+            for key in path_keys():
                 if isinstance(settings.get(key), str):
                     settings[key] = _abs(base, settings[key])
             suffix = TARGET_SUFFIX[target]
@@ -194,7 +203,7 @@ def _check_jobs(jobs: list[GateJob], output_dir: str) -> None:
         raise InputError(f"output_dir {output_dir} is a file, not a directory")
     for job in jobs:
         options = convert_options(job.settings)
-        gate_settings(job.settings, options.precision)
+        gate_settings(job.settings, options.artifact_precision)
         if job.timeout <= 0:
             raise InputError(f"model '{job.model}': timeout must be positive")
     inputs = protected_paths(*(j.source for j in jobs), *(j.settings.get(k) for j in jobs for k in ("inputs", "calibration")))
@@ -213,28 +222,18 @@ def input_paths(path: str) -> list[str]:
 
 
 def convert_options(settings: dict[str, Any]):
-    from fwconv.convert.options import ConvertOptions
-    from fwconv.convert.repair import DEFAULT_BUDGET_S
+    """The job's Options (declared once in fwconv.options; keys checked with the config), with the
+    gate's own defaults for timing; artifacts are replaced, and kept when they fail parity (the
+    report shows why)."""
+    from fwconv.options import GATE, Options, door_defaults
 
-    return ConvertOptions.from_strings(
-        settings.get("input_shape", ()), settings.get("input_dtype", ()),
-        opset=settings.get("opset", 18), quantize=settings.get("quantize"), int8_io=settings.get("int8_io", False),
-        calibration=settings.get("calibration"), via=settings.get("via", "auto"), layout=settings.get("layout", "source"),
-        exporter=settings.get("exporter", "auto"), allow_flex=settings.get("allow_flex", False), force=True,
-        keep_failed=True, inputs_file=settings.get("inputs"), debug_on_failure=settings.get("debug_on_failure", False),
-        repair=settings.get("repair", True), repair_budget=settings.get("repair_budget", DEFAULT_BUDGET_S),
-        min_cosine=settings.get("min_cosine"), max_float_ops=settings.get("max_float_ops"),
-        backend=settings.get("backend"), dynamic=settings.get("dynamic", ()))
+    return Options(**{**door_defaults(GATE), **settings, "force": True, "keep_failed": True})
 
 
 def gate_settings(settings: dict[str, Any], precision: str):
-    """The job's validation settings, by the same builder the CLI uses."""
+    """The job's validation settings, by the same builder the CLI uses; a worker's share of the
+    cores unless the config sets `threads`."""
     from fwconv.procs import worker_threads
-    from fwconv.validators.latency import LatencySettings
-    from fwconv.validators.settings import build_settings
+    from fwconv.validators.settings import settings_from
 
-    return build_settings(precision=settings.get("precision", precision), atol=settings.get("atol"),
-                          rtol=settings.get("rtol"), per_output=settings.get("tolerance") or {},
-                          samples=settings.get("samples", 1), threads=settings.get("threads") or worker_threads(),
-                          latency=LatencySettings(warmup_runs=5, runs=int(settings.get("latency_runs", 30))),
-                          max_latency_ratio=settings.get("max_latency_ratio"))
+    return settings_from(convert_options(settings), precision=precision, threads=worker_threads())

@@ -12,6 +12,8 @@ import sys
 import tempfile
 from typing import Any, Callable, Iterator
 
+from fwconv.gate.result import JobResult
+
 
 _RUNNING: set[subprocess.Popen] = set()
 _POOLS: set = set()  # warm pools in use (fwconv.gate.pool.WarmPool)
@@ -30,13 +32,11 @@ def stop_workers() -> None:
             proc.kill()
 
 
-def run_isolated(job: dict[str, Any], check_only: bool = False) -> dict[str, Any]:
+def run_isolated(job: dict[str, Any], check_only: bool = False) -> JobResult:
     with tempfile.TemporaryDirectory(prefix="fwconv-gate-") as tmp:
         job_file, result_file = os.path.join(tmp, "job.json"), os.path.join(tmp, "result.json")
         with open(job_file, "w") as f:
             json.dump({"job": job, "check_only": check_only}, f)
-        base = {"id": f"{job['model']}:{job['target']}", "model": job["model"], "target": job["target"],
-                "artifact": job["output"], "status": "error", "exit_code": 1}
         # the gate's parent shows progress; a worker's lines would only land in its captured stderr
         proc = subprocess.Popen([sys.executable, "-m", "fwconv.gate.worker", job_file, result_file],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -47,17 +47,17 @@ def run_isolated(job: dict[str, Any], check_only: bool = False) -> dict[str, Any
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            return base | {"messages": [f"timed out after {job['timeout']:g}s"], "seconds": job["timeout"]}
+            return JobResult.error(job, f"timed out after {job['timeout']:g}s", seconds=job["timeout"])
         finally:
             _RUNNING.discard(proc)
         if proc.returncode != 0 or not os.path.exists(result_file):
             tail = (stderr or "").strip().splitlines()[-1:] or ["no output"]
-            return base | {"messages": [f"worker crashed (exit code {proc.returncode}): {tail[0][:300]}"]}
+            return JobResult.error(job, f"worker crashed (exit code {proc.returncode}): {tail[0][:300]}")
         with open(result_file) as f:
-            return json.load(f)
+            return JobResult.from_dict(json.load(f))
 
 
-def run_local(jobs: list[dict], *, workers: int, check_only: bool) -> Iterator[dict]:
+def run_local(jobs: list[dict], *, workers: int, check_only: bool) -> Iterator[JobResult]:
     """Yield results as they finish; `workers` processes at a time. On an interrupt, pending
     jobs are cancelled and running workers terminated before the interrupt goes on."""
     from fwconv.gate.pool import WarmPool, thread_share
@@ -70,10 +70,10 @@ def run_local(jobs: list[dict], *, workers: int, check_only: bool) -> Iterator[d
         futures = [pool.submit(run, job, check_only) for job in jobs]
         for future in concurrent.futures.as_completed(futures):
             result = future.result()
-            if os.path.exists(result.get("artifact", "")):
+            if os.path.exists(result.artifact):
                 from fwconv.signals import note_published
 
-                note_published(result["artifact"])  # a finished job's artifact stays, interrupt or not
+                note_published(result.artifact)  # a finished job's artifact stays, interrupt or not
             yield result
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -85,7 +85,7 @@ def run_local(jobs: list[dict], *, workers: int, check_only: bool) -> Iterator[d
         _POOLS.discard(warm)
 
 
-def run_ray(jobs: list[dict], *, address: str | None, check_only: bool) -> Iterator[dict]:
+def run_ray(jobs: list[dict], *, address: str | None, check_only: bool) -> Iterator[JobResult]:
     """The same isolated job, as Ray tasks (`ray.init(address=...)`; a local instance without one)."""
     from fwconv.errors import require
 
@@ -105,7 +105,7 @@ def run_ray(jobs: list[dict], *, address: str | None, check_only: bool) -> Itera
 
 
 def execute(jobs: list[dict], *, executor: str, workers: int, address: str | None, check_only: bool,
-            on_result: Callable[[dict], None]) -> None:
+            on_result: Callable[[JobResult], None]) -> None:
     """Run the jobs; each result goes to `on_result` as it finishes (in completion order)."""
     if not jobs:
         return

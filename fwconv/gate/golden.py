@@ -57,7 +57,7 @@ class GoldenRunner(Runner):
 
 def save_golden(directory: str, source: str, settings: dict, *, update: bool = False) -> dict:
     """Run the source on the model's inputs (its .npz, or seeded synthetic) and freeze the result."""
-    from fwconv.convert.pipeline import prepare_source
+    from fwconv.convert.pipeline import Source, prepare_source
     from fwconv.gate.config import convert_options
     from fwconv.staging import protected_paths, staged_outputs
 
@@ -65,12 +65,12 @@ def save_golden(directory: str, source: str, settings: dict, *, update: bool = F
         raise InputError(f"golden exists: {directory}", hint="refresh it deliberately with: fwconv golden update")
     options = convert_options(settings)
     finals = [os.path.join(directory, f) for f in FILES]
-    protected = protected_paths(source, options.inputs_file, options.calibration)
+    protected = protected_paths(source, options.inputs, options.calibration)
     with staged_outputs(finals, force=update, protected=protected) as temps:  # checked before the model runs
-        _, runner, _, sample, outputs = prepare_source(source, options)
-        runner.deactivate()
-        np.savez(temps[finals[0]], **sample)
-        np.savez(temps[finals[1]], **outputs)
+        ref = prepare_source(Source.sniff(source), options)
+        ref.close()
+        np.savez(temps[finals[0]], **ref.sample)
+        np.savez(temps[finals[1]], **ref.outputs)
         _write_info(temps, finals, source)
     with open(finals[2]) as f:
         return json.load(f)

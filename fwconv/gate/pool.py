@@ -15,12 +15,13 @@ import os
 import threading
 
 from fwconv import procs
+from fwconv.gate.result import JobResult
 
 MAX_JOBS = 25
 
 
 def _serve(conn, threads: int | None) -> None:
-    """Worker loop: (job, check_only) in, result dict out, until the pipe closes."""
+    """Worker loop: (job, check_only) in, JobResult out, until the pipe closes."""
     os.environ["FWCONV_PROGRESS"] = "0"  # the gate's parent shows progress
     os.environ["FWCONV_ROUTE_JOBS"] = "0"
     procs.limit_threads(threads)
@@ -52,20 +53,18 @@ class WarmWorker:
         self.proc, self.conn = procs.spawn(_serve, threads, daemon=False)
         self.jobs = 0
 
-    def run(self, job: dict, check_only: bool) -> dict:
+    def run(self, job: dict, check_only: bool) -> JobResult:
         """The job's result; a crash or a timeout becomes an error result (and this worker is dead)."""
-        base = {"id": f"{job['model']}:{job['target']}", "model": job["model"], "target": job["target"],
-                "artifact": job["output"], "status": "error", "exit_code": 1}
         self.jobs += 1
         try:
             self.conn.send((job, check_only))
             if not self.conn.poll(job["timeout"]):
                 self.close(kill=True)
-                return base | {"messages": [f"timed out after {job['timeout']:g}s"], "seconds": job["timeout"]}
+                return JobResult.error(job, f"timed out after {job['timeout']:g}s", seconds=job["timeout"])
             return self.conn.recv()
         except (EOFError, ConnectionError, OSError):
             self.close(kill=True)
-            return base | {"messages": [f"worker crashed (exit code {self.proc.exitcode})"]}
+            return JobResult.error(job, f"worker crashed (exit code {self.proc.exitcode})")
 
     @property
     def usable(self) -> bool:
@@ -89,7 +88,7 @@ class WarmPool:
         self._all: list[WarmWorker] = []
         self._lock = threading.Lock()
 
-    def run(self, job: dict, check_only: bool) -> dict:
+    def run(self, job: dict, check_only: bool) -> JobResult:
         worker = getattr(self._local, "worker", None)
         if worker is None or not worker.usable:
             if worker is not None:

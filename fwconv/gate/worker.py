@@ -14,75 +14,75 @@ import time
 import traceback
 from typing import Any
 
-def _status_codes() -> dict[str, int]:
-    from fwconv.errors import FwconvError, LatencyBudgetError, ParityError, UnsupportedOpError
-
-    return {"pass": 0, "error": FwconvError.exit_code, "parity_failed": ParityError.exit_code,
-            "golden_failed": ParityError.exit_code, "latency_exceeded": LatencyBudgetError.exit_code,
-            "latency_regressed": LatencyBudgetError.exit_code, "unsupported_op": UnsupportedOpError.exit_code}
+from fwconv.gate.result import JobResult, Status
 
 
-STATUS_CODE = _status_codes()
-
-
-def run_job(job: dict[str, Any], *, check_only: bool = False) -> dict[str, Any]:
-    from fwconv.errors import FwconvError, ParityError, UnsupportedOpError
-    from fwconv.gate.config import convert_options, gate_settings
+def run_job(job: dict[str, Any], *, check_only: bool = False) -> JobResult:
+    from fwconv.errors import FwconvError, StageTimeout, UnsupportedOpError
 
     start = time.perf_counter()
-    result: dict[str, Any] = {"id": f"{job['model']}:{job['target']}", "model": job["model"], "target": job["target"],
-                              "artifact": job["output"], "status": "pass", "messages": []}
+    result = JobResult.for_job(job)
     try:
-        options = convert_options(job["settings"])
-        settings = gate_settings(job["settings"], options.precision)
-        if check_only:
-            from fwconv.validators import validate
-
-            if not os.path.exists(job["output"]):
-                raise FwconvError(f"no artifact at {job['output']} (run the gate without --check-only first)")
-            user = None
-            if options.inputs_file:
-                from fwconv.specs import load_npz
-
-                user = load_npz(options.inputs_file)
-            report = validate(job["source"], job["output"], settings=settings, user_inputs=user,
-                              ref_specs=options.input_specs or None)
-        else:
-            from fwconv.convert.pipeline import convert
-
-            try:
-                report = convert(job["source"], job["target"], job["output"], options, settings).validation
-            except ParityError as exc:  # kept on disk (keep_failed) so it can be inspected
-                report = exc.report
-                if exc.debug is not None:
-                    result["debug"] = _write_debug(exc.debug, job["output"])
-        result["validation"] = report.to_dict()
-        result["status"] = report.status
-        result["messages"] += report.failures()
-        if "candidate" in report.latency:
-            result["latency"] = {k: report.latency["candidate"].to_dict()[k] for k in ("p50_ms", "p90_ms", "p99_ms", "runs")}
-        if job.get("golden"):
-            from fwconv.gate.golden import compare_to_golden
-
-            result["golden"] = {}
-            for label, model in (("source", job["source"]), ("artifact", job["output"])):
-                g = compare_to_golden(job["golden"], model, dataclasses.replace(settings, latency=None))
-                result["golden"][label] = {"status": g.status, "failures": g.failures()}
-                if not g.parity_passed:
-                    result["messages"] += [f"golden ({label}): {f}" for f in g.failures()]
-                    if result["status"] == "pass":
-                        result["status"] = "golden_failed"
+        _convert_and_check(job, result, check_only)
     except UnsupportedOpError as exc:
-        result["status"], result["messages"] = "unsupported_op", [exc.one_line()]
+        result.status, result.messages = Status.UNSUPPORTED_OP, [exc.one_line()]
+    except StageTimeout as exc:
+        result.status, result.messages = Status.STAGE_TIMEOUT, [exc.one_line()]
     except FwconvError as exc:
-        result["status"], result["messages"] = "error", [exc.one_line()]
+        result.status, result.messages = Status.ERROR, [exc.one_line()]
     except Exception as exc:  # a bug or a library failure: reported for this job, the gate goes on
-        result["status"] = "error"
-        result["messages"] = [f"{type(exc).__name__}: {exc}".splitlines()[0]]
-        result["traceback"] = traceback.format_exc()[-4000:]
-    result["exit_code"] = STATUS_CODE[result["status"]]
-    result["seconds"] = round(time.perf_counter() - start, 2)
+        result.status, result.messages = Status.ERROR, [f"{type(exc).__name__}: {exc}".splitlines()[0]]
+        result.traceback = traceback.format_exc()[-4000:]
+    result.seconds = round(time.perf_counter() - start, 2)
     return result
+
+
+def _convert_and_check(job: dict[str, Any], result: JobResult, check_only: bool) -> None:
+    """Convert (or, with --check-only, take the artifact on disk), validate, compare with the golden."""
+    from fwconv.errors import FwconvError, ParityError
+    from fwconv.gate.config import convert_options, gate_settings
+
+    options = convert_options(job["settings"])
+    settings = gate_settings(job["settings"], options.artifact_precision)
+    if check_only:
+        from fwconv.validators import validate
+
+        if not os.path.exists(job["output"]):
+            raise FwconvError(f"no artifact at {job['output']} (run the gate without --check-only first)")
+        user = None
+        if options.inputs:
+            from fwconv.specs import load_npz
+
+            user = load_npz(options.inputs)
+        report = validate(job["source"], job["output"], settings=settings, user_inputs=user,
+                          ref_specs=options.input_specs or None)
+    else:
+        from fwconv.convert.pipeline import convert
+
+        try:
+            report = convert(job["source"], job["target"], job["output"], options, settings).validation
+        except ParityError as exc:  # kept on disk (keep_failed) so it can be inspected
+            report = exc.report
+            if exc.debug is not None:
+                result.debug = _write_debug(exc.debug, job["output"])
+    result.validation = report.to_dict()
+    result.status = Status(report.status)
+    result.messages += report.failures()
+    if "candidate" in report.latency:
+        result.latency = {k: report.latency["candidate"].to_dict()[k] for k in ("p50_ms", "p90_ms", "p99_ms", "runs")}
+    if job.get("golden"):
+        _check_golden(job, result, settings)
+
+
+def _check_golden(job: dict[str, Any], result: JobResult, settings) -> None:
+    from fwconv.gate.golden import compare_to_golden
+
+    result.golden = {}
+    for label, model in (("source", job["source"]), ("artifact", job["output"])):
+        g = compare_to_golden(job["golden"], model, dataclasses.replace(settings, latency=None))
+        result.golden[label] = {"status": g.status, "failures": g.failures()}
+        for failure in g.failures() if not g.parity_passed else []:
+            result.fail(Status.GOLDEN_FAILED, f"golden ({label}): {failure}")
 
 
 def _write_debug(debug, artifact: str) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
         payload = json.load(f)
     result = run_job(payload["job"], check_only=payload.get("check_only", False))
     with open(result_path, "w") as f:
-        json.dump(result, f, default=str)
+        json.dump(result.to_dict(), f, default=str)
     return 0
 
 

@@ -72,6 +72,18 @@ def _is_keras(path: str) -> bool:
     return "config.json" in names and ("metadata.json" in names or "model.weights.h5" in names)
 
 
+def _is_hf_dir(path: str) -> bool:
+    from fwconv.models.hf import is_hf_dir
+
+    return is_hf_dir(path)
+
+
+def _is_litertlm(path: str) -> bool:
+    from fwconv.models.litertlm import is_litertlm
+
+    return is_litertlm(path)
+
+
 @dataclasses.dataclass(frozen=True)
 class Format:
     name: str
@@ -97,12 +109,27 @@ register(Format("tflite", (".tflite",), False, _is_tflite, "TFLite / LiteRT flat
 register(Format("pte", (".pte",), False, _is_pte, "ExecuTorch program (.pte)"))
 register(Format("savedmodel", ("",), True, _is_savedmodel, "TensorFlow SavedModel directory"))
 register(Format("keras", (".keras",), False, _is_keras, "Keras 3 model archive"))
+register(Format("hf", ("",), True, _is_hf_dir, "Hugging Face model directory (config.json + safetensors)"))
+register(Format("litertlm", (".litertlm",), False, _is_litertlm, "LiteRT-LM bundle (.litertlm)"))
 
 # The formats a PyTorch model arrives in (the "torch" family).
 TORCH_FORMATS = ("torchscript", "exported", "torch-pickle", "factory")
 
 # What a target's default output is called, next to the source.
-TARGET_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model", "torch": ".pt", "pte": ".pte"}
+TARGET_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model", "torch": ".pt", "pte": ".pte",
+                 "litertlm": ".litertlm"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A model a conversion starts from, sniffed once: its path (or factory) and format."""
+
+    path: str
+    format: str
+
+    @classmethod
+    def sniff(cls, path: "str | Source") -> "Source":
+        return path if isinstance(path, Source) else cls(path, detect_format(path))
 
 
 def target_format(target: str) -> str:
@@ -136,7 +163,9 @@ def detect_format(path: str) -> str:
     if os.path.isdir(path):
         if _is_savedmodel(path):
             return "savedmodel"
-        raise InputError(f"{path} is a directory but not a SavedModel (no saved_model.pb)")
+        if _is_hf_dir(path):
+            return "hf"
+        raise InputError(f"{path} is a directory but not a model fwconv knows (no saved_model.pb, no config.json)")
     if os.path.getsize(path) == 0:
         raise InputError(f"{path} is empty")
     for fmt in FORMATS.values():

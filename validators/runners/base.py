@@ -75,14 +75,22 @@ class Runner:
 
     # -- inference -------------------------------------------------------------------------
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.require_active()
         start = time.perf_counter()
         out = self._infer(feed)
         self.last_inference_seconds = time.perf_counter() - start
         return out
 
+    def require_active(self) -> None:
+        """Inference on a runner that was never activated (or already deactivated) is a bug in
+        the caller: one clear error, not a runtime's crash on a freed model."""
+        if not self._active:
+            raise RunnerError(f"the {self.name} runner is not active (activate() it, or use it as a context manager)")
+
     def timed_call(self, feed: dict[str, np.ndarray]):
         """A zero-argument callable that runs one inference on pre-staged inputs, for the latency
         loop: staging (numpy -> runtime tensors) is done once, outside the timed region."""
+        self.require_active()
         return lambda: self._infer(feed)
 
     def synchronize(self) -> None:

@@ -1,0 +1,126 @@
+"""Hugging Face causal LM directory -> generative LiteRT: litert-torch's `export_hf` (the real
+tool), a `.tflite` with `prefill_N` / `decode` signatures and the KV cache passed in and out
+(`kv_cache_{k,v}_{i}`: the convention LiteRT-LM and apps consume), or that model bundled with
+its tokenizer as a `.litertlm` for LiteRT-LM. Float by default; a litert-torch recipe on request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from fwconv.convert.job import Artifact, Job
+from fwconv.errors import ConversionError, InputError, first_line, require
+from fwconv.manifest import sha256_of, tool_versions
+from fwconv.models.hf import HfModelDir, offline_environment
+from fwconv.quiet import captured_output, tail
+from fwconv.specs import TensorSpec
+
+TOOLS = ("litert-torch", "transformers", "torch", "ai-edge-litert", "ai-edge-quantizer")
+DEFAULT_PREFILL = 32
+DEFAULT_CACHE = 128
+K_TIME_DIM, V_TIME_DIM = 2, 3  # litert-torch's cache layout: k [1, heads, T, dim], v [1, heads, dim, T]
+MASK = "additive float32 [1, 1, T, cache_length]: 0 where the cache position <= the query's, float32 min elsewhere"
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerativePlan:
+    """What the export is asked for, checked against the model before anything loads."""
+
+    prefill_lengths: tuple[int, ...]
+    cache_length: int
+    recipe: str | None
+
+    @classmethod
+    def from_options(cls, model_dir: HfModelDir, options) -> "GenerativePlan":
+        context = model_dir.context_length
+        cache = options.cache_length or min(DEFAULT_CACHE, context or DEFAULT_CACHE)
+        if context and cache > context:
+            raise InputError(f"--cache-length {cache} is above the model's context ({context} positions)")
+        prefill = options.prefill_length or (min(DEFAULT_PREFILL, cache // 2),)
+        if max(prefill) >= cache:
+            raise InputError(f"--prefill-length {max(prefill)} does not fit the cache of {cache} "
+                             "(decode needs room after the prompt)")
+        recipe = options.recipe or ("dynamic_wi8_afp32" if options.quantize == "dynamic" else None)
+        if options.quantize not in (None, "dynamic"):
+            raise InputError(f"--quantize {options.quantize} does not apply to a language model",
+                             hint="use --quantize dynamic or --recipe NAME (litert-torch's recipes)")
+        return cls(tuple(prefill), cache, recipe)
+
+
+def check_recipe(recipe: str | None) -> None:
+    if recipe is None:
+        return
+    recipes = require("ai_edge_quantizer.recipe", "llm")
+    known = sorted(n for n in dir(recipes) if n.startswith(("dynamic_", "weight_only_", "static_")))
+    if recipe not in known + ["dynamic_wi8_emb4_afp32"]:
+        raise InputError(f"unknown recipe '{recipe}'", hint=f"litert-torch offers: {', '.join(known)}")
+
+
+def export_litert(model_dir: HfModelDir, plan: GenerativePlan, job: Job, *, bundle: bool) -> dict[str, str]:
+    """Run export_hf into the job's scratch folder; the paths it wrote (tflite, litertlm, tokenizer)."""
+    check_recipe(plan.recipe)
+    offline_environment()
+    export = require("litert_torch.generative.export_hf.export", "llm")
+    out = os.path.join(job.workdir, "export_hf")
+    with job.stage("export:litert-torch") as record, captured_output() as cap:
+        try:
+            export.export(model=model_dir.path, output_dir=out, prefill_lengths=list(plan.prefill_lengths),
+                          cache_length=plan.cache_length, quantization_recipe=plan.recipe or "none",
+                          keep_temporary_files=True, bundle_litert_lm=bundle, k_ts_idx=K_TIME_DIM,
+                          v_ts_idx=V_TIME_DIM, trust_remote_code=job.options.trust_remote_code)
+        except Exception as exc:
+            record.detail = tail(cap.text, 3)
+            raise ConversionError("export", f"litert-torch's export_hf failed on {model_dir.model_type}: "
+                                            f"{first_line(exc)}", hint="run with --debug for its full log") from exc
+        except SystemExit as exc:
+            raise ConversionError("export", f"litert-torch's export_hf stopped (exit {exc.code}): "
+                                            f"{tail(cap.text, 2) or 'no message'}") from None
+    tflite = next((os.path.join(out, n) for n in ("model_quantized.tflite", "model.tflite")
+                   if os.path.isfile(os.path.join(out, n))), None)
+    if tflite is None:
+        raise ConversionError("export", "litert-torch's export_hf wrote no model.tflite")
+    paths = {"tflite": tflite, "tokenizer": os.path.join(out, "tokenizer.json")}
+    if bundle:
+        paths["litertlm"] = os.path.join(out, "model.litertlm")
+    return paths
+
+
+def describe_signatures(tflite: str) -> dict:
+    """Each signature's inputs and outputs (name, shape, dtype), as the interpreter reports them."""
+    from fwconv.models.tflite import open_interpreter
+
+    interpreter = open_interpreter(tflite, 1)
+    found = {}
+    for name in interpreter.get_signature_list():
+        runner = interpreter.get_signature_runner(name)
+        found[name] = {side: [{"name": k, "shape": [int(d) for d in v["shape"]], "dtype": v["dtype"].__name__}
+                              for k, v in sorted(details.items())]
+                       for side, details in (("inputs", runner.get_input_details()),
+                                             ("outputs", runner.get_output_details()))}
+    return found
+
+
+def artifact_for(paths: dict, target: str, model_dir: HfModelDir, plan: GenerativePlan) -> Artifact:
+    """The Artifact (the file the target asked for) with the generative contract in `extra`."""
+    signatures = describe_signatures(paths["tflite"])
+    decode = signatures["decode"]
+    spec = lambda d: TensorSpec(d["name"], d["shape"], d["dtype"])
+    tokenizer = paths["tokenizer"] if os.path.isfile(paths["tokenizer"]) else model_dir.tokenizer
+    contract = {
+        "task": "text_generation", "model_type": model_dir.model_type, "architectures": model_dir.architectures,
+        "signatures": signatures, "prefill_lengths": list(plan.prefill_lengths), "cache_length": plan.cache_length,
+        "cache_layout": {"per_layer": ["kv_cache_k_{i}", "kv_cache_v_{i}"],
+                         "k": {"time_dim": K_TIME_DIM, "shape": "[batch, kv_heads, time, head_dim]"},
+                         "v": {"time_dim": V_TIME_DIM, "shape": "[batch, kv_heads, head_dim, time]"},
+                         "layers": sum(1 for d in decode["inputs"] if d["name"].startswith("kv_cache_k_"))},
+        "mask": MASK, "prefill_returns_logits": any(d["name"] == "logits" for n, s in signatures.items()
+                                                    if n.startswith("prefill") for d in s["outputs"]),
+        "tokens": model_dir.token_ids(), "context_length": model_dir.context_length,
+        "tokenizer": {"file": os.path.basename(tokenizer) if tokenizer else None,
+                      "sha256": sha256_of(tokenizer) if tokenizer else None,
+                      "bundled": target == "litertlm"},
+        "quantization_recipe": plan.recipe or "none (float32)",
+    }
+    return Artifact(paths[target], target, [spec(d) for d in decode["inputs"]], [spec(d) for d in decode["outputs"]],
+                    tools=tool_versions(*TOOLS), extra={"generative": contract, "tflite_in_bundle": paths["tflite"]})

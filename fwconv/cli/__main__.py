@@ -1,0 +1,3 @@
+from fwconv.cli import entry
+
+entry()

@@ -1,0 +1,216 @@
+"""Language models as generators on LiteRT (issue 23): a model directory of four real
+`transformers` families (random init, He-scaled, a tokenizer trained here) -> `.litertlm` and
+`.tflite` with fwconv's defaults, each artifact then driven by a decode loop written here in its
+own runtime (the LiteRT interpreter's signature runners; LiteRT-LM itself), its greedy tokens
+against the source's own greedy loop (full recompute, no cache); a planted fault fails at fp32 and
+at litert-torch's dynamic int8 recipe; bad inputs give one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import invoke
+
+pytestmark = pytest.mark.slow
+
+FAMILIES = ("llama", "qwen2", "gemma", "phi3")
+PROMPTS = ("the quick brown fox jumps over the lazy dog", "Once upon a time, in a small village",
+           "def fibonacci(n):\n    if n < 2:")
+STEPS = 16
+_BUILT: dict = {}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("llm")
+
+
+def model_dir(workdir, family: str) -> str:
+    from fixtures.llm import save_tiny_lm
+
+    key = ("dir", family)
+    if key not in _BUILT:
+        _BUILT[key] = save_tiny_lm(str(workdir / family), family)
+    return _BUILT[key]
+
+
+def converted(workdir, family: str, target: str, *flags: str):
+    """`fwconv convert DIR --to TARGET` (no other flag but `flags`), once per module; the result."""
+    key = (family, target, flags)
+    if key not in _BUILT:
+        src = model_dir(workdir, family)
+        out = workdir / f"{family}{'-'.join(('',) + flags).replace('--', '')}.{target}"
+        result = invoke("convert", src, "--to", target, "-o", out, "--no-latency", *flags)
+        assert result.exit_code == 0, result.output
+        _BUILT[key] = (str(out), result.output)
+    return _BUILT[key]
+
+
+def source_greedy(path: str, prompt: str, steps: int) -> tuple[list[int], list[int]]:
+    """The prompt's ids and `steps` greedy tokens from transformers, recomputing the whole
+    sequence each step (no cache): the source's own behaviour, independent of any cache code."""
+    import torch
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
+    ids = tokenizer(prompt)["input_ids"]
+    seq = list(ids)
+    with torch.no_grad():
+        for _ in range(steps):
+            seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
+    return ids, seq[len(ids):]
+
+
+def litert_greedy(tflite: str, ids: list[int], steps: int) -> list[int]:
+    """The test's own decode loop over the signatures: the prompt but its last token through the
+    prefill signature (padded), then decode one token at a time with the cache fed back."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=tflite)
+    names = interpreter.get_signature_list()
+    prefill_name = min((n for n in names if n.startswith("prefill_")), key=lambda n: int(n.split("_")[1]))
+    prefill, decode = interpreter.get_signature_runner(prefill_name), interpreter.get_signature_runner("decode")
+    details = decode.get_input_details()
+    kv = {n: np.zeros(d["shape"], d["dtype"]) for n, d in details.items() if n.startswith("kv_cache_")}
+    cache = int(details["mask"]["shape"][-1])
+    low = np.finfo(np.float32).min
+
+    def mask(positions):
+        return np.where(np.arange(cache)[None, :] <= positions[:, None], 0, low).astype(np.float32)[None, None]
+
+    size = int(prefill_name.split("_")[1])
+    head = np.zeros((1, size), np.int32)
+    head[0, :len(ids) - 1] = ids[:-1]
+    pos = np.arange(size, dtype=np.int32)
+    out = prefill(tokens=head, input_pos=pos, mask=mask(pos), **kv)
+    kv = {n: out[n] for n in kv}
+    token, position, produced = ids[-1], len(ids) - 1, []
+    for _ in range(steps):
+        pos = np.array([position], np.int32)
+        out = decode(tokens=np.array([[token]], np.int32), input_pos=pos, mask=mask(pos), **kv)
+        kv = {n: out[n] for n in kv}
+        token, position = int(np.argmax(out["logits"].reshape(-1))), position + 1
+        produced.append(token)
+    return produced
+
+
+def bundled_tflite(bundle: str, out_dir) -> str:
+    """The model inside a .litertlm, cut out with litert-lm-builder's own peek tool."""
+    import io
+
+    from litert_lm_builder import litertlm_peek
+
+    litertlm_peek.peek_litertlm_file(bundle, str(out_dir), io.StringIO())
+    found = [os.path.join(out_dir, n) for n in os.listdir(out_dir) if n.endswith(".tflite")]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bundle_generates_the_source_tokens_in_litert_and_in_litert_lm(family, workdir, tmp_path):
+    bundle, output = converted(workdir, family, "litertlm")
+    src = model_dir(workdir, family)
+    assert "generative parity (fp32): PASSED" in output and "LiteRT-LM (greedy): 3/3" in output
+    manifest = json.load(open(bundle + ".fwconv.json"))
+    contract = manifest["extra"]["generative"]
+    assert set(contract["signatures"]) == {"prefill_32", "decode"} and contract["cache_length"] == 128
+    assert contract["cache_layout"]["k"]["time_dim"] == 2 and contract["quantization_recipe"].startswith("none")
+    assert manifest["validation"]["summary"]["same_tokens"] and manifest["validation"]["tokenizer"]["status"] == "identical"
+    tflite = bundled_tflite(bundle, tmp_path)
+    import litert_lm
+
+    engine = litert_lm.Engine(bundle, backend=litert_lm.Backend.CPU(), cache_dir=":nocache")
+    try:
+        for prompt in PROMPTS:
+            ids, want = source_greedy(src, prompt, STEPS)
+            assert litert_greedy(tflite, ids, STEPS) == want, prompt
+            assert engine.tokenize(prompt) == ids  # the bundle's tokenizer is the source's
+            session = engine.create_session(apply_prompt_template=False, max_output_tokens=STEPS,
+                                            sampler_config=litert_lm.SamplerConfig(top_k=1, temperature=0.0, seed=0))
+            session.run_prefill([prompt])
+            text = session.run_decode().texts[0]
+            session.close()
+            stop = next((i for i, t in enumerate(want) if t == 2), len(want))  # EOS ends LiteRT-LM's run
+            assert text == engine.detokenize(want[:stop]), prompt
+    finally:
+        engine.close()
+
+
+def test_tflite_target_holds_the_signatures_and_matches_token_by_token(workdir):
+    out, output = converted(workdir, "llama", "tflite")
+    src = model_dir(workdir, "llama")
+    assert "a .tflite carries no tokenizer" in output
+    for prompt in PROMPTS:
+        ids, want = source_greedy(src, prompt, STEPS)
+        assert litert_greedy(out, ids, STEPS) == want
+    manifest = json.load(open(out + ".fwconv.json"))
+    decode = manifest["extra"]["generative"]["signatures"]["decode"]
+    assert {d["name"] for d in decode["outputs"]} >= {"logits", "kv_cache_k_0", "kv_cache_v_1"}
+    # fwconv validate on the same pair: the same verdict from the command line
+    result = invoke("validate", src, out, "--no-latency", "--decode-steps", "8")
+    assert result.exit_code == 0 and "greedy tokens: identical to the source" in result.output
+
+
+def test_planted_fault_fails_at_fp32_and_at_dynamic_int8(workdir, tmp_path):
+    """One MLP weight scaled by 1.5: refused at both precisions, while the honest int8 passes."""
+    from fixtures.llm import plant_fault
+
+    src = model_dir(workdir, "llama")
+    int8, output = converted(workdir, "llama", "tflite", "--quantize", "dynamic")
+    assert "generative parity (int8): PASSED" in output
+    faulty = plant_fault(src, str(tmp_path / "faulty"))
+    for flags, precision in (((), "fp32"), (("--quantize", "dynamic"), "int8")):
+        out = tmp_path / f"faulty-{precision}.tflite"
+        made = invoke("convert", faulty, "--to", "tflite", "-o", out, "--no-validate", *flags)
+        assert made.exit_code == 0, made.output
+        verdict = invoke("validate", src, out, "--no-latency", "--precision", precision)
+        assert verdict.exit_code == 3, verdict.output
+        assert "FAILED" in verdict.output
+
+
+@pytest.mark.parametrize("case", ["cache-above-context", "prefill-fills-cache", "no-weights", "pickled-weights",
+                                  "no-tokenizer", "not-causal", "unknown-recipe"])
+def test_bad_language_model_input_is_one_line_exit_2_nothing_written(case, workdir, tmp_path):
+    src = model_dir(workdir, "llama")
+    flags: list[str] = []
+    if case == "cache-above-context":
+        flags = ["--cache-length", "512"]  # the model holds 256 positions
+    elif case == "prefill-fills-cache":
+        flags = ["--prefill-length", "64", "--cache-length", "64"]
+    elif case == "unknown-recipe":
+        flags = ["--recipe", "int3_magic"]
+    else:
+        src = _broken_dir(case, src, tmp_path / "model")
+    out = tmp_path / "out" / "m.litertlm"
+    out.parent.mkdir()
+    result = invoke("convert", src, "--to", "litertlm", "-o", out, *flags)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("fwconv: error")]
+    assert len(errors) == 1, result.output
+    assert os.listdir(out.parent) == []
+
+
+def _broken_dir(case: str, src: str, dst) -> str:
+    shutil.copytree(src, dst)
+    if case == "no-weights":
+        os.remove(dst / "model.safetensors")
+    elif case == "no-tokenizer":
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            os.remove(dst / name)
+    elif case == "pickled-weights":
+        import torch
+        from safetensors.torch import load_file
+
+        torch.save(load_file(dst / "model.safetensors"), dst / "pytorch_model.bin")
+        os.remove(dst / "model.safetensors")
+    elif case == "not-causal":
+        config = json.load(open(dst / "config.json"))
+        config["architectures"] = ["LlamaForSequenceClassification"]
+        json.dump(config, open(dst / "config.json", "w"))
+    return str(dst)

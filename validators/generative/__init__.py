@@ -1,0 +1,111 @@
+"""The generative validator: a language model artifact against its source, token by token.
+
+`validate_generative(source_dir, artifact, ...)` drives the source (transformers, eager) and the
+artifact (a generative `.tflite` in LiteRT; a `.litertlm` through both the LiteRT interpreter
+and LiteRT-LM itself) with the same token ids, and returns a GenerativeReport (verdict.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+
+from fwconv.errors import InputError
+
+DEFAULT_PROMPTS = ("the quick brown fox jumps over the lazy dog and runs into the woods",
+                   "Once upon a time, in a small village by the sea, there lived an old",
+                   "def fibonacci(n):\n    if n < 2:\n        return n\n    return")
+
+
+@dataclasses.dataclass
+class GenerativeSettings:
+    precision: str = "fp32"
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS
+    steps: int = 32
+    latency: bool = True
+    threads: int | None = None
+    trust_remote_code: bool = False
+
+    @classmethod
+    def from_options(cls, options, precision: str | None = None) -> "GenerativeSettings":
+        return cls(precision or options.precision or options.artifact_precision, tuple(options.prompt) or DEFAULT_PROMPTS,
+                   options.decode_steps, options.latency, options.threads, options.trust_remote_code)
+
+
+def validate_generative(source_dir: str, artifact: str, settings: GenerativeSettings, *, contract: dict | None = None):
+    """The report on `artifact` (.tflite or .litertlm) against the model directory `source_dir`."""
+    from fwconv.models.hf import load_causal_lm, load_tokenizer, read_hf_dir
+    from fwconv.models.litertlm import extract_tflite, is_litertlm
+    from fwconv.validators.generative.runners import CacheLayout, LiteRTGenerator, TorchGenerator
+    from fwconv.validators.generative.verdict import FIXED_TEXT, judge
+
+    model_dir = read_hf_dir(source_dir)
+    tokenizer = load_tokenizer(source_dir)
+    source = TorchGenerator(load_causal_lm(model_dir, trust_remote_code=settings.trust_remote_code))
+    layout = _layout(contract)
+    with tempfile.TemporaryDirectory(prefix="fwconv-gen-") as work:
+        bundle = artifact if is_litertlm(artifact) else None
+        tflite = extract_tflite(artifact, work) if bundle else artifact
+        candidate = LiteRTGenerator(tflite, layout=layout, threads=settings.threads)
+        prompts = [tokenizer(p)["input_ids"] for p in settings.prompts]
+        _check_room(prompts, settings.steps, candidate.cache_length)
+        text = tokenizer(FIXED_TEXT)["input_ids"][: candidate.cache_length - 1]
+        report = judge(source, candidate, prompts, settings.steps, settings.precision, text)
+        eos = {t for t in [model_dir.token_ids().get("eos")] if isinstance(t, int)}
+        if bundle:
+            _check_bundle(report, bundle, source, tokenizer, settings, eos)
+        else:
+            report.notes.append("a .tflite carries no tokenizer: the app ships the source's (sha256 in the manifest)")
+        if settings.latency:
+            from fwconv.validators.generative.speed import measure
+
+            report.speed = measure({"pytorch": ("pytorch", source_dir), "litert": ("litert", tflite)}, prompts[0],
+                                   settings.steps, threads=settings.threads)
+    return report
+
+
+def _layout(contract: dict | None):
+    from fwconv.validators.generative.runners import CacheLayout
+
+    cache = (contract or {}).get("cache_layout") or {}
+    return CacheLayout(cache.get("k", {}).get("time_dim", 2), cache.get("v", {}).get("time_dim", 3))
+
+
+def _check_room(prompts: list[list[int]], steps: int, cache_length: int) -> None:
+    longest = max(len(p) for p in prompts)
+    if not all(prompts):
+        raise InputError("a prompt tokenizes to nothing: give text (--prompt)")
+    if longest + steps > cache_length:
+        raise InputError(f"a prompt of {longest} tokens plus {steps} decode steps does not fit the artifact's cache "
+                         f"of {cache_length}", hint="use shorter --prompt text or fewer --decode-steps")
+
+
+def _check_bundle(report, bundle: str, source, tokenizer, settings: GenerativeSettings, eos: set[int]) -> None:
+    """LiteRT-LM's own run of the bundle (where installed) and the bundle's tokenizer."""
+    import importlib.util
+
+    from fwconv.validators.generative.bundle import run_litert_lm
+
+    if importlib.util.find_spec("litert_lm") is None:
+        report.tokenizer = _bundled_tokenizer_parity(bundle, tokenizer)
+        report.notes.append("LiteRT-LM (pip litert-lm-api) is not installed: the bundle's tokenizer was checked with "
+                            "`tokenizers`, its generation only through the LiteRT interpreter")
+        return
+    run = run_litert_lm(bundle, source, tokenizer, list(settings.prompts), settings.steps, eos)
+    report.tokenizer = run.pop("tokenizer") or _bundled_tokenizer_parity(bundle, tokenizer)
+    report.litert_lm = run
+
+
+def _bundled_tokenizer_parity(bundle: str, tokenizer) -> dict | None:
+    """The bundle's tokenizer.json read with `tokenizers` (where LiteRT-LM cannot say)."""
+    import tokenizers
+
+    from fwconv.models.litertlm import bundled_tokenizer_json
+    from fwconv.validators.generative.bundle import tokenizer_parity
+
+    text = bundled_tokenizer_json(bundle)
+    if text is None:
+        return None
+    bundled = tokenizers.Tokenizer.from_str(text)
+    return tokenizer_parity(tokenizer, lambda s: bundled.encode(s).ids)

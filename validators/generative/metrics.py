@@ -1,0 +1,70 @@
+"""Per-step comparison of two next-token distributions (logits over the vocabulary)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    x = x - x.max()
+    return x - np.log(np.exp(x).sum())
+
+
+@dataclasses.dataclass
+class StepMetrics:
+    """One position: the source's logits against the artifact's."""
+
+    step: int
+    max_error: float  # max |a - b|
+    scale: float  # max |source logit|: the error is judged against it
+    cosine: float
+    top1: bool  # same argmax
+    top5: bool  # the source's argmax is among the artifact's five best
+    kl: float  # KL(source || artifact), nats
+
+    @property
+    def relative_error(self) -> float:
+        return self.max_error / max(self.scale, 1e-12)
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 8) if isinstance(v, float) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+def compare_logits(step: int, source: np.ndarray, artifact: np.ndarray) -> StepMetrics:
+    a, b = source.astype(np.float64).ravel(), artifact.astype(np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"vocabularies differ: {a.size} source logits, {b.size} artifact logits")
+    if not np.all(np.isfinite(b)):
+        return StepMetrics(step, float("inf"), float(np.abs(a).max()), 0.0, False, False, float("inf"))
+    norm = np.linalg.norm(a) * np.linalg.norm(b)
+    cosine = float(a @ b / norm) if norm > 0 else float(np.array_equal(a, b))
+    pa, lb = log_softmax(a), log_softmax(b)
+    kl = float(np.sum(np.exp(pa) * (pa - lb)))
+    best = int(a.argmax())
+    return StepMetrics(step, float(np.abs(a - b).max()), float(np.abs(a).max()), cosine, best == int(b.argmax()),
+                       best in np.argsort(-b)[:5], max(kl, 0.0))
+
+
+def nll(logits: np.ndarray, token: int) -> float:
+    """Negative log-likelihood of `token` under the logits (for perplexity)."""
+    return float(-log_softmax(logits)[token])
+
+
+def cache_error(source: list, artifact: list) -> dict:
+    """Worst error of the KV cache the artifact wrote against the source's, relative to its scale."""
+    worst = {"max_error": 0.0, "scale": 0.0, "layer": None}
+    if len(source) != len(artifact):
+        raise ValueError(f"{len(source)} source layers, {len(artifact)} artifact cache layers")
+    for i, ((ks, vs), (ka, va)) in enumerate(zip(source, artifact)):
+        for name, s, a in (("k", ks, ka), ("v", vs, va)):
+            if s.shape != a.shape:
+                raise ValueError(f"layer {i} {name}: source cache {list(s.shape)}, artifact {list(a.shape)}")
+            err = float(np.abs(s.astype(np.float64) - a).max()) if s.size else 0.0
+            scale = float(np.abs(s).max()) if s.size else 0.0
+            if err / max(scale, 1e-12) >= worst["max_error"] / max(worst["scale"], 1e-12):
+                worst = {"max_error": err, "scale": scale, "layer": f"{i}.{name}"}
+    worst["relative_error"] = worst["max_error"] / max(worst["scale"], 1e-12)
+    return worst

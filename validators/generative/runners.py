@@ -1,0 +1,152 @@
+"""Generators: a language model driven token by token, the same way in every runtime.
+
+A generator `start(prompt)`s (returns the logits that pick the first new token) and then
+`step(token)`s (appends one token at the next position, returns the next logits), keeping its
+own KV cache; `cache()` returns what it holds per layer as (keys, values) arrays of shape
+[kv_heads, time, head_dim], so caches from different runtimes compare directly.
+
+- TorchGenerator: the source, a transformers causal LM with its own cache (eager).
+- LiteRTGenerator: a litert-torch generative `.tflite` (`prefill_N` / `decode` signatures, the
+  cache passed in and out as `kv_cache_{k,v}_{i}`, an additive float mask), driven as LiteRT-LM
+  drives it: the prompt but its last token through the smallest prefill signature that holds it
+  (chunked when longer), then `decode` one token at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+
+import numpy as np
+
+from fwconv.errors import InputError, RunnerError, first_line, require
+
+MASKED = float(np.finfo(np.float32).min)  # the additive mask's "do not attend"
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheLayout:
+    """Where time runs in the artifact's cache tensors (litert-torch: k [1, heads, T, dim], v [1, heads, dim, T])."""
+
+    k_time_dim: int = 2
+    v_time_dim: int = 3
+
+    def to_dict(self) -> dict:
+        return {"k": {"time_dim": self.k_time_dim, "shape": "[batch, kv_heads, time, head_dim]"},
+                "v": {"time_dim": self.v_time_dim, "shape": "[batch, kv_heads, head_dim, time]"}}
+
+
+class TorchGenerator:
+    """The source model in PyTorch, greedy-ready; its cache is transformers' own."""
+
+    name = "pytorch"
+
+    def __init__(self, model):
+        self.torch = require("torch", "llm")
+        self.model = model
+        self.past = None
+        self.position = 0
+        self.prefill_seconds = self.last_step_seconds = 0.0
+
+    def start(self, prompt: list[int]) -> np.ndarray:
+        self.past, self.position = None, 0
+        t0 = time.perf_counter()
+        logits = self._forward(prompt)
+        self.prefill_seconds = time.perf_counter() - t0
+        return logits
+
+    def step(self, token: int) -> np.ndarray:
+        t0 = time.perf_counter()
+        logits = self._forward([token])
+        self.last_step_seconds = time.perf_counter() - t0
+        return logits
+
+    def _forward(self, tokens: list[int]) -> np.ndarray:
+        torch = self.torch
+        ids = torch.tensor([tokens], dtype=torch.long)
+        positions = torch.arange(self.position, self.position + len(tokens)).unsqueeze(0)
+        with torch.no_grad():
+            out = self.model(input_ids=ids, past_key_values=self.past, position_ids=positions, use_cache=True)
+        self.past, self.position = out.past_key_values, self.position + len(tokens)
+        return out.logits[0, -1].float().numpy()
+
+    def cache(self, length: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        layers = getattr(self.past, "layers", None)
+        pairs = [(layer.keys, layer.values) for layer in layers] if layers is not None else list(self.past)
+        return [(k[0, :, :length].float().numpy(), v[0, :, :length].float().numpy()) for k, v in pairs]
+
+
+class LiteRTGenerator:
+    """A litert-torch generative `.tflite` in the LiteRT interpreter, driven as an app would."""
+
+    name = "litert"
+
+    def __init__(self, path: str, *, layout: CacheLayout = CacheLayout(), threads: int | None = None):
+        from fwconv.models.tflite import open_interpreter
+
+        self.interpreter = open_interpreter(path, threads)
+        signatures = self.interpreter.get_signature_list()
+        self.prefill = {int(m[1]): name for name in signatures if (m := re.fullmatch(r"prefill_(\d+)", name))}
+        if "decode" not in signatures or not self.prefill:
+            raise InputError(f"{path} is not a generative LiteRT model (signatures: {', '.join(signatures)})",
+                             hint="it needs prefill_N and decode signatures (litert-torch's generative export)")
+        self.runners = {name: self.interpreter.get_signature_runner(name) for name in signatures}
+        decode = self.runners["decode"].get_input_details()
+        self.cache_names = sorted(n for n in decode if n.startswith("kv_cache_"))
+        self.layout = layout
+        self.cache_length = int(decode["mask"]["shape"][-1])
+        self.kv = {}
+        self.position = 0
+        self.prefill_seconds = self.last_step_seconds = 0.0
+
+    def start(self, prompt: list[int]) -> np.ndarray:
+        if len(prompt) > self.cache_length:
+            raise InputError(f"a prompt of {len(prompt)} tokens does not fit the cache of {self.cache_length}")
+        details = self.runners["decode"].get_input_details()
+        self.kv = {n: np.zeros(details[n]["shape"], details[n]["dtype"]) for n in self.cache_names}
+        self.position = 0
+        t0 = time.perf_counter()
+        self._prefill(prompt[:-1])
+        logits = self.step(prompt[-1])
+        self.prefill_seconds = time.perf_counter() - t0
+        return logits
+
+    def _prefill(self, tokens: list[int]) -> None:
+        longest = max(self.prefill)
+        for begin in range(0, len(tokens), longest):
+            chunk = tokens[begin:begin + longest]
+            size = min(n for n in self.prefill if n >= len(chunk))
+            padded = np.zeros((1, size), np.int32)
+            padded[0, :len(chunk)] = chunk
+            positions = np.arange(self.position, self.position + size, dtype=np.int32)
+            self._run(self.prefill[size], padded, positions)
+            self.position += len(chunk)  # padded slots are overwritten by the tokens that follow
+
+    def step(self, token: int) -> np.ndarray:
+        if self.position >= self.cache_length:
+            raise RunnerError("litert", f"the cache of {self.cache_length} positions is full")
+        t0 = time.perf_counter()
+        out = self._run("decode", np.array([[token]], np.int32), np.array([self.position], np.int32))
+        self.position += 1
+        self.last_step_seconds = time.perf_counter() - t0
+        return np.asarray(out["logits"]).reshape(-1).astype(np.float32)
+
+    def _run(self, signature: str, tokens: np.ndarray, positions: np.ndarray) -> dict:
+        mask = np.where(np.arange(self.cache_length)[None, :] <= positions[:, None], 0.0, MASKED).astype(np.float32)
+        feed = {"tokens": tokens, "input_pos": positions, "mask": mask[None, None], **self.kv}
+        try:
+            out = self.runners[signature](**feed)
+        except Exception as exc:
+            raise RunnerError("litert", f"{signature} failed: {first_line(exc)}") from exc
+        self.kv = {n: out[n] for n in self.cache_names}
+        return out
+
+    def cache(self, length: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        layers = sorted({int(n.rsplit("_", 1)[1]) for n in self.cache_names})
+        pairs = []
+        for i in layers:
+            k = np.moveaxis(self.kv[f"kv_cache_k_{i}"][0], self.layout.k_time_dim - 1, 1)[:, :length]
+            v = np.moveaxis(self.kv[f"kv_cache_v_{i}"][0], self.layout.v_time_dim - 1, 1)[:, :length]
+            pairs.append((k.astype(np.float32), v.astype(np.float32)))
+        return pairs

@@ -1,0 +1,65 @@
+"""Speed of a generator as an app sees it: time to first token, prefill and decode tokens/s (decode
+p50/p90 per token), and the peak memory of a process that holds only that side (each side is
+measured in its own spawned process, so one runtime's memory is not counted against the other)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+
+import numpy as np
+
+
+def _measure(kind: str, path: str, prompt: list[int], steps: int, threads: int | None, warmup: int) -> dict:
+    """In a fresh process: load one side, warm it up, then time one generation."""
+    generator = open_generator(kind, path, threads)
+    for _ in range(warmup):
+        generator.start(prompt)
+    first = generator.start(prompt)
+    ttft, token, step_times = generator.prefill_seconds, int(np.argmax(first)), []
+    for _ in range(steps):
+        token = int(np.argmax(generator.step(token)))
+        step_times.append(generator.last_step_seconds)
+    times = np.array(step_times) * 1000
+    return {"ttft_ms": ttft * 1000, "prefill_tokens_per_s": len(prompt) / max(ttft, 1e-9),
+            "decode_tokens_per_s": 1000 / max(float(times.mean()), 1e-9), "decode_p50_ms": float(np.percentile(times, 50)),
+            "decode_p90_ms": float(np.percentile(times, 90)), "steps": steps, "prompt_tokens": len(prompt),
+            "peak_rss_mib": peak_rss_mib()}
+
+
+def peak_rss_mib() -> float | None:
+    """This process's own peak resident memory (VmHWM: ru_maxrss would carry the parent's over exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def open_generator(kind: str, path: str, threads: int | None = None):
+    """A generator by kind: 'pytorch' (a model directory) or 'litert' (a generative .tflite)."""
+    from fwconv.validators.generative.runners import LiteRTGenerator, TorchGenerator
+
+    if kind == "pytorch":
+        import torch
+
+        from fwconv.models.hf import load_causal_lm, read_hf_dir
+
+        if threads:
+            torch.set_num_threads(threads)
+        return TorchGenerator(load_causal_lm(read_hf_dir(path)))
+    return LiteRTGenerator(path, threads=threads)
+
+
+def measure(sides: dict[str, tuple[str, str]], prompt: list[int], steps: int, *, threads: int | None = None,
+            warmup: int = 1) -> dict:
+    """{side name: (kind, path)} -> {side name: figures}, one spawned process per side, in turn."""
+    context = multiprocessing.get_context("spawn")
+    figures = {}
+    for name, (kind, path) in sides.items():
+        with context.Pool(1) as pool:
+            figures[name] = pool.apply(_measure, (kind, path, prompt, steps, threads, warmup))
+    return figures
