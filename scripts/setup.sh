@@ -19,7 +19,7 @@ fi
 .venv/bin/python - <<'PY'
 import importlib
 for name in ("torch", "onnx", "onnxruntime", "onnxscript", "onnx2tf", "tensorflow", "ai_edge_litert", "executorch",
-             "fwconv.cli"):
+             "litert_torch", "litert_lm", "fwconv.cli"):
     importlib.import_module(name)
 print("fwconv environment ready")
 PY

@@ -214,3 +214,18 @@ def _broken_dir(case: str, src: str, dst) -> str:
         config["architectures"] = ["LlamaForSequenceClassification"]
         json.dump(config, open(dst / "config.json", "w"))
     return str(dst)
+
+
+def test_gate_takes_a_model_directory_with_junit_per_model(workdir, tmp_path):
+    src = model_dir(workdir, "phi3")
+    config = tmp_path / "fwconv.toml"
+    config.write_text(f'[gate]\noutput_dir = "out"\n\n[[model]]\nname = "phi3"\nsource = "{src}"\n'
+                      'targets = ["litertlm"]\nlatency = false\ndecode_steps = 8\n')
+    result = invoke("gate", config, "--junit", tmp_path / "gate.xml", "--json", tmp_path / "gate.json")
+    assert result.exit_code == 0, result.output
+    report = json.load(open(tmp_path / "gate.json"))
+    (job,) = report["results"]
+    assert job["status"] == "pass" and job["validation"]["kind"] == "generative"
+    assert 'classname="fwconv.gate.phi3" name="litertlm"' in (tmp_path / "gate.xml").read_text()
+    again = invoke("gate", config, "--check-only", "--no-cache")
+    assert again.exit_code == 0, again.output

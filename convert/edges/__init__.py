@@ -44,7 +44,8 @@ def named_module(module, input_names: list[str], output_names: list[str], *, pos
     return NamedIO()  # no .eval(): an exported GraphModule refuses train(); the inner module is in eval mode
 
 
-EDGE_MODULES = ("torch_to_onnx", "onnx_to_tf", "torch_to_tflite", "tf_to_onnx", "onnx_to_torch", "torch_to_pte")
+EDGE_MODULES = ("torch_to_onnx", "onnx_to_tf", "torch_to_tflite", "tf_to_onnx", "onnx_to_torch", "torch_to_pte",
+                "hf_to_litert")
 
 
 @dataclasses.dataclass(frozen=True)

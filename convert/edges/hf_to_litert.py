@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from fwconv.convert.edges import Edge
 from fwconv.convert.job import Artifact, Job
 from fwconv.errors import ConversionError, InputError, first_line, require
 from fwconv.manifest import sha256_of, tool_versions
@@ -124,3 +125,15 @@ def artifact_for(paths: dict, target: str, model_dir: HfModelDir, plan: Generati
     }
     return Artifact(paths[target], target, [spec(d) for d in decode["inputs"]], [spec(d) for d in decode["outputs"]],
                     tools=tool_versions(*TOOLS), extra={"generative": contract, "tflite_in_bundle": paths["tflite"]})
+
+
+def _not_a_graph_edge(artifact: Artifact, job: Job, out: str) -> Artifact:
+    raise ConversionError("export", "a language model directory is converted by convert/generative.py, not along a "
+                                    "route of graph edges")
+
+
+# Declared for the planner and the gate's cache key (the tools a conversion from a model directory
+# runs on); convert/generative.py drives the export itself, with the prefill/decode contract.
+EDGES = [Edge("hf", "tflite", _not_a_graph_edge, TOOLS, tool="litert-torch export_hf"),
+         Edge("hf", "litertlm", _not_a_graph_edge, TOOLS + ("litert-lm-builder", "litert-lm-api"),
+              tool="litert-torch export_hf")]

@@ -30,7 +30,7 @@ from typing import Any
 from fwconv.models.formats import TARGET_SUFFIX
 from fwconv.errors import InputError
 
-TARGETS = ("onnx", "tflite", "savedmodel", "pte")
+TARGETS = ("onnx", "tflite", "savedmodel", "pte", "litertlm")
 # The config's own structure; every other key is an option, declared once in fwconv.options
 # (door GATE), with its type: the gate adds no option of its own.
 STRUCTURE_TYPES: dict[str, type | tuple[type, ...]] = {

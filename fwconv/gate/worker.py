@@ -44,11 +44,15 @@ def _convert_and_check(job: dict[str, Any], result: JobResult, check_only: bool)
 
     options = convert_options(job["settings"])
     settings = gate_settings(job["settings"], options.artifact_precision)
-    if check_only:
+    if check_only and not os.path.exists(job["output"]):
+        raise FwconvError(f"no artifact at {job['output']} (run the gate without --check-only first)")
+    if check_only and job["target"] == "litertlm" or check_only and _is_model_dir(job["source"]):
+        from fwconv.validators.generative import GenerativeSettings, validate_generative
+
+        report = validate_generative(job["source"], job["output"], GenerativeSettings.from_options(options))
+    elif check_only:
         from fwconv.validators import validate
 
-        if not os.path.exists(job["output"]):
-            raise FwconvError(f"no artifact at {job['output']} (run the gate without --check-only first)")
         user = None
         if options.inputs:
             from fwconv.specs import load_npz
@@ -72,6 +76,12 @@ def _convert_and_check(job: dict[str, Any], result: JobResult, check_only: bool)
         result.latency = {k: report.latency["candidate"].to_dict()[k] for k in ("p50_ms", "p90_ms", "p99_ms", "runs")}
     if job.get("golden"):
         _check_golden(job, result, settings)
+
+
+def _is_model_dir(path: str) -> bool:
+    from fwconv.models.hf import is_hf_dir
+
+    return is_hf_dir(path)
 
 
 def _check_golden(job: dict[str, Any], result: JobResult, settings) -> None:

@@ -173,9 +173,11 @@ class GenerativeReport:
         return (f"<!doctype html><meta charset=utf-8><title>fwconv generative report</title>"
                 f"<pre>{html.escape(self.to_text())}</pre>")
 
+    latency: dict = dataclasses.field(default_factory=dict)  # per-call latency does not apply; see `speed`
+
     @property
     def status(self) -> str:
-        return "passed" if self.parity_passed else "parity_failed"
+        return "pass" if self.parity_passed else "parity_failed"
 
     def to_dict(self) -> dict:
         return {"kind": "generative", "status": self.status, "precision": self.precision,
