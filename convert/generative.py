@@ -84,4 +84,4 @@ def _manifest(source: Source, target: str, output: str, artifact, job: Job, repo
 
 def _parity_error(what: str, report) -> ParityError:
     return ParityError(f"the language model artifact does not behave like the source ({what}): "
-                       + "; ".join(report.failures()), report=report)
+                       + report.failure_line(), report=report)

@@ -172,12 +172,16 @@ def test_planted_fault_fails_at_fp32_and_at_dynamic_int8(workdir, tmp_path):
         verdict = invoke("validate", src, out, "--no-latency", "--precision", precision)
         assert verdict.exit_code == 3, verdict.output
         assert "FAILED" in verdict.output
+        if precision == "fp32":  # the fault sits in layer 0's MLP: layer 1's K/V are the first to depart
+            assert "KV cache departs first at layer 1" in verdict.output
 
 
 @pytest.mark.parametrize("case", ["cache-above-context", "prefill-fills-cache", "no-weights", "pickled-weights",
-                                  "no-tokenizer", "not-causal", "unknown-recipe"])
-def test_bad_language_model_input_is_one_line_exit_2_nothing_written(case, workdir, tmp_path):
+                                  "no-tokenizer", "not-causal", "unknown-recipe", "crafted-header", "no-memory"])
+def test_bad_language_model_input_is_one_line_exit_2_nothing_written(case, workdir, tmp_path, monkeypatch):
     src = model_dir(workdir, "llama")
+    if case == "no-memory":  # as if the machine had 1 MiB free: refused before loading, saying what it needs
+        monkeypatch.setattr("fwconv.models.hf._available_bytes", lambda: 1 << 20)
     flags: list[str] = []
     if case == "cache-above-context":
         flags = ["--cache-length", "512"]  # the model holds 256 positions
@@ -185,7 +189,7 @@ def test_bad_language_model_input_is_one_line_exit_2_nothing_written(case, workd
         flags = ["--prefill-length", "64", "--cache-length", "64"]
     elif case == "unknown-recipe":
         flags = ["--recipe", "int3_magic"]
-    else:
+    elif case != "no-memory":
         src = _broken_dir(case, src, tmp_path / "model")
     out = tmp_path / "out" / "m.litertlm"
     out.parent.mkdir()
@@ -194,6 +198,8 @@ def test_bad_language_model_input_is_one_line_exit_2_nothing_written(case, workd
     errors = [line for line in result.output.splitlines() if line.startswith("fwconv: error")]
     assert len(errors) == 1, result.output
     assert os.listdir(out.parent) == []
+    if case == "no-memory":
+        assert "needs about" in errors[0]
 
 
 def _broken_dir(case: str, src: str, dst) -> str:
@@ -209,6 +215,16 @@ def _broken_dir(case: str, src: str, dst) -> str:
 
         torch.save(load_file(dst / "model.safetensors"), dst / "pytorch_model.bin")
         os.remove(dst / "model.safetensors")
+    elif case == "crafted-header":  # a tensor record pointing far past the end of the file
+        import struct
+
+        data = (dst / "model.safetensors").read_bytes()
+        (length,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8:8 + length])
+        name = next(k for k in header if k != "__metadata__")
+        header[name]["data_offsets"] = [0, 1 << 40]
+        raw = json.dumps(header).encode()
+        (dst / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + length:])
     elif case == "not-causal":
         config = json.load(open(dst / "config.json"))
         config["architectures"] = ["LlamaForSequenceClassification"]
@@ -229,3 +245,21 @@ def test_gate_takes_a_model_directory_with_junit_per_model(workdir, tmp_path):
     assert 'classname="fwconv.gate.phi3" name="litertlm"' in (tmp_path / "gate.xml").read_text()
     again = invoke("gate", config, "--check-only", "--no-cache")
     assert again.exit_code == 0, again.output
+
+
+def test_an_architecture_the_exporter_refuses_is_one_line_exit_1_nothing_written(tmp_path):
+    """GPT-2 (no num_key_value_heads): litert-torch's export_hf fails; the user gets its reason."""
+    import transformers
+
+    from fixtures.llm import train_tokenizer
+
+    tokenizer = train_tokenizer()
+    config = transformers.GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=256)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
+    tokenizer.save_pretrained(tmp_path / "gpt2")
+    (tmp_path / "out").mkdir()
+    result = invoke("convert", tmp_path / "gpt2", "--to", "tflite", "-o", tmp_path / "out" / "m.tflite")
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("fwconv: error")]
+    assert len(errors) == 1 and "export_hf failed on gpt2" in errors[0], result.output
+    assert os.listdir(tmp_path / "out") == []

@@ -87,24 +87,11 @@ def export_litert(model_dir: HfModelDir, plan: GenerativePlan, job: Job, *, bund
     return paths
 
 
-def describe_signatures(tflite: str) -> dict:
-    """Each signature's inputs and outputs (name, shape, dtype), as the interpreter reports them."""
-    from fwconv.models.tflite import open_interpreter
-
-    interpreter = open_interpreter(tflite, 1)
-    found = {}
-    for name in interpreter.get_signature_list():
-        runner = interpreter.get_signature_runner(name)
-        found[name] = {side: [{"name": k, "shape": [int(d) for d in v["shape"]], "dtype": v["dtype"].__name__}
-                              for k, v in sorted(details.items())]
-                       for side, details in (("inputs", runner.get_input_details()),
-                                             ("outputs", runner.get_output_details()))}
-    return found
-
-
 def artifact_for(paths: dict, target: str, model_dir: HfModelDir, plan: GenerativePlan) -> Artifact:
     """The Artifact (the file the target asked for) with the generative contract in `extra`."""
-    signatures = describe_signatures(paths["tflite"])
+    from fwconv.models.tflite import signature_io
+
+    signatures = signature_io(paths["tflite"])
     decode = signatures["decode"]
     spec = lambda d: TensorSpec(d["name"], d["shape"], d["dtype"])
     tokenizer = paths["tokenizer"] if os.path.isfile(paths["tokenizer"]) else model_dir.tokenizer

@@ -42,6 +42,7 @@ def emit(report, kw, protected: list[str]) -> None:
     click.echo(to_text(report))
     write_reports(report, kw, protected)
     if not report.parity_passed:
-        raise ParityError("parity failed: " + "; ".join(report.failures()))
+        line = report.failure_line() if hasattr(report, "failure_line") else "; ".join(report.failures())
+        raise ParityError("parity failed: " + line)
     if not report.latency_passed:
         raise LatencyBudgetError(report.failures()[-1])

@@ -84,10 +84,52 @@ def _keras(path: str, trust_pickle: bool) -> dict[str, Any]:
             "outputs": [spec(n, t) for n, t in zip(model.output_names, model.outputs)]}
 
 
+def _generative_tflite(path: str) -> dict[str, Any]:
+    """A litert-torch generative model: the prefill/decode contract an app drives."""
+    from fwconv.models.tflite import generative_contract, op_summary, signature_io
+
+    signatures = signature_io(path)
+    return {"signatures": list(signatures), "signature_io": signatures, "generative": generative_contract(signatures),
+            "ops": op_summary(path)}
+
+
+def _litertlm(path: str) -> dict[str, Any]:
+    """A LiteRT-LM bundle: its sections, and the contract of the model inside."""
+    import tempfile
+
+    from fwconv.models.litertlm import extract_tflite, sections
+
+    info: dict[str, Any] = {"sections": [{"type": s["type"], "bytes": s["end"] - s["begin"]} for s in sections(path)]}
+    with tempfile.TemporaryDirectory(prefix="fwconv-inspect-") as work:
+        info.update(_generative_tflite(extract_tflite(path, work)))
+    return info
+
+
+def _hf(path: str) -> dict[str, Any]:
+    """A model directory, from its declarations only (nothing loads): what it is and where it can go."""
+    from fwconv.models.hf import read_hf_dir
+
+    d = read_hf_dir(path, trust_pickle=True)  # reading names and sizes only; loading still needs the flag
+    return {"model_type": d.model_type, "architectures": d.architectures, "causal_lm": d.is_causal_lm,
+            "context_length": d.context_length, "weights_bytes": d.weight_bytes,
+            "weights": [w.rsplit("/", 1)[-1] for w in d.weights], "tokenizer": d.tokenizer and d.tokenizer.rsplit("/", 1)[-1],
+            "tokens": d.token_ids(), "routes": ["tflite (prefill/decode, litert-torch)", "litertlm (LiteRT-LM bundle)"]
+            if d.is_causal_lm else []}
+
+
+def _is_generative_tflite(path: str) -> bool:
+    from fwconv.models.tflite import open_interpreter
+
+    names = open_interpreter(path, 1).get_signature_list()
+    return "decode" in names and any(n.startswith("prefill_") for n in names)
+
+
 def describe(path: str, *, trust_pickle: bool = False) -> dict[str, Any]:
     fmt = detect_format(path)
-    reader = {"tflite": _tflite, "onnx": _onnx, "savedmodel": _savedmodel, "pte": _pte,
-              "keras": lambda p: _keras(p, trust_pickle)}.get(fmt)
+    reader = {"tflite": _tflite, "onnx": _onnx, "savedmodel": _savedmodel, "pte": _pte, "hf": _hf,
+              "litertlm": _litertlm, "keras": lambda p: _keras(p, trust_pickle)}.get(fmt)
+    if fmt == "tflite" and _is_generative_tflite(path):
+        reader = _generative_tflite
     info = reader(path) if reader else (_torch(path, trust_pickle) if fmt in TORCH_FORMATS else {})
     manifest = read_manifest(path) if fmt != "factory" else None
     if manifest is not None:  # layouts (and shapes TorchScript does not record) come from the manifest
@@ -111,7 +153,8 @@ def describe(path: str, *, trust_pickle: bool = False) -> dict[str, Any]:
     if manifest is not None:
         out["fwconv"] = {"route": manifest.route, "tools": manifest.tools, "source": manifest.source,
                          "interface": manifest.extra.get("interface"), "validation": manifest.validation,
-                         "notes": manifest.notes, "dynamic": manifest.extra.get("dynamic")}
+                         "notes": manifest.notes, "dynamic": manifest.extra.get("dynamic"),
+                         "generative": manifest.extra.get("generative")}
     return out
 
 
@@ -128,6 +171,7 @@ def to_text(info: dict[str, Any]) -> str:
             quant = t.get("quantization")
             q = f"  scale={quant['scale']:.6g} zero_point={quant['zero_point']}" if quant else ""
             lines.append(f"  {side[:-1]:6} {t['name']}: {t['dtype']}{t['shape']}" + (f" {t['layout']}" if t.get("layout") else "") + q)
+    lines += _generative_lines(info)
     if info.get("dynamic"):
         lines.append("  dynamic: " + "; ".join(f"{name} {', '.join(dims)}" for name, dims in info["dynamic"].items()))
     ops = info.get("ops")
@@ -155,3 +199,26 @@ def to_text(info: dict[str, Any]) -> str:
                 f"{d['input']} dim {d['dim']} ({d['label']}) {d['min']}..{d['max'] if d['max'] is not None else ''}"
                 for d in f["dynamic"]))
     return "\n".join(lines)
+
+
+def _generative_lines(info: dict[str, Any]) -> list[str]:
+    """A language model's contract (artifact) or what a model directory is (source)."""
+    lines = []
+    if info.get("format") == "hf":
+        lines.append(f"  {info['model_type']} ({', '.join(info['architectures']) or 'no architectures'}), "
+                     f"context {info['context_length']}, weights {info['weights_bytes'] / 2**20:.1f} MiB "
+                     f"({', '.join(info['weights'])}), tokenizer: {info['tokenizer'] or 'none'}")
+        lines.append(f"  converts to: {', '.join(info['routes']) or 'nothing (not a causal language model)'}")
+    for s in info.get("sections", []):
+        lines.append(f"  section {s['type']}: {s['bytes']} bytes")
+    g = info.get("generative")
+    if g:
+        lines.append(f"  generative: prefill {g['prefill_lengths']}, decode; cache length {g['cache_length']}, "
+                     f"{g['layers']} layers (kv_cache_k_i / kv_cache_v_i in and out), vocab {g['vocab']}, "
+                     f"prefill logits: {'yes' if g['prefill_returns_logits'] else 'no'}")
+        for name, io in info.get("signature_io", {}).items():
+            for side in ("inputs", "outputs"):
+                shown = [f"{d['name']} {d['dtype']}{d['shape']}" for d in io[side] if not d["name"].startswith("kv_cache_")]
+                cache = " + kv cache" if len(shown) < len(io[side]) else ""
+                lines.append(f"    {name} {side}: {', '.join(shown) or 'the kv cache only'}" + (cache if shown else ""))
+    return lines

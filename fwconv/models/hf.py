@@ -137,14 +137,24 @@ def check_memory(model_dir: HfModelDir, factor: float = 3.0) -> None:
 
 
 def _available_bytes() -> int | None:
+    """Memory this process may still use: the kernel's MemAvailable, or less under a cgroup limit
+    (a container sees the host's meminfo)."""
+    found = []
     try:
         with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
     except OSError:
-        return None
-    return None
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit.isdigit():
+            found.append(int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
 
 
 def offline_environment() -> None:

@@ -159,3 +159,31 @@ def dynamic_dims(path: str) -> dict[str, list[int]]:
             if dims:
                 found[name] = dims
     return found
+
+
+def signature_io(path: str) -> dict[str, dict]:
+    """Each signature's inputs and outputs (name, shape, dtype) as the interpreter reports them."""
+    interpreter = open_interpreter(path, 1)
+    found = {}
+    for name in interpreter.get_signature_list():
+        runner = interpreter.get_signature_runner(name)
+        found[name] = {side: [{"name": k, "shape": [int(d) for d in v["shape"]], "dtype": v["dtype"].__name__}
+                              for k, v in sorted(details.items())]
+                       for side, details in (("inputs", runner.get_input_details()),
+                                             ("outputs", runner.get_output_details()))}
+    return found
+
+
+def generative_contract(signatures: dict[str, dict]) -> dict | None:
+    """A generative model's shape (litert-torch's convention), or None: prefill lengths, cache
+    length, layers, whether prefill returns logits."""
+    prefill = sorted(int(n.split("_")[1]) for n in signatures if n.startswith("prefill_") and n.split("_")[1].isdigit())
+    decode = signatures.get("decode")
+    if not prefill or decode is None:
+        return None
+    inputs = {d["name"]: d for d in decode["inputs"]}
+    return {"prefill_lengths": prefill, "cache_length": inputs["mask"]["shape"][-1] if "mask" in inputs else None,
+            "layers": sum(1 for n in inputs if n.startswith("kv_cache_k_")),
+            "vocab": next((d["shape"][-1] for d in decode["outputs"] if d["name"] == "logits"), None),
+            "prefill_returns_logits": any(d["name"] == "logits" for n, s in signatures.items() if n.startswith("prefill")
+                                          for d in s["outputs"])}

@@ -54,17 +54,26 @@ def nll(logits: np.ndarray, token: int) -> float:
 
 
 def cache_error(source: list, artifact: list) -> dict:
-    """Worst error of the KV cache the artifact wrote against the source's, relative to its scale."""
-    worst = {"max_error": 0.0, "scale": 0.0, "layer": None}
+    """The KV cache the artifact wrote against the source's: error/scale per layer (k and v), and
+    the worst. Layer i's keys and values come out of layer i's projections, so the first layer
+    whose cache departs says where an error enters the stack."""
     if len(source) != len(artifact):
         raise ValueError(f"{len(source)} source layers, {len(artifact)} artifact cache layers")
+    layers = []
     for i, ((ks, vs), (ka, va)) in enumerate(zip(source, artifact)):
+        errors = {}
         for name, s, a in (("k", ks, ka), ("v", vs, va)):
             if s.shape != a.shape:
                 raise ValueError(f"layer {i} {name}: source cache {list(s.shape)}, artifact {list(a.shape)}")
             err = float(np.abs(s.astype(np.float64) - a).max()) if s.size else 0.0
-            scale = float(np.abs(s).max()) if s.size else 0.0
-            if err / max(scale, 1e-12) >= worst["max_error"] / max(worst["scale"], 1e-12):
-                worst = {"max_error": err, "scale": scale, "layer": f"{i}.{name}"}
-    worst["relative_error"] = worst["max_error"] / max(worst["scale"], 1e-12)
-    return worst
+            errors[name] = err / max(float(np.abs(s).max()) if s.size else 0.0, 1e-12)
+        layers.append(errors)
+    worst_layer, worst_kind = max(((i, k) for i in range(len(layers)) for k in ("k", "v")),
+                                  key=lambda ik: layers[ik[0]][ik[1]])
+    return {"relative_error": layers[worst_layer][worst_kind], "layer": f"{worst_layer}.{worst_kind}",
+            "per_layer": [{k: round(v, 8) for k, v in e.items()} for e in layers]}
+
+
+def first_diverging_layer(cache: dict, bound: float) -> int | None:
+    """The first layer whose k or v error/scale is above `bound`."""
+    return next((i for i, e in enumerate(cache.get("per_layer", [])) if max(e.values()) > bound), None)

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from fwconv.validators.generative.metrics import StepMetrics, cache_error, compare_logits, nll
+from fwconv.validators.generative.metrics import StepMetrics, cache_error, compare_logits, first_diverging_layer, nll
 
 FIXED_TEXT = ("the quick brown fox jumps over the lazy dog while the small cat sleeps near the warm fire "
               "and the old man reads a book about ships, stars and the sea")
@@ -105,7 +105,10 @@ class GenerativeReport:
             found.append(f"perplexity ratio {s['perplexity_ratio']:.4f} > {t.max_perplexity_ratio}")
         if t.max_cache_error is not None and s["worst_cache_error"] is not None and s["worst_cache_error"] > t.max_cache_error:
             worst = max((p.cache for p in self.prompts if p.cache), key=lambda c: c["relative_error"])
-            found.append(f"prefill KV cache layer {worst['layer']}: error/scale {worst['relative_error']:.3g} > {t.max_cache_error:g}")
+            first = first_diverging_layer(worst, t.max_cache_error)
+            found.append(f"prefill KV cache departs first at layer {first} (the error enters at or before that "
+                         f"layer's K/V projections; worst {worst['layer']}: error/scale {worst['relative_error']:.3g} "
+                         f"> {t.max_cache_error:g})")
         if self.tokenizer and self.tokenizer["status"] != "identical":
             found.append(f"the bundle's tokenizer differs from the source's: {self.tokenizer['mismatch']}")
         if self.litert_lm and self.litert_lm.get("error"):
@@ -133,6 +136,11 @@ class GenerativeReport:
     @property
     def parity_passed(self) -> bool:
         return not self.failures()
+
+    def failure_line(self, most: int = 3) -> str:
+        """The first failures, for a one-line error (the report lists them all)."""
+        found = self.failures()
+        return "; ".join(found[:most]) + (f" (+{len(found) - most} more in the report)" if len(found) > most else "")
 
     def checks(self) -> list[tuple[str, str | None]]:
         """(check name, failure or None): one per prompt, then perplexity, tokenizer, LiteRT-LM."""
