@@ -325,3 +325,27 @@ def test_non_overlapping_col2im_becomes_reshape_transpose_exactly(image, block, 
     assert fold_col2im(model) == int(fold)
     assert ("Col2Im" in [n.op_type for n in model.graph.node]) != fold
     np.testing.assert_array_equal(_ort(model, {"x": x})[0], want)
+
+
+@pytest.mark.slow
+def test_mobilevitv2_through_onnx2tf_in_minutes_and_right(tmp_path):
+    """transformers' MobileViT-v2 by the ONNX route: its fold (Col2Im) is rewritten before onnx2tf,
+    whose own Col2Im (nested tf.map_fn, re-run by strict mode at every later Reshape and
+    normalization) kept the convert stage busy for over 10 minutes. Under a 5-minute stage limit it
+    converts, and the .tflite matches PyTorch in LiteRT, run here."""
+    from conftest import run_litert, run_torch, scaled_error
+
+    from fwconv.convert.pipeline import convert
+    from fwconv.options import Options
+
+    factory = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "thirdparty.py") + ":build_mobilevitv2"
+    out = tmp_path / "mobilevitv2.tflite"
+    options = Options(via="onnx", input_shape=("1,3,64,64",), stage_timeout=300, latency=False)
+    result = convert(factory, "tflite", str(out), options)
+    stages = {s["stage"]: s for s in result.manifest.stages}
+    assert "Col2Im -> Reshape + Transpose + Reshape" in stages["prepare:onnx2tf"]["detail"]
+    assert stages["convert:onnx2tf"]["seconds"] < 300
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    (want,) = run_torch(factory, {"x": x})
+    (got,) = run_litert(str(out), {result.manifest.inputs[0].name: x}).values()
+    assert scaled_error(want, got.reshape(want.shape)) < 1e-3

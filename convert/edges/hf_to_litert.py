@@ -62,9 +62,9 @@ def export_litert(model_dir: HfModelDir, plan: GenerativePlan, job: Job, *, bund
     """Run export_hf into the job's scratch folder; the paths it wrote (tflite, litertlm, tokenizer)."""
     check_recipe(plan.recipe)
     offline_environment()
-    export = require("litert_torch.generative.export_hf.export", "llm")
     out = os.path.join(job.workdir, "export_hf")
     with job.stage("export:litert-torch") as record, captured_output() as cap:
+        export = require("litert_torch.generative.export_hf.export", "llm")  # its import is part of the cost
         try:
             export.export(model=model_dir.path, output_dir=out, prefill_lengths=list(plan.prefill_lengths),
                           cache_length=plan.cache_length, quantization_recipe=plan.recipe or "none",

@@ -177,6 +177,8 @@ def _prepare_copy(model, job: Job, exporter: str | None, settings: Onnx2TfSettin
                 (undilate_max_pools(model), "dilated MaxPool -> MaxPool(kernel 1, stride d) + MaxPool"),
                 (fold_col2im(model), "non-overlapping Col2Im -> Reshape + Transpose + Reshape")]
         record.detail = "; ".join(f"{n} {what}" for n, what in done if n) or "nothing to rewrite"
+        if done[-1][0]:  # onnx2tf reads the new Reshapes' output shapes from value_info
+            model = require("onnx", "tflite").shape_inference.infer_shapes(model)
     return model
 
 

@@ -52,9 +52,8 @@ def validate_generative(source_dir: str, artifact: str, settings: GenerativeSett
         _check_room(prompts, settings.steps, candidate.cache_length)
         text = tokenizer(FIXED_TEXT)["input_ids"][: candidate.cache_length - 1]
         report = judge(source, candidate, prompts, settings.steps, settings.precision, text)
-        eos = {t for t in [model_dir.token_ids().get("eos")] if isinstance(t, int)}
         if bundle:
-            _check_bundle(report, bundle, source, tokenizer, settings, eos)
+            _check_bundle(report, bundle, source, tokenizer, settings)
         else:
             report.notes.append("a .tflite carries no tokenizer: the app ships the source's (sha256 in the manifest)")
         if settings.latency:
@@ -81,19 +80,20 @@ def _check_room(prompts: list[list[int]], steps: int, cache_length: int) -> None
                          f"of {cache_length}", hint="use shorter --prompt text or fewer --decode-steps")
 
 
-def _check_bundle(report, bundle: str, source, tokenizer, settings: GenerativeSettings, eos: set[int]) -> None:
+def _check_bundle(report, bundle: str, source, tokenizer, settings: GenerativeSettings) -> None:
     """LiteRT-LM's own run of the bundle (where installed) and the bundle's tokenizer."""
     import importlib.util
 
-    from fwconv.validators.generative.bundle import run_litert_lm
+    from fwconv.validators.generative.bundle import chat_template_parity, run_litert_lm
 
     if importlib.util.find_spec("litert_lm") is None:
         report.tokenizer = _bundled_tokenizer_parity(bundle, tokenizer)
         report.notes.append("LiteRT-LM (pip litert-lm-api) is not installed: the bundle's tokenizer was checked with "
                             "`tokenizers`, its generation only through the LiteRT interpreter")
         return
-    run = run_litert_lm(bundle, source, tokenizer, list(settings.prompts), settings.steps, eos)
-    report.tokenizer = run.pop("tokenizer") or _bundled_tokenizer_parity(bundle, tokenizer)
+    run = run_litert_lm(bundle, source, tokenizer, list(settings.prompts), settings.steps)
+    report.tokenizer = run.pop("tokenizer", None) or _bundled_tokenizer_parity(bundle, tokenizer)
+    report.chat_template = chat_template_parity(tokenizer, bundle)
     report.litert_lm = run
 
 

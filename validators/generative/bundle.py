@@ -28,43 +28,105 @@ def tokenizer_parity(source_tokenizer, encode: Callable[[str], list[int]], strin
     return {"status": status, "checked": len(strings), "mismatch": mismatch, "matched": sorted(modes)}
 
 
-def chat_template_parity(source_tokenizer, bundled_json_config: dict | None) -> dict | None:
-    """The chat template the source renders against the bundle's (None where the source has none)."""
+def chat_template_parity(source_tokenizer, bundle: str) -> dict | None:
+    """The chat template the source renders with against the one the bundle carries (LiteRT-LM
+    renders prompts with it); None where the source has none."""
+    import io
+    import os
+    import tempfile
+
     template = getattr(source_tokenizer, "chat_template", None)
     if not template:
         return None
-    bundled = (bundled_json_config or {}).get("chat_template")
-    return {"status": "identical" if bundled == template else "differs"}
-
-
-def run_litert_lm(bundle: str, source, source_tokenizer, prompts: list[str], steps: int, eos: set[int]) -> dict:
-    """Each prompt through LiteRT-LM (CPU, top-k 1), its text against the source's greedy tokens
-    on the same ids (detokenized by the bundle's own tokenizer), and the bundle's tokenizer."""
     from fwconv.errors import require
 
-    litert_lm = require("litert_lm", "llm")
+    peek = require("litert_lm_builder.litertlm_peek", "llm")
+    with tempfile.TemporaryDirectory(prefix="fwconv-template-") as work:
+        path = os.path.join(work, "template.jinja")
+        peek.peek_litertlm_file(bundle, None, io.StringIO(), jinja_prompt_template_path=path)
+        bundled = open(path, encoding="utf-8").read() if os.path.exists(path) else None
+    return {"status": "identical" if bundled == template else "differs",
+            "mismatch": None if bundled == template else "the bundle's chat template is not the source's"}
+
+
+def run_litert_lm(bundle: str, source, source_tokenizer, prompts: list[str], steps: int) -> dict:
+    """Each prompt through LiteRT-LM (CPU, top-k 1) in its own process (its memory apart; a crash
+    of the runtime is reported, not fatal), its text against the source's greedy tokens on the
+    same ids (detokenized by the bundle's own tokenizer), and the bundle's tokenizer."""
+    import multiprocessing
+
+    from fwconv.validators.generative.verdict import greedy
+
+    parent, child = multiprocessing.get_context("spawn").Pipe()
+    process = multiprocessing.get_context("spawn").Process(target=_litert_lm_child,
+                                                           args=(child, bundle, prompts, steps), daemon=True)
+    process.start()
+    try:
+        first = _receive(parent, process)
+        if "error" in first:
+            return {"runtime": "litert-lm", "error": first["error"], "prompts": [], "same_text": False, "tokenizer": None}
+        parent.send([greedy(source, ids, steps)[0] for ids in first["prompt_ids"]])
+        run = _receive(parent, process)
+    finally:
+        process.join(timeout=30)
+        if process.is_alive():
+            process.kill()
+    encoded = dict(zip(PARITY_STRINGS, first["parity_ids"]))
+    run["tokenizer"] = tokenizer_parity(source_tokenizer, lambda text: encoded[text])
+    return run
+
+
+def _receive(conn, process, timeout: float = 600.0) -> dict:
+    if conn.poll(timeout):
+        try:
+            return conn.recv()
+        except EOFError:
+            pass
+    process.join(timeout=5)
+    return {"runtime": "litert-lm", "error": f"LiteRT-LM ended without an answer (exit code {process.exitcode})",
+            "prompts": [], "same_text": False}
+
+
+def _litert_lm_child(conn, bundle: str, prompts: list[str], steps: int) -> None:
+    """In the child: tokenize (the ids LiteRT-LM feeds), wait for the source's tokens, generate."""
+    import litert_lm
+
     try:
         engine = litert_lm.Engine(bundle, backend=litert_lm.Backend.CPU(), cache_dir=":nocache")
     except RuntimeError as exc:
-        return {"runtime": "litert-lm", "error": f"LiteRT-LM cannot load the bundle: {exc}", "prompts": [],
-                "same_text": False, "tokenizer": None}
+        conn.send({"error": f"LiteRT-LM cannot load the bundle: {exc}"})
+        return
+    bos = [engine.bos_token_id] if engine.bos_token_id is not None else []
+    conn.send({"prompt_ids": [bos + engine.tokenize(p) for p in prompts],
+               "parity_ids": [engine.tokenize(t) for t in PARITY_STRINGS]})
+    expected = conn.recv()
     try:
-        results = [_generate(litert_lm, engine, source, text, steps, eos) for text in prompts]
-        return {"runtime": "litert-lm", "prompts": results, "same_text": all(r["same_text"] for r in results),
-                "tokenizer": tokenizer_parity(source_tokenizer, engine.tokenize)}
+        results = [_generate(litert_lm, engine, text, tokens, steps) for text, tokens in zip(prompts, expected)]
+        conn.send({"runtime": "litert-lm", "prompts": results, "same_text": all(r["same_text"] for r in results)})
     except RuntimeError as exc:  # the runtime's own failure (its log names the cause on stderr)
-        return {"runtime": "litert-lm", "error": f"LiteRT-LM failed to run the bundle: {exc}", "prompts": [],
-                "same_text": False, "tokenizer": tokenizer_parity(source_tokenizer, engine.tokenize)}
+        conn.send({"runtime": "litert-lm", "error": f"LiteRT-LM failed to run the bundle: {exc}", "prompts": [],
+                   "same_text": False})
     finally:
         engine.close()
 
 
-def _generate(litert_lm, engine, source, text: str, steps: int, eos: set[int]) -> dict:
-    from fwconv.validators.generative.verdict import greedy
+def as_litert_lm_shows(tokens: list[int], stops: list[list[int]]) -> list[int]:
+    """The source's tokens as LiteRT-LM would show them: up to the first complete stop sequence
+    (its eos_token_ids, some several tokens long), without a trailing part that could still begin
+    one (LiteRT-LM holds such tokens back until it knows, and drops them at the length limit)."""
+    stops = [list(s) for s in stops if s]
+    for i in range(len(tokens)):
+        if any(tokens[i:i + len(s)] == s for s in stops):
+            tokens = tokens[:i]
+            break
+    for cut in range(1, len(tokens) + 1):  # the longest held-back tail first
+        tail = tokens[cut - 1:]
+        if any(len(tail) < len(s) and s[:len(tail)] == tail for s in stops):
+            return tokens[:cut - 1]
+    return tokens
 
-    ids = ([engine.bos_token_id] if engine.bos_token_id is not None else []) + engine.tokenize(text)
-    tokens, _ = greedy(source, ids, steps)
-    tokens = tokens[:next((i for i, t in enumerate(tokens) if t in eos), len(tokens))]
+
+def _generate(litert_lm, engine, text: str, tokens: list[int], steps: int) -> dict:
     session = engine.create_session(apply_prompt_template=False, max_output_tokens=steps,
                                     sampler_config=litert_lm.SamplerConfig(top_k=1, temperature=0.0, seed=0))
     try:
@@ -72,5 +134,5 @@ def _generate(litert_lm, engine, source, text: str, steps: int, eos: set[int]) -
         got = session.run_decode().texts[0]
     finally:
         session.close()
-    want = engine.detokenize(tokens)
+    want = engine.detokenize(as_litert_lm_shows(tokens, engine.eos_token_ids))
     return {"prompt": text, "same_text": got == want, "litert_lm": got[:200], "source": want[:200]}

@@ -72,6 +72,7 @@ class GenerativeReport:
     speed: dict | None = None
     tokenizer: dict | None = None
     litert_lm: dict | None = None  # the bundle run in LiteRT-LM itself (validators/generative/bundle.py)
+    chat_template: dict | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -111,6 +112,8 @@ class GenerativeReport:
                          f"> {t.max_cache_error:g})")
         if self.tokenizer and self.tokenizer["status"] != "identical":
             found.append(f"the bundle's tokenizer differs from the source's: {self.tokenizer['mismatch']}")
+        if self.chat_template and self.chat_template["status"] != "identical":
+            found.append(self.chat_template["mismatch"])
         if self.litert_lm and self.litert_lm.get("error"):
             found.append(self.litert_lm["error"])
         elif t.same_tokens and self.litert_lm and not self.litert_lm["same_text"]:
@@ -191,7 +194,7 @@ class GenerativeReport:
         return {"kind": "generative", "status": self.status, "precision": self.precision,
                 "thresholds": dataclasses.asdict(self.thresholds), "summary": self.summary(),
                 "failures": self.failures(), "perplexity": self.perplexity, "speed": self.speed,
-                "tokenizer": self.tokenizer, "litert_lm": self.litert_lm, "notes": self.notes, "prompts": [p.to_dict() for p in self.prompts]}
+                "tokenizer": self.tokenizer, "chat_template": self.chat_template, "litert_lm": self.litert_lm, "notes": self.notes, "prompts": [p.to_dict() for p in self.prompts]}
 
     def to_text(self) -> str:
         s = self.summary()
@@ -207,6 +210,8 @@ class GenerativeReport:
         if self.tokenizer:
             lines.append(f"  tokenizer: {self.tokenizer['status']} ({self.tokenizer['checked']} strings"
                          + (f"; {self.tokenizer['mismatch']}" if self.tokenizer.get("mismatch") else "") + ")")
+        if self.chat_template:
+            lines.append(f"  chat template: {self.chat_template['status']}")
         if self.litert_lm and self.litert_lm.get("error"):
             lines.append(f"  LiteRT-LM: {self.litert_lm['error']}")
         elif self.litert_lm:
