@@ -184,6 +184,7 @@ def test_planted_fault_fails_at_fp32_and_at_dynamic_int8(workdir, tmp_path):
         assert "FAILED" in verdict.output
         if precision == "fp32":  # the fault sits in layer 0's MLP: layer 1's K/V are the first to depart
             assert "KV cache departs first at layer 1" in verdict.output
+            assert "first diverging: decoder layer 0" in verdict.output
 
 
 @pytest.mark.parametrize("case", ["cache-above-context", "prefill-fills-cache", "no-weights", "pickled-weights",

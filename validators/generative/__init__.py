@@ -52,6 +52,11 @@ def validate_generative(source_dir: str, artifact: str, settings: GenerativeSett
         _check_room(prompts, settings.steps, candidate.cache_length)
         text = tokenizer(FIXED_TEXT)["input_ids"][: candidate.cache_length - 1]
         report = judge(source, candidate, prompts, settings.steps, settings.precision, text)
+        if not report.parity_passed:  # where it departs: layer by layer on the prefill graph
+            from fwconv.validators.generative.layers import first_diverging_layer
+
+            bound = report.thresholds.max_cache_error or 0.05
+            report.layers = first_diverging_layer(source.model, candidate, prompts[0], bound)
         if bundle:
             _check_bundle(report, bundle, source, tokenizer, settings)
         else:

@@ -85,6 +85,7 @@ class LiteRTGenerator:
     def __init__(self, path: str, *, layout: CacheLayout = CacheLayout(), threads: int | None = None):
         from fwconv.models.tflite import open_interpreter
 
+        self.path = path
         self.interpreter = open_interpreter(path, threads)
         signatures = self.interpreter.get_signature_list()
         self.prefill = {int(m[1]): name for name in signatures if (m := re.fullmatch(r"prefill_(\d+)", name))}
@@ -132,9 +133,20 @@ class LiteRTGenerator:
         self.last_step_seconds = time.perf_counter() - t0
         return np.asarray(out["logits"]).reshape(-1).astype(np.float32)
 
-    def _run(self, signature: str, tokens: np.ndarray, positions: np.ndarray) -> dict:
+    def _feed(self, tokens: np.ndarray, positions: np.ndarray) -> dict:
         mask = np.where(np.arange(self.cache_length)[None, :] <= positions[:, None], 0.0, MASKED).astype(np.float32)
-        feed = {"tokens": tokens, "input_pos": positions, "mask": mask[None, None], **self.kv}
+        return {"tokens": tokens, "input_pos": positions, "mask": mask[None, None], **self.kv}
+
+    def prefill_feed(self, tokens: list[int], size: int) -> dict:
+        """The feed of a first prefill call (empty cache) of `tokens` padded to `size`."""
+        details = self.runners["decode"].get_input_details()
+        self.kv = {n: np.zeros(details[n]["shape"], details[n]["dtype"]) for n in self.cache_names}
+        padded = np.zeros((1, size), np.int32)
+        padded[0, :len(tokens)] = tokens
+        return self._feed(padded, np.arange(size, dtype=np.int32))
+
+    def _run(self, signature: str, tokens: np.ndarray, positions: np.ndarray) -> dict:
+        feed = self._feed(tokens, positions)
         try:
             out = self.runners[signature](**feed)
         except Exception as exc:

@@ -73,6 +73,7 @@ class GenerativeReport:
     tokenizer: dict | None = None
     litert_lm: dict | None = None  # the bundle run in LiteRT-LM itself (validators/generative/bundle.py)
     chat_template: dict | None = None
+    layers: dict | None = None  # on failure: each decoder layer's output on the prefill graph (layers.py)
     notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -194,7 +195,7 @@ class GenerativeReport:
         return {"kind": "generative", "status": self.status, "precision": self.precision,
                 "thresholds": dataclasses.asdict(self.thresholds), "summary": self.summary(),
                 "failures": self.failures(), "perplexity": self.perplexity, "speed": self.speed,
-                "tokenizer": self.tokenizer, "chat_template": self.chat_template, "litert_lm": self.litert_lm, "notes": self.notes, "prompts": [p.to_dict() for p in self.prompts]}
+                "tokenizer": self.tokenizer, "chat_template": self.chat_template, "litert_lm": self.litert_lm, "layers": self.layers, "notes": self.notes, "prompts": [p.to_dict() for p in self.prompts]}
 
     def to_text(self) -> str:
         s = self.summary()
@@ -219,6 +220,13 @@ class GenerativeReport:
             lines.append(f"  LiteRT-LM (greedy): {same}/{len(self.litert_lm['prompts'])} prompts give the source's text")
         if self.speed:
             lines += [f"  speed: {line}" for line in speed_lines(self.speed)]
+        if self.layers:
+            first = self.layers["first_diverging_layer"]
+            entry = next((e for e in self.layers["layers"] if e["layer"] == first), None)
+            lines.append("  prefill graph, layer by layer: " + (
+                f"first diverging: decoder layer {first} (error/scale {entry['error']:.3g} at its closest artifact "
+                f"tensor {entry['artifact_tensor'][-80:]})" if entry is not None
+                else "every decoder layer's output is matched; the error enters after the final norm"))
         lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  FAILED: {f}" for f in self.failures()]
         return "\n".join(lines)
