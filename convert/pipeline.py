@@ -259,7 +259,10 @@ def convert(source: str | Source, target: str, output: str | None = None, option
     if target == "litertlm":
         raise InputError(f"a .litertlm bundle is made from a language model directory (config.json + safetensors), "
                          f"not from a {source.format} model")
-    routes = applicable_routes(plan_routes(family_of(source.format), target, via=options.via), source.format, options)
+    planned = plan_routes(family_of(source.format), target, via=options.via)
+    # a TorchScript source is converted to an ExportedProgram first (convert/ts2ep.py): planned as one
+    ts2ep = source.format == "torchscript" and not options.dynamic
+    routes = applicable_routes(planned, "exported" if ts2ep else source.format, options)
     output = resolve_output(output, source.path, target)
     finals = [output] if target == "savedmodel" else [output, manifest_path(output)]
     t0 = time.perf_counter()
@@ -267,10 +270,12 @@ def convert(source: str | Source, target: str, output: str | None = None, option
             source.path, options.inputs, options.calibration)) as temps, scratch_dir() as workdir:
         # >0: routes run side by side in worker processes (convert/route_workers.py); only a race
         # (`--via best`, `--backend auto`) runs every route, so only it can gain from that
-        jobs = route_workers.route_jobs(routes) if races(options) else 0
+        jobs = route_workers.route_jobs(routes) if races(options) and not ts2ep else 0
         ctx = ConversionContext(source, target, options, validate_settings, workdir, (source.path, output), jobs)
         if not jobs:
             load_reference(ctx)
+        if ts2ep:
+            routes = _torchscript_routes(ctx, planned, routes)
         try:
             _, chosen = _try_routes(routes, ctx, temps[output])
         finally:
@@ -293,6 +298,26 @@ def convert(source: str | Source, target: str, output: str | None = None, option
     return ConversionResult(output, manifest, report)
 
 
+def _torchscript_routes(ctx: ConversionContext, planned, routes):
+    """TS2EP on the loaded TorchScript reference: its ExportedProgram feeds the routes a .pt2 takes;
+    where it fails or differs, the routes a TorchScript source takes, with the reason."""
+    from fwconv import progress
+    from fwconv.convert.planner import applicable_routes
+    from fwconv.convert.ts2ep import to_exported
+
+    ref = ctx.reference
+    with progress.step("ts2ep"):
+        exported, record = to_exported(ref.torch_source, ref.sample, ref.outputs, ctx.options)
+    ctx.prelude = record
+    if exported is not None:
+        ref.torch_source = exported  # the edges export from it; the reference runner stays TorchScript
+        return routes
+    try:
+        return applicable_routes(planned, "torchscript", ctx.options)
+    except InputError as exc:
+        raise InputError(f"{exc.one_line()} (and TS2EP {record.status}: {record.detail})") from None
+
+
 def _manifest(ctx: ConversionContext, chosen: RouteTry, output: str, seconds: float) -> Manifest:
     current, job, source = chosen.artifact, chosen.job, ctx.source
     exists = os.path.exists(source.path)
@@ -305,11 +330,12 @@ def _manifest(ctx: ConversionContext, chosen: RouteTry, output: str, seconds: fl
         tools={k: v for e in chosen.route for k, v in _tools_of(e).items()} | current.tools,
         inputs=current.inputs, outputs=current.outputs, ops=current.ops,
         size_bytes=size_of(current.path), sha256=sha256_of(current.path),
-        stages=[dataclasses.asdict(s) for s in job.stages] + [{"stage": "total", "status": "ok",
-                                                                "seconds": round(seconds, 3)}],
-        notes=current.notes,
+        stages=([ctx.prelude.stage()] if ctx.prelude else []) + [dataclasses.asdict(s) for s in job.stages]
+        + [{"stage": "total", "status": "ok", "seconds": round(seconds, 3)}],
+        notes=([ctx.prelude.note()] if ctx.prelude else []) + current.notes,
         extra={**current.extra, **({"interface": current.interface.to_dict()} if current.interface else {}),
-               **({"dynamic": dynamic} if dynamic else {})},
+               **({"dynamic": dynamic} if dynamic else {}),
+               **({"ts2ep": dataclasses.asdict(ctx.prelude)} if ctx.prelude else {})},
         validation=_validation_summary(chosen.report),
     )
 

@@ -46,6 +46,7 @@ class ConversionContext:
     labels: tuple[str, str]  # (source, artifact) as the reports name them
     route_jobs: int = 0  # >0: routes run side by side in worker processes
     reference: Reference | None = None
+    prelude: Any = None  # a step before the routes (convert/ts2ep.py's record), for the manifest
 
 
 def _sample_specs(options: ConvertOptions, names: list[str], recorded: list[TensorSpec] | None) -> list[TensorSpec]:

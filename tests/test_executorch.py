@@ -248,14 +248,18 @@ def test_missing_kernel_in_runtime_is_exit_5_across_processes(tmp_path):
     assert "fwtest::double.out" in r.output and "Traceback" not in r.output
 
 
-def test_torchscript_source_is_refused_in_one_line(models_dir, tmp_path):
-    r = invoke("torch2pte", models_dir / "cnn.pt", "-o", tmp_path / "x.pte")
+def test_torchscript_source_reaches_pte_through_ts2ep_and_dynamic_is_refused(models_dir, tmp_path):
+    """A TorchScript .pt becomes an ExportedProgram first (issue 25), then a .pte checked in the
+    ExecuTorch runtime; with --dynamic (TS2EP fixes shapes) it has no road to .pte: one line."""
+    r = invoke("torch2pte", models_dir / "cnn.pt", "--input-shape", "1,3,32,32", "-o", tmp_path / "x.pte", "--no-latency")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "x.pte.fwconv.json").read_text())
+    assert manifest["stages"][0]["stage"] == "ts2ep" and manifest["extra"]["ts2ep"]["status"] == "ok"
+    r = invoke("convert", models_dir / "cnn.pt", "--to", "pte", "-o", tmp_path / "y.pte", "--input-shape", "1,3,32,32",
+               "--dynamic", "batch:1..4")
     assert r.exit_code == 2, r.output
-    assert len(r.output.strip().splitlines()) == 1
-    assert "torch.export" in r.output and "TorchScript" in r.output
-    r = invoke("convert", models_dir / "cnn.pt", "--to", "pte", "-o", tmp_path / "x.pte")
-    assert r.exit_code == 2 and "TorchScript" in r.output
-    assert not (tmp_path / "x.pte").exists()
+    assert len(r.output.strip().splitlines()) == 1 and "TorchScript" in r.output
+    assert not (tmp_path / "y.pte").exists()
 
 
 def test_backend_and_quantize_options_are_checked_before_loading(models_dir, tmp_path):

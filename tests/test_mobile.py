@@ -90,8 +90,14 @@ def test_best_keeps_the_fastest_passing_route(models_dir, tmp_path):
     assert result.validation.parity_passed
 
 
-def test_torchscript_source_uses_the_route_that_applies(models_dir):
-    r = invoke("torch2tflite", models_dir / "mlp.pt", "--input-shape", "2,32", "--via", "litert", "--no-validate")
+def test_torchscript_source_uses_the_route_that_applies(models_dir, tmp_path):
+    """--via litert on a TorchScript .pt: through TS2EP (issue 25); with --dynamic, TS2EP is
+    skipped (it fixes shapes) and litert-torch refuses TorchScript in one line."""
+    r = invoke("torch2tflite", models_dir / "mlp.pt", "--input-shape", "2,32", "--via", "litert", "--no-latency",
+               "-o", tmp_path / "m.tflite")
+    assert r.exit_code == 0 and "TS2EP" in r.output, r.output
+    r = invoke("torch2tflite", models_dir / "mlp.pt", "--input-shape", "2,32", "--via", "litert", "--no-validate",
+               "--dynamic", "batch:1..4", "-o", tmp_path / "d.tflite")
     assert r.exit_code == 2 and "not TorchScript" in r.output
 
 

@@ -67,6 +67,11 @@ def _torch(path: str, trust_pickle: bool) -> dict[str, Any]:
 
     source = load_torch_source(path, trust_pickle=trust_pickle)
     info: dict[str, Any] = {"kind": source.kind}
+    if source.kind == "torchscript":  # what a conversion will try (convert/ts2ep.py), in order
+        info["routes"] = ["TS2EP -> ExportedProgram, then every .pt2 route: litert-torch (tflite), dynamo ONNX "
+                          "exporter (onnx, tflite/savedmodel via ONNX), ExecuTorch (pte); checked on the sample",
+                          "if TS2EP fails or differs (or with --dynamic): the TorchScript ONNX exporter (onnx, "
+                          "tflite/savedmodel via onnx2tf); no litert-torch, no pte"]
     try:
         info["inputs"] = source.input_specs()
     except InputError:
@@ -188,6 +193,8 @@ def to_text(info: dict[str, Any]) -> str:
         lines.append(f"  ops: {ops['total']} ({', '.join(f'{k}×{v}' for k, v in ops['by_type'].items())})")
     if info.get("opset"):
         lines.append(f"  opset: {info['opset']}")
+    for i, route in enumerate(info.get("routes") or [] if info.get("format") != "hf" else []):
+        lines.append(f"  {'routes:' if i == 0 else '       '} {route}")
     for key in ("load_error", "note"):
         if info.get(key):
             lines.append(f"  {key.replace('_', ' ')}: {info[key]}")

@@ -1,0 +1,79 @@
+"""TorchScript -> ExportedProgram first (PyTorch's TS2EPConverter), so a `.pt` takes every road a
+`.pt2` has (litert-torch, the dynamo ONNX exporter, ExecuTorch). The converted program is a
+conversion too: it is checked against the TorchScript module on the sample before any edge
+uses it; where conversion fails or differs, the TorchScript road is taken and the reason said.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from fwconv.errors import first_line, require
+from fwconv.quiet import captured_output
+
+MAX_RELATIVE_ERROR = 1e-5  # the same ops in the same runtime: anything above is a conversion error
+
+
+@dataclasses.dataclass
+class Ts2EpRecord:
+    """What happened, for the manifest (a stage) and the route notes."""
+
+    status: str  # ok | failed | differs | skipped
+    seconds: float = 0.0
+    detail: str = ""
+    max_relative_error: float | None = None
+
+    def stage(self) -> dict:
+        return {"stage": "ts2ep", "status": "ok" if self.status == "ok" else self.status, "seconds": self.seconds,
+                "detail": self.detail}
+
+    def note(self) -> str:
+        if self.status == "ok":
+            return (f"TorchScript converted to an ExportedProgram (TS2EP) first, checked against the TorchScript "
+                    f"module on the sample: error/scale {self.max_relative_error:.2g}")
+        return f"TS2EP {self.status}: {self.detail}; the TorchScript road was taken"
+
+
+def to_exported(torch_source, sample: dict[str, np.ndarray], outputs: dict[str, np.ndarray], options):
+    """(a TorchSource holding the ExportedProgram, or None; the record)."""
+    if options.dynamic:
+        return None, Ts2EpRecord("skipped", detail="--dynamic: TS2EP fixes the sample's shapes, the TorchScript "
+                                                   "exporter keeps dynamic axes")
+    torch = require("torch", "torch")
+    from torch._export.converter import TS2EPConverter
+
+    from fwconv.models.torch_source import TorchSource
+
+    args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in sample.values())
+    start = time.perf_counter()
+    try:
+        with captured_output(), torch.no_grad():
+            program = TS2EPConverter(torch_source.model, args).convert()
+            if any(str(sym).startswith("s") for sym in program.range_constraints):
+                # TS2EP leaves input dims symbolic where the script reads a size: fix them at the
+                # sample's (nothing asked for --dynamic), as a .pt2 exported at these shapes would be
+                program = torch.export.export(program.module(), args, strict=False)
+            got = [t.detach().numpy() for t in torch.utils._pytree.tree_leaves(program.module()(*args))
+                   if isinstance(t, torch.Tensor)]
+    except Exception as exc:  # the converter's own limits (data-dependent shapes, unsupported prim ops)
+        return None, Ts2EpRecord("failed", round(time.perf_counter() - start, 3), first_line(exc)[:300])
+    seconds = round(time.perf_counter() - start, 3)
+    error = _worst_error(list(outputs.values()), got)
+    if error is None or error > MAX_RELATIVE_ERROR:
+        what = "a different output structure" if error is None else f"error/scale {error:.3g}"
+        return None, Ts2EpRecord("differs", seconds, f"its program gives {what} against the TorchScript module")
+    exported = TorchSource("exported", program, torch_source.path, list(torch_source.input_names), example_inputs=args)
+    return exported, Ts2EpRecord("ok", seconds, f"{len(program.graph.nodes)} graph nodes", error)
+
+
+def _worst_error(want: list[np.ndarray], got: list[np.ndarray]) -> float | None:
+    if len(want) != len(got) or any(np.shape(w) != np.shape(g) for w, g in zip(want, got)):
+        return None
+    worst = 0.0
+    for w, g in zip(want, got):
+        scale = max(float(np.abs(w).max()) if w.size else 0.0, 1e-12)
+        worst = max(worst, float(np.abs(w.astype(np.float64) - g).max()) / scale if w.size else 0.0)
+    return worst

@@ -1,0 +1,122 @@
+"""TorchScript sources take the modern routes (issue 25): real `transformers` models traced to
+`.pt` (random init), converted with the default commands; the TS2EP stage in the manifest; each
+artifact run in its own runtime here against the TorchScript module; a model TS2EP cannot take
+falls back to the TorchScript road and says why."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import invoke, scaled_error
+
+pytestmark = pytest.mark.slow
+
+
+class _Out(__import__("torch").nn.Module):
+    """One tensor out (logits or pooled features), as a deployed model returns."""
+
+    def __init__(self, model, key: str):
+        super().__init__()
+        self.model, self.key = model, key
+
+    def forward(self, x):
+        return getattr(self.model(x), self.key)
+
+
+def _models():
+    import transformers
+
+    from fixtures.thirdparty import _trained_scale
+
+    return {
+        "convnextv2": (lambda: _Out(transformers.ConvNextV2Model(transformers.ConvNextV2Config(
+            num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], image_size=32)), "pooler_output"), (1, 3, 32, 32)),
+        "llama": (lambda: _Out(transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=64)), "logits"), (1, 16)),
+        "mobilevitv2": (lambda: _Out(_trained_scale(transformers.MobileViTV2Model(
+            transformers.MobileViTV2Config(image_size=64))), "pooler_output"), (1, 3, 64, 64)),
+        "dpt": (lambda: _Out(transformers.DPTForDepthEstimation(transformers.DPTConfig(
+            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+            intermediate_size=64, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32],
+            fusion_hidden_size=16, head_hidden_size=8)), "predicted_depth"), (1, 3, 32, 32)),
+    }
+
+
+_PT: dict = {}
+
+
+def traced(name: str, tmp_path_factory) -> tuple[str, np.ndarray]:
+    """The model traced and saved with torch.jit.save; (path, a sample input)."""
+    import torch
+
+    if name not in _PT:
+        build, shape = _models()[name]
+        torch.manual_seed(0)
+        model = build().eval()
+        x = (torch.randint(0, 300, shape) if name == "llama" else torch.randn(shape))
+        with torch.no_grad():
+            module = torch.jit.trace(model, (x,), strict=False)
+        path = str(tmp_path_factory.mktemp(name) / f"{name}.pt")
+        torch.jit.save(module, path)
+        _PT[name] = (path, x.numpy())
+    return _PT[name]
+
+
+def torchscript_output(path: str, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return torch.jit.load(path)(torch.from_numpy(x)).numpy()
+
+
+def run_artifact(path: str, x: np.ndarray) -> np.ndarray:
+    """The artifact in its own runtime: LiteRT, ONNX Runtime or ExecuTorch."""
+    if path.endswith(".tflite"):
+        from ai_edge_litert.interpreter import Interpreter
+
+        runner = Interpreter(model_path=path).get_signature_runner()
+        (name,) = runner.get_input_details()
+        return next(iter(runner(**{name: x}).values()))
+    if path.endswith(".onnx"):
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: x})[0]
+    import torch
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(path).load_method("forward")
+    return method.execute([torch.from_numpy(x)])[0].numpy()
+
+
+@pytest.mark.parametrize("name, command, suffix", [
+    ("convnextv2", "torch2tflite", ".tflite"), ("convnextv2", "torch2onnx", ".onnx"), ("convnextv2", "torch2pte", ".pte"),
+    ("llama", "torch2tflite", ".tflite"), ("llama", "torch2onnx", ".onnx"), ("mobilevitv2", "torch2tflite", ".tflite")])
+def test_torchscript_takes_the_exported_program_routes(name, command, suffix, tmp_path, tmp_path_factory):
+    pt, x = traced(name, tmp_path_factory)
+    out = tmp_path / f"{name}{suffix}"
+    dtype = ["--input-dtype", "int64"] if name == "llama" else []
+    r = invoke(command, pt, "--input-shape", ",".join(map(str, x.shape)), *dtype, "-o", out, "--no-latency")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / f"{name}{suffix}.fwconv.json").read_text())
+    assert manifest["stages"][0]["stage"] == "ts2ep" and manifest["extra"]["ts2ep"]["status"] == "ok"
+    want = torchscript_output(pt, x)
+    got = run_artifact(str(out), x)
+    assert scaled_error(want, np.asarray(got).reshape(want.shape)) < 1e-3
+
+
+def test_a_model_ts2ep_cannot_take_falls_back_and_says_why(tmp_path, tmp_path_factory):
+    pt, x = traced("dpt", tmp_path_factory)
+    r = invoke("torch2onnx", pt, "--input-shape", "1,3,32,32", "-o", tmp_path / "dpt.onnx", "--no-latency")
+    manifest_path = tmp_path / "dpt.onnx.fwconv.json"
+    if r.exit_code == 0:  # the TorchScript road (its ONNX exporter) still converts it
+        manifest = json.loads(manifest_path.read_text())
+        assert manifest["extra"]["ts2ep"]["status"] in ("failed", "differs")
+        assert any(n.startswith("TS2EP ") and "TorchScript road was taken" in n for n in manifest["notes"])
+    else:  # or it cannot: one line that names the TS2EP failure too
+        errors = [line for line in r.output.splitlines() if line.startswith("fwconv: error")]
+        assert len(errors) == 1 and not manifest_path.exists(), r.output
