@@ -39,6 +39,9 @@ def _models():
             num_key_value_heads=2, max_position_embeddings=64)), "logits"), (1, 16)),
         "mobilevitv2": (lambda: _Out(_trained_scale(transformers.MobileViTV2Model(
             transformers.MobileViTV2Config(image_size=64))), "pooler_output"), (1, 3, 64, 64)),
+        "deberta": (lambda: _Out(transformers.DebertaV2Model(transformers.DebertaV2Config(
+            vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+            max_position_embeddings=64)), "last_hidden_state"), (1, 16)),
         "dpt": (lambda: _Out(transformers.DPTForDepthEstimation(transformers.DPTConfig(
             image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
             intermediate_size=64, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32],
@@ -47,6 +50,7 @@ def _models():
 
 
 _PT: dict = {}
+TOKENS = ("llama", "deberta")  # models fed token ids
 
 
 def traced(name: str, tmp_path_factory) -> tuple[str, np.ndarray]:
@@ -57,7 +61,7 @@ def traced(name: str, tmp_path_factory) -> tuple[str, np.ndarray]:
         build, shape = _models()[name]
         torch.manual_seed(0)
         model = build().eval()
-        x = (torch.randint(0, 300, shape) if name == "llama" else torch.randn(shape))
+        x = torch.randint(0, 300, shape) if name in TOKENS else torch.randn(shape)
         with torch.no_grad():
             module = torch.jit.trace(model, (x,), strict=False)
         path = str(tmp_path_factory.mktemp(name) / f"{name}.pt")
@@ -79,8 +83,8 @@ def run_artifact(path: str, x: np.ndarray) -> np.ndarray:
         from ai_edge_litert.interpreter import Interpreter
 
         runner = Interpreter(model_path=path).get_signature_runner()
-        (name,) = runner.get_input_details()
-        return next(iter(runner(**{name: x}).values()))
+        ((name, detail),) = runner.get_input_details().items()
+        return next(iter(runner(**{name: x.astype(detail["dtype"])}).values()))  # litert-torch: int64 ids as int32
     if path.endswith(".onnx"):
         import onnxruntime as ort
 
@@ -95,11 +99,12 @@ def run_artifact(path: str, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name, command, suffix", [
     ("convnextv2", "torch2tflite", ".tflite"), ("convnextv2", "torch2onnx", ".onnx"), ("convnextv2", "torch2pte", ".pte"),
-    ("llama", "torch2tflite", ".tflite"), ("llama", "torch2onnx", ".onnx"), ("mobilevitv2", "torch2tflite", ".tflite")])
+    ("llama", "torch2tflite", ".tflite"), ("llama", "torch2onnx", ".onnx"), ("mobilevitv2", "torch2tflite", ".tflite"),
+    ("deberta", "torch2tflite", ".tflite")])
 def test_torchscript_takes_the_exported_program_routes(name, command, suffix, tmp_path, tmp_path_factory):
     pt, x = traced(name, tmp_path_factory)
     out = tmp_path / f"{name}{suffix}"
-    dtype = ["--input-dtype", "int64"] if name == "llama" else []
+    dtype = ["--input-dtype", "int64"] if name in TOKENS else []
     r = invoke(command, pt, "--input-shape", ",".join(map(str, x.shape)), *dtype, "-o", out, "--no-latency")
     assert r.exit_code == 0, r.output
     manifest = json.loads((tmp_path / f"{name}{suffix}.fwconv.json").read_text())
