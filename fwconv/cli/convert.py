@@ -76,8 +76,8 @@ TORCH = ("torch",)
 _conversion_command("torch2onnx", "onnx", TORCH, "PyTorch (.pt, .pt2, file.py:factory) -> ONNX, validated.")
 _conversion_command("torch2tflite", "tflite", TORCH, "PyTorch -> builtin-ops .tflite (litert-torch first; via ONNX "
                     "and onnx2tf if that fails; --via), validated.")
-_conversion_command("torch2pte", "pte", TORCH, "PyTorch (.pt2, file.py:factory, .pt via TS2EP) -> ExecuTorch .pte (XNNPACK "
-                    "delegate or portable kernels), validated in the ExecuTorch runtime.")
+_conversion_command("torch2pte", "pte", TORCH, "PyTorch (.pt2, file.py:factory, .pt via TS2EP) -> ExecuTorch .pte "
+                    "(XNNPACK delegate or portable kernels), validated in the ExecuTorch runtime.")
 _conversion_command("torch2savedmodel", "savedmodel", TORCH, "PyTorch -> TensorFlow SavedModel (via ONNX), validated.")
 _conversion_command("onnx2tflite", "tflite", ("onnx",), "ONNX -> builtin-ops .tflite (onnx2tf), validated.")
 _conversion_command("onnx2savedmodel", "savedmodel", ("onnx",), "ONNX -> TensorFlow SavedModel (onnx2tf), validated.")
