@@ -68,7 +68,12 @@ def _validate_generative(reference: str, candidate: str, kw):
     manifest = read_manifest(candidate)
     contract = (manifest.extra or {}).get("generative") if manifest is not None else None
     recorded = (manifest.validation or {}).get("precision") if manifest is not None else None
-    detect_format(candidate)  # a missing or unknown candidate: one line, exit 2
+    fmt = detect_format(candidate)  # a missing or unknown candidate: one line, exit 2
+    if fmt not in ("tflite", "litertlm"):
+        from fwconv.errors import InputError
+
+        raise InputError(f"{candidate} is a {fmt} model: a language model directory is checked against a generative "
+                         ".tflite or .litertlm (prefill/decode signatures)")
     settings = GenerativeSettings.from_options(options, precision=options.precision or recorded)
     return validate_generative(reference, candidate, settings, contract=contract)
 

@@ -110,6 +110,9 @@ def read_hf_dir(path: str, *, trust_pickle: bool = False) -> HfModelDir:
     from fwconv.limits import check_declared
 
     config = _read_json(os.path.join(path, CONFIG))
+    names = config.get("architectures", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InputError(f"{path}/config.json: 'architectures' must be a list of class names, not {names!r:.60}")
     names = sorted(os.listdir(path))
     weights = [os.path.join(path, n) for n in names if n.endswith(".safetensors")]
     pickled = [os.path.join(path, n) for n in names if n.endswith(".bin") and "pytorch_model" in n]
