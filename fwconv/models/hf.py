@@ -115,10 +115,10 @@ def read_hf_dir(path: str, *, trust_pickle: bool = False) -> HfModelDir:
         raise InputError(f"{path}/config.json: 'architectures' must be a list of class names, not {names!r:.60}")
     names = sorted(os.listdir(path))
     weights = [os.path.join(path, n) for n in names if n.endswith(".safetensors")]
-    pickled = [os.path.join(path, n) for n in names if n.endswith(".bin") and "pytorch_model" in n]
-    if not weights and pickled and not trust_pickle:
-        raise InputError(f"{path} holds only pickled weights ({os.path.basename(pickled[0])}): loading them could run code",
-                         hint="save the model with safetensors (save_pretrained's default), or pass --trust-pickle")
+    pickled = [os.path.join(path, n) for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))]
+    if pickled and not trust_pickle:  # loaders may pick them over safetensors: refused whenever present
+        raise InputError(f"{path} holds pickled files ({os.path.basename(pickled[0])}): loading them could run code",
+                         hint="keep only safetensors (save_pretrained's default), or pass --trust-pickle")
     if not weights and not pickled:
         raise InputError(f"{path} has no weights (no *.safetensors)", hint="save the model with save_pretrained")
     sizes = {w: safetensors_bytes(w) for w in weights}
@@ -186,12 +186,13 @@ def load_causal_lm(model_dir: HfModelDir, *, trust_remote_code: bool = False):
     return model.eval()
 
 
-def load_tokenizer(path: str):
-    """The directory's tokenizer (fast, from its files only)."""
+def load_tokenizer(path: str, *, trust_remote_code: bool = False):
+    """The directory's tokenizer (fast, from its files only; its own code only when trusted)."""
     offline_environment()
     transformers = require("transformers", "llm")
     try:
-        return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as exc:
+        return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                                           trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         raise InputError(f"{path}: no usable tokenizer ({str(exc).splitlines()[0]})",
                          hint="save the tokenizer beside the model (tokenizer.save_pretrained)") from None

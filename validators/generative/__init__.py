@@ -26,11 +26,13 @@ class GenerativeSettings:
     latency: bool = True
     threads: int | None = None
     trust_remote_code: bool = False
+    trust_pickle: bool = False
 
     @classmethod
     def from_options(cls, options, precision: str | None = None) -> "GenerativeSettings":
         return cls(precision or options.precision or options.artifact_precision, tuple(options.prompt) or DEFAULT_PROMPTS,
-                   options.decode_steps, options.latency, options.threads, options.trust_remote_code)
+                   options.decode_steps, options.latency, options.threads, options.trust_remote_code,
+                   options.trust_pickle)
 
 
 def validate_generative(source_dir: str, artifact: str, settings: GenerativeSettings, *, contract: dict | None = None):
@@ -40,8 +42,8 @@ def validate_generative(source_dir: str, artifact: str, settings: GenerativeSett
     from fwconv.validators.generative.runners import CacheLayout, LiteRTGenerator, TorchGenerator
     from fwconv.validators.generative.verdict import FIXED_TEXT, judge
 
-    model_dir = read_hf_dir(source_dir)
-    tokenizer = load_tokenizer(source_dir)
+    model_dir = read_hf_dir(source_dir, trust_pickle=settings.trust_pickle)
+    tokenizer = load_tokenizer(source_dir, trust_remote_code=settings.trust_remote_code)
     source = TorchGenerator(load_causal_lm(model_dir, trust_remote_code=settings.trust_remote_code))
     layout = _layout(contract)
     with tempfile.TemporaryDirectory(prefix="fwconv-gen-") as work:
@@ -65,7 +67,8 @@ def validate_generative(source_dir: str, artifact: str, settings: GenerativeSett
             from fwconv.validators.generative.speed import measure
 
             report.speed = measure({"pytorch": ("pytorch", source_dir), "litert": ("litert", tflite)}, prompts[0],
-                                   settings.steps, threads=settings.threads)
+                                   settings.steps, threads=settings.threads,
+                                   trust=(settings.trust_remote_code, settings.trust_pickle))
     return report
 
 

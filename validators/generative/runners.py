@@ -126,7 +126,7 @@ class LiteRTGenerator:
 
     def step(self, token: int) -> np.ndarray:
         if self.position >= self.cache_length:
-            raise RunnerError("litert", f"the cache of {self.cache_length} positions is full")
+            raise RunnerError(f"litert: the cache of {self.cache_length} positions is full")
         t0 = time.perf_counter()
         out = self._run("decode", np.array([[token]], np.int32), np.array([self.position], np.int32))
         self.position += 1
@@ -150,7 +150,7 @@ class LiteRTGenerator:
         try:
             out = self.runners[signature](**feed)
         except Exception as exc:
-            raise RunnerError("litert", f"{signature} failed: {first_line(exc)}") from exc
+            raise RunnerError(f"litert: {signature} failed: {first_line(exc)}") from exc
         self.kv = {n: out[n] for n in self.cache_names}
         return out
 

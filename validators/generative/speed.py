@@ -10,9 +10,10 @@ import resource
 import numpy as np
 
 
-def _measure(kind: str, path: str, prompt: list[int], steps: int, threads: int | None, warmup: int) -> dict:
+def _measure(kind: str, path: str, prompt: list[int], steps: int, threads: int | None, warmup: int,
+             trust: tuple[bool, bool] = (False, False)) -> dict:
     """In a fresh process: load one side, warm it up, then time one generation."""
-    generator = open_generator(kind, path, threads)
+    generator = open_generator(kind, path, threads, trust)
     for _ in range(warmup):
         generator.start(prompt)
     first = generator.start(prompt)
@@ -39,8 +40,9 @@ def peak_rss_mib() -> float | None:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def open_generator(kind: str, path: str, threads: int | None = None):
-    """A generator by kind: 'pytorch' (a model directory) or 'litert' (a generative .tflite)."""
+def open_generator(kind: str, path: str, threads: int | None = None, trust: tuple[bool, bool] = (False, False)):
+    """A generator by kind: 'pytorch' (a model directory; `trust`: remote code, pickle, as the
+    user allowed) or 'litert' (a generative .tflite)."""
     from fwconv.validators.generative.runners import LiteRTGenerator, TorchGenerator
 
     if kind == "pytorch":
@@ -50,16 +52,16 @@ def open_generator(kind: str, path: str, threads: int | None = None):
 
         if threads:
             torch.set_num_threads(threads)
-        return TorchGenerator(load_causal_lm(read_hf_dir(path)))
+        return TorchGenerator(load_causal_lm(read_hf_dir(path, trust_pickle=trust[1]), trust_remote_code=trust[0]))
     return LiteRTGenerator(path, threads=threads)
 
 
 def measure(sides: dict[str, tuple[str, str]], prompt: list[int], steps: int, *, threads: int | None = None,
-            warmup: int = 1) -> dict:
+            warmup: int = 1, trust: tuple[bool, bool] = (False, False)) -> dict:
     """{side name: (kind, path)} -> {side name: figures}, one spawned process per side, in turn."""
     context = multiprocessing.get_context("spawn")
     figures = {}
     for name, (kind, path) in sides.items():
         with context.Pool(1) as pool:
-            figures[name] = pool.apply(_measure, (kind, path, prompt, steps, threads, warmup))
+            figures[name] = pool.apply(_measure, (kind, path, prompt, steps, threads, warmup, trust))
     return figures
