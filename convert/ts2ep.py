@@ -52,10 +52,12 @@ def to_exported(torch_source, sample: dict[str, np.ndarray], outputs: dict[str, 
     try:
         with captured_output(), torch.no_grad():
             program = TS2EPConverter(torch_source.model, args).convert()
-            if any(str(sym).startswith("s") for sym in program.range_constraints):
+            if _symbolic_inputs(program):
                 # TS2EP leaves input dims symbolic where the script reads a size: fix them at the
                 # sample's (nothing asked for --dynamic), as a .pt2 exported at these shapes would be
                 program = torch.export.export(program.module(), args, strict=False)
+            if _symbolic_inputs(program):
+                raise ValueError("its program keeps input dims symbolic at fixed sample shapes")
             got = [t.detach().numpy() for t in torch.utils._pytree.tree_leaves(program.module()(*args))
                    if isinstance(t, torch.Tensor)]
     except Exception as exc:  # the converter's own limits (data-dependent shapes, unsupported prim ops)
@@ -67,6 +69,16 @@ def to_exported(torch_source, sample: dict[str, np.ndarray], outputs: dict[str, 
         return None, Ts2EpRecord("differs", seconds, f"its program gives {what} against the TorchScript module")
     exported = TorchSource("exported", program, torch_source.path, list(torch_source.input_names), example_inputs=args)
     return exported, Ts2EpRecord("ok", seconds, f"{len(program.graph.nodes)} graph nodes", error)
+
+
+def _symbolic_inputs(program) -> bool:
+    """Whether any user input of the program has a dim that is not a plain int."""
+    names = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        value = node.meta.get("val") if node.op == "placeholder" and node.name in names else None
+        if value is not None and hasattr(value, "shape") and not all(isinstance(d, int) for d in value.shape):
+            return True
+    return False
 
 
 def _worst_error(want: list[np.ndarray], got: list[np.ndarray]) -> float | None:
