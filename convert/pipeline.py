@@ -348,27 +348,7 @@ def _parity_error(what: str, report, explained, repairs: list[dict]) -> ParityEr
     return error
 
 
-def _explain(reference, artifact: Artifact, sample: dict[str, np.ndarray], settings, names, notes=None,
-             precision: str | None = None):
-    """The layerwise debugger on the reference and a failed artifact (still in staging), with the
-    validator's inputs and tolerances. A debugger error becomes a note, never the verdict."""
-    from fwconv.errors import FwconvError
-    from fwconv.validators.compare import ValidateSettings
-    from fwconv.validators.debug import DebugSettings, debug
-    from fwconv.validators.metrics import Tolerance
-
-    precision = precision or artifact.extra.get("precision", "fp32")
-    settings = settings or ValidateSettings(tolerance=Tolerance(precision=precision))
-    try:
-        return debug(reference, artifact.path, settings=DebugSettings(dataclasses.replace(settings, latency=None)),
-                     user_inputs=sample, candidate_interface=artifact.interface, names=names)
-    except FwconvError as exc:
-        if notes is not None:
-            notes.append(f"the layerwise debugger could not explain it: {exc.one_line()}")
-        return None
-
-
-def _explain(reference, artifact: Artifact, sample: dict[str, np.ndarray], settings, names, notes=None,
+def _explain(reference, artifact: Artifact, sample: dict, settings, names, notes=None,
              precision: str | None = None):
     """The layerwise debugger on the reference and a failed artifact (still in staging), with the
     validator's inputs and tolerances. A debugger error becomes a note, never the verdict."""

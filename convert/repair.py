@@ -17,7 +17,6 @@ from typing import Any
 from fwconv.convert.edges.onnx_to_tf import Onnx2TfSettings
 from fwconv.convert.edges.torch_to_onnx import ExportSettings
 from fwconv.errors import ConversionError
-from fwconv.options import REPAIR_BUDGET_S as DEFAULT_BUDGET_S  # noqa: F401  (the budget's one declaration)
 
 OTHER = "the other one"  # ExportSettings.exporter in a repair: whichever exporter did not run
 

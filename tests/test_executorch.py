@@ -68,8 +68,6 @@ def test_pte_matches_torch_in_the_executorch_runtime(name, models_dir, feeds, co
     feed, npz = feeds[name]
     source = _source(name, models_dir)
     if name == "vit":  # its forward(*args) names no inputs: an .npz cannot bind, a named shape can
-        from fwconv.specs import specs_from_options
-
         result = convert_cached(source, "pte", input_shape=("pixel_values:1,3,32,32",))
     else:
         result = convert_cached(source, "pte", inputs=npz)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pytest
 
 from conftest import invoke, run_litert, scaled_error

@@ -122,7 +122,6 @@ THIRDPARTY = {
 def test_thirdparty_architecture_to_tflite(arch, via, convert_cached):
     """transformers models (random weights, no download) convert to builtin-only .tflite that matches."""
     pytest.importorskip("transformers")
-    from fwconv.specs import specs_from_options
     from fwconv.validators.inputs import synthetic_inputs
 
     shapes, dtypes = THIRDPARTY[arch]

@@ -42,19 +42,15 @@ def validate_command(reference, candidate, **kw):
 
     protected = protected_paths(reference, candidate, kw["inputs"])
     check_report_paths(kw, protected)
-    if _is_model_dir(reference):  # a language model: the token-by-token verdict
+    from fwconv.models.hf import is_hf_dir
+
+    if is_hf_dir(reference):  # a language model: the token-by-token verdict
         emit(_validate_generative(reference, candidate, kw), kw, protected)
         return
     options, settings, specs, user = _validation_inputs(candidate, kw)
     report = validate(reference, candidate, settings=settings, ref_specs=specs, user_inputs=user,
                       isolate=kw["isolate"], timeout=kw["timeout"], trust_pickle=options.trust_pickle)
     emit(report, kw, protected)
-
-
-def _is_model_dir(path: str) -> bool:
-    from fwconv.models.hf import is_hf_dir
-
-    return is_hf_dir(path)
 
 
 def _validate_generative(reference: str, candidate: str, kw):

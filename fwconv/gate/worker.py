@@ -46,7 +46,9 @@ def _convert_and_check(job: dict[str, Any], result: JobResult, check_only: bool)
     settings = gate_settings(job["settings"], options.artifact_precision)
     if check_only and not os.path.exists(job["output"]):
         raise FwconvError(f"no artifact at {job['output']} (run the gate without --check-only first)")
-    if check_only and job["target"] == "litertlm" or check_only and _is_model_dir(job["source"]):
+    from fwconv.models.hf import is_hf_dir
+
+    if check_only and (job["target"] == "litertlm" or is_hf_dir(job["source"])):
         from fwconv.validators.generative import GenerativeSettings, validate_generative
 
         report = validate_generative(job["source"], job["output"], GenerativeSettings.from_options(options))
@@ -76,12 +78,6 @@ def _convert_and_check(job: dict[str, Any], result: JobResult, check_only: bool)
         result.latency = {k: report.latency["candidate"].to_dict()[k] for k in ("p50_ms", "p90_ms", "p99_ms", "runs")}
     if job.get("golden"):
         _check_golden(job, result, settings)
-
-
-def _is_model_dir(path: str) -> bool:
-    from fwconv.models.hf import is_hf_dir
-
-    return is_hf_dir(path)
 
 
 def _check_golden(job: dict[str, Any], result: JobResult, settings) -> None:

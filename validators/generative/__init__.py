@@ -8,7 +8,6 @@ and LiteRT-LM itself) with the same token ids, and returns a GenerativeReport (v
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 
 from fwconv.errors import InputError
@@ -39,7 +38,7 @@ def validate_generative(source_dir: str, artifact: str, settings: GenerativeSett
     """The report on `artifact` (.tflite or .litertlm) against the model directory `source_dir`."""
     from fwconv.models.hf import load_causal_lm, load_tokenizer, read_hf_dir
     from fwconv.models.litertlm import extract_tflite, is_litertlm
-    from fwconv.validators.generative.runners import CacheLayout, LiteRTGenerator, TorchGenerator
+    from fwconv.validators.generative.runners import LiteRTGenerator, TorchGenerator
     from fwconv.validators.generative.verdict import FIXED_TEXT, judge
 
     model_dir = read_hf_dir(source_dir, trust_pickle=settings.trust_pickle)
@@ -75,8 +74,9 @@ def validate_generative(source_dir: str, artifact: str, settings: GenerativeSett
 def _layout(contract: dict | None):
     from fwconv.validators.generative.runners import CacheLayout
 
-    cache = (contract or {}).get("cache_layout") or {}
-    return CacheLayout(cache.get("k", {}).get("time_dim", 2), cache.get("v", {}).get("time_dim", 3))
+    cache, default = (contract or {}).get("cache_layout") or {}, CacheLayout()
+    return CacheLayout(cache.get("k", {}).get("time_dim", default.k_time_dim),
+                       cache.get("v", {}).get("time_dim", default.v_time_dim))
 
 
 def _check_room(prompts: list[list[int]], steps: int, cache_length: int) -> None:

@@ -74,6 +74,6 @@ def cache_error(source: list, artifact: list) -> dict:
             "per_layer": [{k: round(v, 8) for k, v in e.items()} for e in layers]}
 
 
-def first_diverging_layer(cache: dict, bound: float) -> int | None:
+def first_departing_cache_layer(cache: dict, bound: float) -> int | None:
     """The first layer whose k or v error/scale is above `bound`."""
     return next((i for i, e in enumerate(cache.get("per_layer", [])) if max(e.values()) > bound), None)

@@ -32,10 +32,6 @@ class CacheLayout:
     k_time_dim: int = 2
     v_time_dim: int = 3
 
-    def to_dict(self) -> dict:
-        return {"k": {"time_dim": self.k_time_dim, "shape": "[batch, kv_heads, time, head_dim]"},
-                "v": {"time_dim": self.v_time_dim, "shape": "[batch, kv_heads, head_dim, time]"}}
-
 
 class TorchGenerator:
     """The source model in PyTorch, greedy-ready; its cache is transformers' own."""
@@ -104,14 +100,17 @@ class LiteRTGenerator:
     def start(self, prompt: list[int]) -> np.ndarray:
         if len(prompt) > self.cache_length:
             raise InputError(f"a prompt of {len(prompt)} tokens does not fit the cache of {self.cache_length}")
-        details = self.runners["decode"].get_input_details()
-        self.kv = {n: np.zeros(details[n]["shape"], details[n]["dtype"]) for n in self.cache_names}
+        self._empty_cache()
         self.position = 0
         t0 = time.perf_counter()
         self._prefill(prompt[:-1])
         logits = self.step(prompt[-1])
         self.prefill_seconds = time.perf_counter() - t0
         return logits
+
+    def _empty_cache(self) -> None:
+        details = self.runners["decode"].get_input_details()
+        self.kv = {n: np.zeros(details[n]["shape"], details[n]["dtype"]) for n in self.cache_names}
 
     def _prefill(self, tokens: list[int]) -> None:
         longest = max(self.prefill)
@@ -139,8 +138,7 @@ class LiteRTGenerator:
 
     def prefill_feed(self, tokens: list[int], size: int) -> dict:
         """The feed of a first prefill call (empty cache) of `tokens` padded to `size`."""
-        details = self.runners["decode"].get_input_details()
-        self.kv = {n: np.zeros(details[n]["shape"], details[n]["dtype"]) for n in self.cache_names}
+        self._empty_cache()
         padded = np.zeros((1, size), np.int32)
         padded[0, :len(tokens)] = tokens
         return self._feed(padded, np.arange(size, dtype=np.int32))

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from fwconv.validators.generative.metrics import StepMetrics, cache_error, compare_logits, first_diverging_layer, nll
+from fwconv.validators.generative.metrics import StepMetrics, cache_error, compare_logits, first_departing_cache_layer, nll
 
 FIXED_TEXT = ("the quick brown fox jumps over the lazy dog while the small cat sleeps near the warm fire "
               "and the old man reads a book about ships, stars and the sea")
@@ -107,7 +107,7 @@ class GenerativeReport:
             found.append(f"perplexity ratio {s['perplexity_ratio']:.4f} > {t.max_perplexity_ratio}")
         if t.max_cache_error is not None and s["worst_cache_error"] is not None and s["worst_cache_error"] > t.max_cache_error:
             worst = max((p.cache for p in self.prompts if p.cache), key=lambda c: c["relative_error"])
-            first = first_diverging_layer(worst, t.max_cache_error)
+            first = first_departing_cache_layer(worst, t.max_cache_error)
             found.append(f"prefill KV cache departs first at layer {first} (the error enters at or before that "
                          f"layer's K/V projections; worst {worst['layer']}: error/scale {worst['relative_error']:.3g} "
                          f"> {t.max_cache_error:g})")
