@@ -27,7 +27,7 @@ def convert_generative(source: Source, target: str, output: str, options):
     """Export `source` (a causal LM directory) to `target` at `output`; returns ConversionResult."""
     from fwconv.convert.edges.hf_to_litert import GenerativePlan, artifact_for, export_litert
     from fwconv.convert.pipeline import ConversionResult
-    from fwconv.models.hf import check_memory, read_hf_dir
+    from fwconv.models.hf import read_hf_dir
 
     model_dir = read_hf_dir(source.path, trust_pickle=options.trust_pickle)
     if not model_dir.is_causal_lm:
@@ -39,7 +39,7 @@ def convert_generative(source: Source, target: str, output: str, options):
     if model_dir.tokenizer is None:
         raise InputError(f"{source.path} has no tokenizer (tokenizer.json)", hint="save it beside the model")
     plan = GenerativePlan.from_options(model_dir, options)
-    check_memory(model_dir)
+    _check_before_export(model_dir, plan, options)
     t0 = time.perf_counter()
     finals = [output, manifest_path(output)]
     with staged_outputs(finals, force=options.force, protected=protected_paths(source.path)) as temps, \
@@ -58,6 +58,19 @@ def convert_generative(source: Source, target: str, output: str, options):
     if failed:
         raise _parity_error("kept by --keep-failed", report)
     return ConversionResult(output, manifest, report)
+
+
+def _check_before_export(model_dir, plan, options) -> None:
+    """What would fail only after the export, said first: the side files, a config transformers
+    knows, the tokenizer, the prompts' room in the cache, the memory."""
+    from fwconv.models.hf import check_memory, check_side_files, load_config
+    from fwconv.validators.generative import GenerativeSettings, check_prompts
+
+    check_side_files(model_dir)
+    load_config(model_dir, trust_remote_code=options.trust_remote_code)
+    if options.validate:
+        check_prompts(model_dir.path, GenerativeSettings.from_options(options), plan.cache_length)
+    check_memory(model_dir)
 
 
 def _validate(source_dir: str, artifact, job: Job, options):

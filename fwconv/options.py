@@ -215,8 +215,10 @@ class Options:
             lengths = tuple(int(v) for v in self.prefill_length)
         except (TypeError, ValueError):
             raise InputError(f"--prefill-length {list(self.prefill_length)} must be whole numbers") from None
-        if any(n < 1 for n in lengths) or (self.cache_length is not None and self.cache_length < 2):
-            raise InputError("--prefill-length must be >= 1 and --cache-length >= 2")
+        if any(n < 1 for n in lengths):
+            raise InputError(f"--prefill-length {min(lengths)} must be >= 1")
+        if self.cache_length is not None and self.cache_length < 2:
+            raise InputError(f"--cache-length {self.cache_length} must be >= 2 (a prompt token and a generated one)")
         if self.decode_steps < 1:
             raise InputError(f"--decode-steps {self.decode_steps} must be >= 1")
         self.prefill_length = tuple(sorted(set(lengths)))

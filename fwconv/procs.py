@@ -64,6 +64,21 @@ def ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def quiet_worker(debug: bool = False) -> None:
+    """In a spawned helper that runs a native runtime (LiteRT-LM logs ~40 lines through glog): Ctrl-C
+    ignored (the parent answers it) and its stdout/stderr discarded unless --debug, so the user's
+    terminal keeps fwconv's one line. What it has to say comes back over the pipe."""
+    import os
+
+    ignore_sigint()
+    if debug:
+        return
+    sink = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(sink, fd)
+    os.close(sink)
+
+
 def spawn(target: Callable, *args: Any, daemon: bool = True, name: str | None = None):
     """Start `target(child_conn, *args)` in a spawned process; returns (process, parent_conn)."""
     ctx = mp.get_context("spawn")

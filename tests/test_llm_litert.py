@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -188,7 +191,10 @@ def test_planted_fault_fails_at_fp32_and_at_dynamic_int8(workdir, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["cache-above-context", "prefill-fills-cache", "no-weights", "pickled-weights",
-                                  "no-tokenizer", "not-causal", "unknown-recipe", "crafted-header", "no-memory"])
+                                  "no-tokenizer", "not-causal", "unknown-recipe", "crafted-header", "no-memory",
+                                  "text-config-string", "tokenizer-garbage", "generation-config-garbage",
+                                  "unknown-model-type", "shape-lies", "folder-named-safetensors", "one-position",
+                                  "empty-prompt", "decode-past-cache"])
 def test_bad_language_model_input_is_one_line_exit_2_nothing_written(case, workdir, tmp_path, monkeypatch):
     src = model_dir(workdir, "llama")
     if case == "no-memory":  # as if the machine had 1 MiB free: refused before loading, saying what it needs
@@ -200,10 +206,15 @@ def test_bad_language_model_input_is_one_line_exit_2_nothing_written(case, workd
         flags = ["--prefill-length", "64", "--cache-length", "64"]
     elif case == "unknown-recipe":
         flags = ["--recipe", "int3_magic"]
+    elif case == "empty-prompt":
+        flags = ["--prompt", ""]
+    elif case == "decode-past-cache":
+        flags = ["--decode-steps", "500"]
     elif case != "no-memory":
         src = _broken_dir(case, src, tmp_path / "model")
     out = tmp_path / "out" / "m.litertlm"
     out.parent.mkdir()
+    started = time.perf_counter()
     result = invoke("convert", src, "--to", "litertlm", "-o", out, *flags)
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("fwconv: error")]
@@ -211,6 +222,7 @@ def test_bad_language_model_input_is_one_line_exit_2_nothing_written(case, workd
     assert os.listdir(out.parent) == []
     if case == "no-memory":
         assert "needs about" in errors[0]
+    assert time.perf_counter() - started < 15, "bad input must be found before the export runs"
 
 
 def _broken_dir(case: str, src: str, dst) -> str:
@@ -227,20 +239,34 @@ def _broken_dir(case: str, src: str, dst) -> str:
         torch.save(load_file(dst / "model.safetensors"), dst / "pytorch_model.bin")
         os.remove(dst / "model.safetensors")
     elif case == "crafted-header":  # a tensor record pointing far past the end of the file
-        import struct
-
-        data = (dst / "model.safetensors").read_bytes()
-        (length,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8:8 + length])
-        name = next(k for k in header if k != "__metadata__")
-        header[name]["data_offsets"] = [0, 1 << 40]
-        raw = json.dumps(header).encode()
-        (dst / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + length:])
-    elif case == "not-causal":
+        _edit_safetensors_header(dst / "model.safetensors", lambda entry: entry.update(data_offsets=[0, 1 << 40]))
+    elif case == "shape-lies":  # offsets inside the file, a shape far larger than they span
+        _edit_safetensors_header(dst / "model.safetensors", lambda entry: entry.update(shape=[10**6, 10**6]))
+    elif case == "folder-named-safetensors":
+        os.mkdir(dst / "extra.safetensors")
+    elif case == "tokenizer-garbage":
+        (dst / "tokenizer.json").write_bytes(os.urandom(2000))
+    elif case == "generation-config-garbage":
+        (dst / "generation_config.json").write_text("not json")
+    else:
         config = json.load(open(dst / "config.json"))
-        config["architectures"] = ["LlamaForSequenceClassification"]
+        edits = {"not-causal": {"architectures": ["LlamaForSequenceClassification"]},
+                 "text-config-string": {"text_config": "abc"}, "unknown-model-type": {"model_type": "bogusarch"},
+                 "one-position": {"max_position_embeddings": 1}}
+        config.update(edits[case])
         json.dump(config, open(dst / "config.json", "w"))
     return str(dst)
+
+
+def _edit_safetensors_header(path, edit) -> None:
+    import struct
+
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    edit(header[next(k for k in header if k != "__metadata__")])
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + length:])
 
 
 def test_gate_takes_a_model_directory_with_junit_per_model(workdir, tmp_path):
@@ -274,3 +300,51 @@ def test_an_architecture_the_exporter_refuses_is_one_line_exit_1_nothing_written
     errors = [line for line in result.output.splitlines() if line.startswith("fwconv: error")]
     assert len(errors) == 1 and "export_hf failed on gpt2" in errors[0], result.output
     assert os.listdir(tmp_path / "out") == []
+
+
+def _fwconv(*args) -> subprocess.CompletedProcess:
+    """The installed command in its own process: what a terminal shows, native logs included."""
+    exe = os.path.join(os.path.dirname(sys.executable), "fwconv")
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def test_validate_of_a_bundle_keeps_stderr_to_one_line(workdir, tmp_path):
+    """LiteRT-LM logs through glog in its child process and torch/torchao print on import: a passing
+    validate prints nothing on stderr, a failing one exactly its error line."""
+    from fixtures.llm import plant_fault
+
+    bundle, _ = converted(workdir, "llama", "litertlm")
+    src = model_dir(workdir, "llama")
+    good = _fwconv("validate", src, bundle, "--no-latency", "--decode-steps", "8")
+    assert good.returncode == 0 and good.stderr == "", good.stderr
+    bad = _fwconv("validate", plant_fault(src, str(tmp_path / "faulty"), 3.0), bundle, "--no-latency")
+    assert bad.returncode == 3 and len(bad.stderr.splitlines()) == 1, bad.stderr
+
+
+@pytest.mark.parametrize("damage", ["header-cut", "tokenizer-length", "tokenizer-zlib", "model-garbage"])
+def test_a_damaged_bundle_is_one_line_exit_2_naming_the_bundle(damage, workdir, tmp_path):
+    import struct
+
+    from fwconv.models.litertlm import sections
+
+    bundle, _ = converted(workdir, "llama", "litertlm")
+    data = bytearray(open(bundle, "rb").read())
+    found = {s["type"]: s for s in sections(bundle)}
+    if damage == "header-cut":
+        data = data[:100]
+    elif damage == "tokenizer-length":
+        begin = found["HF_Tokenizer_Zlib"]["begin"]
+        data[begin:begin + 8] = struct.pack("<Q", 2**64 - 1)
+    elif damage == "tokenizer-zlib":
+        begin = found["HF_Tokenizer_Zlib"]["begin"] + 8
+        data[begin:begin + 16] = b"\xff" * 16
+    else:
+        begin = found["TFLiteModel"]["begin"]
+        data[begin:begin + 4096] = os.urandom(4096)
+    damaged = tmp_path / "damaged.litertlm"
+    damaged.write_bytes(bytes(data))
+    command = ("inspect", damaged) if not damage.startswith("tokenizer") else \
+        ("validate", model_dir(workdir, "llama"), damaged, "--no-latency")
+    result = _fwconv(*command)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert str(damaged) in result.stderr and "fwconv-" not in result.stderr, result.stderr

@@ -40,8 +40,9 @@ class GenerativePlan:
             raise InputError(f"--cache-length {cache} is above the model's context ({context} positions)")
         prefill = options.prefill_length or (min(DEFAULT_PREFILL, cache // 2),)
         if max(prefill) >= cache:
-            raise InputError(f"--prefill-length {max(prefill)} does not fit the cache of {cache} "
-                             "(decode needs room after the prompt)")
+            given = "--prefill-length" if options.prefill_length else "the default prefill length"
+            raise InputError(f"{given} {max(prefill)} does not fit the cache of {cache} "
+                             "(decode needs room after the prompt)", hint="give a smaller --prefill-length")
         recipe = options.recipe or ("dynamic_wi8_afp32" if options.quantize == "dynamic" else None)
         if options.quantize not in (None, "dynamic"):
             raise InputError(f"--quantize {options.quantize} does not apply to a language model",

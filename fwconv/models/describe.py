@@ -100,13 +100,11 @@ def _generative_tflite(path: str) -> dict[str, Any]:
 
 def _litertlm(path: str) -> dict[str, Any]:
     """A LiteRT-LM bundle: its sections, and the contract of the model inside."""
-    import tempfile
-
-    from fwconv.models.litertlm import extract_tflite, sections
+    from fwconv.models.litertlm import bundled_tflite, sections
 
     info: dict[str, Any] = {"sections": [{"type": s["type"], "bytes": s["end"] - s["begin"]} for s in sections(path)]}
-    with tempfile.TemporaryDirectory(prefix="fwconv-inspect-") as work:
-        info.update(_generative_tflite(extract_tflite(path, work)))
+    with bundled_tflite(path) as model:
+        info.update(_generative_tflite(model))
     return info
 
 

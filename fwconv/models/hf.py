@@ -15,6 +15,7 @@ import os
 import struct
 
 from fwconv.errors import InputError, require
+from fwconv.quiet import captured_output
 
 CONFIG = "config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
@@ -46,10 +47,14 @@ class HfModelDir:
         return [str(a) for a in self.config.get("architectures") or []]
 
     @property
+    def text_config(self) -> dict:
+        """The language model's own settings (multimodal configs nest them under text_config)."""
+        return self.config.get("text_config") or self.config
+
+    @property
     def context_length(self) -> int | None:
-        text = self.config.get("text_config") or self.config
-        value = text.get("max_position_embeddings") or text.get("n_positions")
-        return int(value) if isinstance(value, int) else None
+        value = self.text_config.get("max_position_embeddings") or self.text_config.get("n_positions")
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
     @property
     def is_causal_lm(self) -> bool:
@@ -91,18 +96,28 @@ def safetensors_bytes(path: str) -> int:
             header = json.loads(f.read(length))
         except ValueError:
             raise InputError(f"{path} is not a safetensors file (unreadable header)") from None
-    total = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            start, end = (int(v) for v in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"{path}: tensor {name!r} has no valid data_offsets") from None
-        if not 0 <= start <= end <= size - 8 - length:
-            raise InputError(f"{path}: tensor {name!r} points outside the file (truncated or crafted)")
-        total += end - start
-    return total
+    if not isinstance(header, dict):
+        raise InputError(f"{path} is not a safetensors file (its header is not a JSON object)")
+    return sum(_tensor_span(path, name, entry, size - 8 - length)
+               for name, entry in header.items() if name != "__metadata__")
+
+
+def _tensor_span(path: str, name: str, entry, data_size: int) -> int:
+    """The bytes one header entry claims; its offsets must lie in the file and match its shape."""
+    try:
+        start, end = (int(v) for v in entry["data_offsets"])
+        shape = [int(d) for d in entry["shape"]]
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{path}: tensor {name!r} has no valid data_offsets/shape") from None
+    if not 0 <= start <= end <= data_size:
+        raise InputError(f"{path}: tensor {name!r} points outside the file (truncated or crafted)")
+    width = DTYPE_BYTES.get(str(entry.get("dtype")))
+    count = 1
+    for d in shape:
+        count *= d
+    if width is not None and (min(shape, default=0) < 0 or count * width != end - start):
+        raise InputError(f"{path}: tensor {name!r} declares shape {shape} but holds {end - start} bytes (crafted)")
+    return end - start
 
 
 def read_hf_dir(path: str, *, trust_pickle: bool = False) -> HfModelDir:
@@ -110,11 +125,12 @@ def read_hf_dir(path: str, *, trust_pickle: bool = False) -> HfModelDir:
     from fwconv.limits import check_declared
 
     config = _read_json(os.path.join(path, CONFIG))
-    names = config.get("architectures", [])
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise InputError(f"{path}/config.json: 'architectures' must be a list of class names, not {names!r:.60}")
+    _check_config(path, config)
     names = sorted(os.listdir(path))
     weights = [os.path.join(path, n) for n in names if n.endswith(".safetensors")]
+    for w in weights:
+        if not os.path.isfile(w):
+            raise InputError(f"{w} is not a file (a folder or a broken link)")
     pickled = [os.path.join(path, n) for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))]
     if pickled and not trust_pickle:  # loaders may pick them over safetensors: refused whenever present
         raise InputError(f"{path} holds pickled files ({os.path.basename(pickled[0])}): loading them could run code",
@@ -127,6 +143,50 @@ def read_hf_dir(path: str, *, trust_pickle: bool = False) -> HfModelDir:
     total = sum(sizes.values()) if weights else sum(os.path.getsize(p) for p in pickled)
     tokenizer = next((os.path.join(path, n) for n in TOKENIZER_FILES if os.path.isfile(os.path.join(path, n))), None)
     return HfModelDir(path, config, weights or pickled, total, tokenizer)
+
+
+def _check_config(path: str, config: dict) -> None:
+    """The fields fwconv reads itself have the types transformers gives them."""
+    names = config.get("architectures", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InputError(f"{path}/config.json: 'architectures' must be a list of class names, not {names!r:.60}")
+    if not isinstance(config.get("text_config") or {}, dict):
+        raise InputError(f"{path}/config.json: 'text_config' must be an object, not {config['text_config']!r:.60}")
+    text = config.get("text_config") or config
+    for key in ("max_position_embeddings", "n_positions"):
+        value = text.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 2):
+            raise InputError(f"{path}/config.json: '{key}' must be a whole number of positions >= 2, not {value!r:.40}")
+
+
+def check_side_files(model_dir: HfModelDir) -> None:
+    """The tokenizer's and generation's JSON files, where present, are JSON objects (read up front,
+    so a damaged one is named before an export spends its time)."""
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        if os.path.exists(os.path.join(model_dir.path, name)):
+            _read_json(os.path.join(model_dir.path, name))
+    model_dir.token_ids()
+
+
+def load_config(model_dir: HfModelDir, *, trust_remote_code: bool = False):
+    """transformers' config for the directory (offline): an unknown model type or one that needs
+    the directory's own code is bad input, said before any export runs."""
+    offline_environment()
+    transformers = require("transformers", "llm")
+    try:
+        with captured_output():
+            return transformers.AutoConfig.from_pretrained(model_dir.path, local_files_only=True,
+                                                           trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise _load_error(model_dir.path, exc) from None
+
+
+def _load_error(path: str, exc: Exception) -> InputError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "trust_remote_code" in str(exc):
+        return InputError(f"{path} needs its own modelling code to load",
+                          hint="pass --trust-remote-code if you trust the directory's code")
+    return InputError(f"transformers cannot load {path}: {text}")
 
 
 def check_memory(model_dir: HfModelDir, factor: float = 3.0) -> None:
@@ -168,31 +228,31 @@ def offline_environment() -> None:
 
 
 def load_causal_lm(model_dir: HfModelDir, *, trust_remote_code: bool = False):
-    """The model in eval mode, float32, from the directory only."""
+    """The model in eval mode, float32, from the directory only (the libraries' import chatter
+    kept off the terminal)."""
     offline_environment()
     transformers = require("transformers", "llm")
     torch = require("torch", "llm")
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            model_dir.path, local_files_only=True, trust_remote_code=trust_remote_code,
-            use_safetensors=bool(model_dir.weights[0].endswith(".safetensors")), dtype=torch.float32)
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc):
-            raise InputError(f"{model_dir.path} needs its own modelling code to load",
-                             hint="pass --trust-remote-code if you trust the directory's code") from None
-        raise InputError(f"transformers cannot load {model_dir.path}: {str(exc).splitlines()[0]}") from None
-    except OSError as exc:
-        raise InputError(f"transformers cannot load {model_dir.path}: {str(exc).splitlines()[0]}") from None
+        with captured_output():
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                model_dir.path, local_files_only=True, trust_remote_code=trust_remote_code,
+                use_safetensors=bool(model_dir.weights[0].endswith(".safetensors")), dtype=torch.float32)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise _load_error(model_dir.path, exc) from None
     return model.eval()
 
 
 def load_tokenizer(path: str, *, trust_remote_code: bool = False):
-    """The directory's tokenizer (fast, from its files only; its own code only when trusted)."""
+    """The directory's tokenizer (fast, from its files only; its own code only when trusted). Any
+    failure to read the files is bad input: they are the user's data, not fwconv's."""
     offline_environment()
     transformers = require("transformers", "llm")
     try:
-        return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True,
-                                                           trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise InputError(f"{path}: no usable tokenizer ({str(exc).splitlines()[0]})",
+        with captured_output():
+            return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                                               trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: no usable tokenizer ({reason})",
                          hint="save the tokenizer beside the model (tokenizer.save_pretrained)") from None

@@ -7,8 +7,8 @@ and LiteRT-LM itself) with the same token ids, and returns a GenerativeReport (v
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import tempfile
 
 from fwconv.errors import InputError
 
@@ -34,10 +34,18 @@ class GenerativeSettings:
                    options.trust_pickle)
 
 
+def check_prompts(source_dir: str, settings: GenerativeSettings, cache_length: int) -> None:
+    """The prompts and decode steps fit a cache of `cache_length` (before an export spends its time)."""
+    from fwconv.models.hf import load_tokenizer
+
+    tokenizer = load_tokenizer(source_dir, trust_remote_code=settings.trust_remote_code)
+    check_room([tokenizer(p)["input_ids"] for p in settings.prompts], settings.steps, cache_length)
+
+
 def validate_generative(source_dir: str, artifact: str, settings: GenerativeSettings, *, contract: dict | None = None):
     """The report on `artifact` (.tflite or .litertlm) against the model directory `source_dir`."""
     from fwconv.models.hf import load_causal_lm, load_tokenizer, read_hf_dir
-    from fwconv.models.litertlm import extract_tflite, is_litertlm
+    from fwconv.models.litertlm import bundled_tflite, is_litertlm
     from fwconv.validators.generative.runners import LiteRTGenerator, TorchGenerator
     from fwconv.validators.generative.verdict import FIXED_TEXT, judge
 
@@ -45,12 +53,11 @@ def validate_generative(source_dir: str, artifact: str, settings: GenerativeSett
     tokenizer = load_tokenizer(source_dir, trust_remote_code=settings.trust_remote_code)
     source = TorchGenerator(load_causal_lm(model_dir, trust_remote_code=settings.trust_remote_code))
     layout = _layout(contract)
-    with tempfile.TemporaryDirectory(prefix="fwconv-gen-") as work:
-        bundle = artifact if is_litertlm(artifact) else None
-        tflite = extract_tflite(artifact, work) if bundle else artifact
+    bundle = artifact if is_litertlm(artifact) else None
+    with (bundled_tflite(artifact) if bundle else contextlib.nullcontext(artifact)) as tflite:
         candidate = LiteRTGenerator(tflite, layout=layout, threads=settings.threads)
         prompts = [tokenizer(p)["input_ids"] for p in settings.prompts]
-        _check_room(prompts, settings.steps, candidate.cache_length)
+        check_room(prompts, settings.steps, candidate.cache_length)
         text = tokenizer(FIXED_TEXT)["input_ids"][: candidate.cache_length - 1]
         report = judge(source, candidate, prompts, settings.steps, settings.precision, text)
         if not report.parity_passed:  # where it departs: layer by layer on the prefill graph
@@ -79,10 +86,11 @@ def _layout(contract: dict | None):
                        cache.get("v", {}).get("time_dim", default.v_time_dim))
 
 
-def _check_room(prompts: list[list[int]], steps: int, cache_length: int) -> None:
-    longest = max(len(p) for p in prompts)
+def check_room(prompts: list[list[int]], steps: int, cache_length: int) -> None:
+    """Every prompt has tokens, and the longest one plus the decode steps fits the cache."""
     if not all(prompts):
         raise InputError("a prompt tokenizes to nothing: give text (--prompt)")
+    longest = max(len(p) for p in prompts)
     if longest + steps > cache_length:
         raise InputError(f"a prompt of {longest} tokens plus {steps} decode steps does not fit the artifact's cache "
                          f"of {cache_length}", hint="use shorter --prompt text or fewer --decode-steps")

@@ -53,24 +53,23 @@ def run_litert_lm(bundle: str, source, source_tokenizer, prompts: list[str], ste
     """Each prompt through LiteRT-LM (CPU, top-k 1) in its own process (its memory apart; a crash
     of the runtime is reported, not fatal), its text against the source's greedy tokens on the
     same ids (detokenized by the bundle's own tokenizer), and the bundle's tokenizer."""
-    import multiprocessing
-
+    from fwconv.procs import spawn, stop
+    from fwconv.quiet import DEBUG
     from fwconv.validators.generative.verdict import greedy
 
-    parent, child = multiprocessing.get_context("spawn").Pipe()
-    process = multiprocessing.get_context("spawn").Process(target=_litert_lm_child,
-                                                           args=(child, bundle, prompts, steps), daemon=True)
-    process.start()
+    process, parent = spawn(_litert_lm_child, bundle, prompts, steps, DEBUG["on"], name="fwconv-litert-lm")
     try:
         first = _receive(parent, process)
         if "error" in first:
             return {"runtime": "litert-lm", "error": first["error"], "prompts": [], "same_text": False, "tokenizer": None}
         parent.send([greedy(source, ids, steps)[0] for ids in first["prompt_ids"]])
         run = _receive(parent, process)
+    except BaseException:  # Ctrl-C or a failure here: the child is stopped now, not waited for
+        stop(process)
+        raise
     finally:
         process.join(timeout=30)
-        if process.is_alive():
-            process.kill()
+        stop(process)
     encoded = dict(zip(PARITY_STRINGS, first["parity_ids"]))
     run["tokenizer"] = tokenizer_parity(source_tokenizer, lambda text: encoded[text])
     return run
@@ -87,8 +86,11 @@ def _receive(conn, process, timeout: float = 600.0) -> dict:
             "prompts": [], "same_text": False}
 
 
-def _litert_lm_child(conn, bundle: str, prompts: list[str], steps: int) -> None:
+def _litert_lm_child(conn, bundle: str, prompts: list[str], steps: int, debug: bool = False) -> None:
     """In the child: tokenize (the ids LiteRT-LM feeds), wait for the source's tokens, generate."""
+    from fwconv.procs import quiet_worker
+
+    quiet_worker(debug)
     import litert_lm
 
     try:

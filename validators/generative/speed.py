@@ -59,9 +59,14 @@ def open_generator(kind: str, path: str, threads: int | None = None, trust: tupl
 def measure(sides: dict[str, tuple[str, str]], prompt: list[int], steps: int, *, threads: int | None = None,
             warmup: int = 1, trust: tuple[bool, bool] = (False, False)) -> dict:
     """{side name: (kind, path)} -> {side name: figures}, one spawned process per side, in turn."""
+    from fwconv.procs import quiet_worker, sigint_ignored
+    from fwconv.quiet import DEBUG
+
     context = multiprocessing.get_context("spawn")
     figures = {}
     for name, (kind, path) in sides.items():
-        with context.Pool(1) as pool:
+        with sigint_ignored():
+            pool = context.Pool(1, initializer=quiet_worker, initargs=(DEBUG["on"],))
+        with pool:
             figures[name] = pool.apply(_measure, (kind, path, prompt, steps, threads, warmup, trust))
     return figures
