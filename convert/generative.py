@@ -20,12 +20,12 @@ from fwconv.manifest import Manifest, manifest_path, sha256_of, size_of
 from fwconv.models.formats import Source
 from fwconv.staging import protected_paths, scratch_dir, staged_outputs
 
-TARGETS = ("tflite", "litertlm")
+TARGETS = ("tflite", "litertlm", "pte", "onnx")
 
 
 def convert_generative(source: Source, target: str, output: str, options):
     """Export `source` (a causal LM directory) to `target` at `output`; returns ConversionResult."""
-    from fwconv.convert.edges.hf_to_litert import GenerativePlan, artifact_for, export_litert
+    from fwconv.convert.edges.hf_to_litert import GenerativePlan
     from fwconv.convert.pipeline import ConversionResult
     from fwconv.models.hf import read_hf_dir
 
@@ -38,15 +38,14 @@ def convert_generative(source: Source, target: str, output: str, options):
         raise InputError(f"a language model directory converts to {' or '.join(TARGETS)} here, not {target}")
     if model_dir.tokenizer is None:
         raise InputError(f"{source.path} has no tokenizer (tokenizer.json)", hint="save it beside the model")
-    plan = GenerativePlan.from_options(model_dir, options)
+    plan = GenerativePlan.from_options(model_dir, options, target)
     _check_before_export(model_dir, plan, options)
     t0 = time.perf_counter()
     finals = [output, manifest_path(output)]
     with staged_outputs(finals, force=options.force, protected=protected_paths(source.path)) as temps, \
             scratch_dir() as workdir:
         job = Job(options=options, workdir=workdir, sample={})
-        artifact = artifact_for(export_litert(model_dir, plan, job, bundle=target == "litertlm"), target, model_dir,
-                                plan)
+        artifact = _export(model_dir, plan, job, target)
         report = _validate(source.path, artifact, job, options) if options.validate else None
         shutil.move(artifact.path, temps[output])
         artifact.path = temps[output]
@@ -58,6 +57,21 @@ def convert_generative(source: Source, target: str, output: str, options):
     if failed:
         raise _parity_error("kept by --keep-failed", report)
     return ConversionResult(output, manifest, report)
+
+
+def _export(model_dir, plan, job: Job, target: str):
+    """The target's exporter, run in the job's scratch folder: an Artifact with its generative contract."""
+    if target == "pte":
+        from fwconv.convert.edges.hf_to_pte import export_pte
+
+        return export_pte(model_dir, plan, job, os.path.join(job.workdir, "model.pte"))
+    if target == "onnx":
+        from fwconv.convert.edges.hf_to_onnx import export_onnx
+
+        return export_onnx(model_dir, plan, job, os.path.join(job.workdir, "model.onnx"))
+    from fwconv.convert.edges.hf_to_litert import artifact_for, export_litert
+
+    return artifact_for(export_litert(model_dir, plan, job, bundle=target == "litertlm"), target, model_dir, plan)
 
 
 def _check_before_export(model_dir, plan, options) -> None:

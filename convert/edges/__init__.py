@@ -45,7 +45,7 @@ def named_module(module, input_names: list[str], output_names: list[str], *, pos
 
 
 EDGE_MODULES = ("torch_to_onnx", "onnx_to_tf", "torch_to_tflite", "tf_to_onnx", "onnx_to_torch", "torch_to_pte",
-                "hf_to_litert")
+                "hf_to_litert", "hf_to_pte", "hf_to_onnx")
 
 
 @dataclasses.dataclass(frozen=True)

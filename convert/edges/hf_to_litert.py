@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from fwconv.convert.edges import Edge
+from fwconv.convert.edges.hf_export import generative_edge
 from fwconv.convert.job import Artifact, Job
 from fwconv.errors import ConversionError, InputError, first_line, require
 from fwconv.manifest import sha256_of, tool_versions
@@ -31,9 +31,10 @@ class GenerativePlan:
     prefill_lengths: tuple[int, ...]
     cache_length: int
     recipe: str | None
+    backend: str | None = None  # ExecuTorch's (xnnpack, portable)
 
     @classmethod
-    def from_options(cls, model_dir: HfModelDir, options) -> "GenerativePlan":
+    def from_options(cls, model_dir: HfModelDir, options, target: str = "tflite") -> "GenerativePlan":
         context = model_dir.context_length
         cache = options.cache_length or min(DEFAULT_CACHE, context or DEFAULT_CACHE)
         if context and cache > context:
@@ -43,11 +44,23 @@ class GenerativePlan:
             given = "--prefill-length" if options.prefill_length else "the default prefill length"
             raise InputError(f"{given} {max(prefill)} does not fit the cache of {cache} "
                              "(decode needs room after the prompt)", hint="give a smaller --prefill-length")
+        if target in ("pte", "onnx"):
+            return cls(tuple(prefill), cache, None, _backend(options, target))
         recipe = options.recipe or ("dynamic_wi8_afp32" if options.quantize == "dynamic" else None)
         if options.quantize not in (None, "dynamic"):
             raise InputError(f"--quantize {options.quantize} does not apply to a language model",
                              hint="use --quantize dynamic or --recipe NAME (litert-torch's recipes)")
         return cls(tuple(prefill), cache, recipe)
+
+
+def _backend(options, target: str) -> str | None:
+    """A .pte or ONNX generator is float32 here; its only choice is ExecuTorch's backend."""
+    if options.quantize or options.recipe:
+        raise InputError(f"--quantize/--recipe: a language model goes to {target} in float32 here",
+                         hint="quantized generators are made for tflite/litertlm (--quantize dynamic)")
+    if target == "pte" and options.backend not in (None, "xnnpack", "portable"):
+        raise InputError(f"--backend {options.backend}: a language model .pte is lowered for xnnpack or portable")
+    return options.backend if target == "pte" else None
 
 
 def check_recipe(recipe: str | None) -> None:
@@ -115,13 +128,7 @@ def artifact_for(paths: dict, target: str, model_dir: HfModelDir, plan: Generati
                     tools=tool_versions(*TOOLS), extra={"generative": contract, "tflite_in_bundle": paths["tflite"]})
 
 
-def _not_a_graph_edge(artifact: Artifact, job: Job, out: str) -> Artifact:
-    raise ConversionError("export", "a language model directory is converted by convert/generative.py, not along a "
-                                    "route of graph edges")
-
-
 # Declared for the planner and the gate's cache key (the tools a conversion from a model directory
 # runs on); convert/generative.py drives the export itself, with the prefill/decode contract.
-EDGES = [Edge("hf", "tflite", _not_a_graph_edge, TOOLS, tool="litert-torch export_hf"),
-         Edge("hf", "litertlm", _not_a_graph_edge, TOOLS + ("litert-lm-builder", "litert-lm-api"),
-              tool="litert-torch export_hf")]
+EDGES = [generative_edge("tflite", TOOLS, "litert-torch export_hf"),
+         generative_edge("litertlm", TOOLS + ("litert-lm-builder", "litert-lm-api"), "litert-torch export_hf")]

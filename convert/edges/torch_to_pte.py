@@ -93,7 +93,8 @@ def _keeping_ranges():
         yield
 
 
-def _lower(exported, backend: str, names: dict, job: Job):
+def lower(exported, backend: str, constant_methods: dict, job: Job):
+    """EXIR lowering for `backend`, with `constant_methods` (name -> value) in the program."""
     exir = require("executorch.exir", "executorch")
     partitioners = []
     if backend == "xnnpack":
@@ -103,7 +104,7 @@ def _lower(exported, backend: str, names: dict, job: Job):
     with job.stage(f"lower:{backend}") as record, captured_output(), _keeping_ranges():
         try:
             return exir.to_edge_transform_and_lower(exported, partitioner=partitioners,
-                                                    constant_methods={IO_METHOD: json.dumps(names)})
+                                                    constant_methods=constant_methods)
         except Exception as exc:
             record.detail = first_line(exc)
             ops = _NOT_CORE_ATEN.findall(str(exc))
@@ -113,7 +114,7 @@ def _lower(exported, backend: str, names: dict, job: Job):
             raise ConversionError("lower", f"ExecuTorch lowering failed: {first_line(exc)}") from exc
 
 
-def _delegation(edge_program, backend: str) -> dict:
+def delegation(edge_program, backend: str) -> dict:
     """What the delegate took and what stays on the runtime's kernels, per edge operator."""
     from executorch.devtools.backend_debug import get_delegation_info
 
@@ -124,7 +125,7 @@ def _delegation(edge_program, backend: str) -> dict:
             "portable": {op: b.non_delegated for op, b in sorted(by_op.items()) if b.non_delegated}}
 
 
-def _emit(edge_program, out: str, job: Job) -> None:
+def emit(edge_program, out: str, job: Job) -> None:
     with job.stage("emit") as record, captured_output(), _keeping_ranges():
         try:
             buffer = edge_program.to_executorch().buffer
@@ -188,9 +189,10 @@ def torch_to_pte(artifact: Artifact, job: Job, out: str, *, backend: str) -> Art
         exported, count = _quantize(exported, args, job)
         notes.append(f"precision: int8 (XNNPACK PT2E, per-channel weights), calibrated on {count} samples")
     dims = {n: sorted(per) for n, per in job.dynamic.items()}
-    edge_program = _lower(exported, backend, {"inputs": names_in, "outputs": names_out, "dynamic": dims}, job)
-    ops = _delegation(edge_program, backend)
-    _emit(edge_program, out, job)
+    names = {"inputs": names_in, "outputs": names_out, "dynamic": dims}
+    edge_program = lower(exported, backend, {IO_METHOD: json.dumps(names)}, job)
+    ops = delegation(edge_program, backend)
+    emit(edge_program, out, job)
     ops.update(program_contents(out)["forward"])
     io = read_io(out)
     layouts = {s.name: s.layout for s in artifact.inputs + artifact.outputs}

@@ -65,11 +65,11 @@ def _validate_generative(reference: str, candidate: str, kw):
     contract = (manifest.extra or {}).get("generative") if manifest is not None else None
     recorded = (manifest.validation or {}).get("precision") if manifest is not None else None
     fmt = detect_format(candidate)  # a missing or unknown candidate: one line, exit 2
-    if fmt not in ("tflite", "litertlm"):
+    if fmt not in ("tflite", "litertlm", "pte", "onnx"):
         from fwconv.errors import InputError
 
-        raise InputError(f"{candidate} is a {fmt} model: a language model directory is checked against a generative "
-                         ".tflite or .litertlm (prefill/decode signatures)")
+        raise InputError(f"{candidate} is a {fmt} model: a language model directory is checked against a generator "
+                         "(.tflite/.litertlm with prefill/decode, .pte with a KV cache, ONNX with past key/values)")
     settings = GenerativeSettings.from_options(options, precision=options.precision or recorded)
     return validate_generative(reference, candidate, settings, contract=contract)
 

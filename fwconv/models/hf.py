@@ -227,9 +227,9 @@ def offline_environment() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def load_causal_lm(model_dir: HfModelDir, *, trust_remote_code: bool = False):
+def load_causal_lm(model_dir: HfModelDir, *, trust_remote_code: bool = False, attention: str | None = None):
     """The model in eval mode, float32, from the directory only (the libraries' import chatter
-    kept off the terminal)."""
+    kept off the terminal); `attention` picks transformers' attention kernels ("sdpa", "eager")."""
     offline_environment()
     transformers = require("transformers", "llm")
     torch = require("torch", "llm")
@@ -237,7 +237,8 @@ def load_causal_lm(model_dir: HfModelDir, *, trust_remote_code: bool = False):
         with captured_output():
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 model_dir.path, local_files_only=True, trust_remote_code=trust_remote_code,
-                use_safetensors=bool(model_dir.weights[0].endswith(".safetensors")), dtype=torch.float32)
+                use_safetensors=bool(model_dir.weights[0].endswith(".safetensors")), dtype=torch.float32,
+                **({"attn_implementation": attention} if attention else {}))
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise _load_error(model_dir.path, exc) from None
     return model.eval()

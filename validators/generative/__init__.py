@@ -43,23 +43,25 @@ def check_prompts(source_dir: str, settings: GenerativeSettings, cache_length: i
 
 
 def validate_generative(source_dir: str, artifact: str, settings: GenerativeSettings, *, contract: dict | None = None):
-    """The report on `artifact` (.tflite or .litertlm) against the model directory `source_dir`."""
+    """The report on `artifact` (.tflite, .litertlm, .pte or ONNX) against the model directory `source_dir`."""
     from fwconv.models.hf import load_causal_lm, load_tokenizer, read_hf_dir
     from fwconv.models.litertlm import bundled_tflite, is_litertlm
     from fwconv.validators.generative.runners import LiteRTGenerator, TorchGenerator
-    from fwconv.validators.generative.verdict import FIXED_TEXT, judge
 
     model_dir = read_hf_dir(source_dir, trust_pickle=settings.trust_pickle)
     tokenizer = load_tokenizer(source_dir, trust_remote_code=settings.trust_remote_code)
     source = TorchGenerator(load_causal_lm(model_dir, trust_remote_code=settings.trust_remote_code))
-    layout = _layout(contract)
+    if artifact_kind(artifact) != "litert":
+        candidate = open_candidate(artifact, settings.threads)
+        report, prompts = _judge(source, candidate, tokenizer, settings, model_dir.context_length)
+        report.notes.append(f"{'a .pte' if artifact_kind(artifact) == 'pte' else 'an ONNX'} generator carries no "
+                            "tokenizer: the app ships the source's (sha256 in the manifest)")
+        _measure(report, settings, source_dir, (candidate.name, artifact), prompts[0])
+        return report
     bundle = artifact if is_litertlm(artifact) else None
     with (bundled_tflite(artifact) if bundle else contextlib.nullcontext(artifact)) as tflite:
-        candidate = LiteRTGenerator(tflite, layout=layout, threads=settings.threads)
-        prompts = [tokenizer(p)["input_ids"] for p in settings.prompts]
-        check_room(prompts, settings.steps, candidate.cache_length)
-        text = tokenizer(FIXED_TEXT)["input_ids"][: candidate.cache_length - 1]
-        report = judge(source, candidate, prompts, settings.steps, settings.precision, text)
+        candidate = LiteRTGenerator(tflite, layout=_layout(contract), threads=settings.threads)
+        report, prompts = _judge(source, candidate, tokenizer, settings, candidate.cache_length)
         if not report.parity_passed:  # where it departs: layer by layer on the prefill graph
             from fwconv.validators.generative.layers import first_diverging_layer
 
@@ -69,13 +71,43 @@ def validate_generative(source_dir: str, artifact: str, settings: GenerativeSett
             _check_bundle(report, bundle, source, tokenizer, settings)
         else:
             report.notes.append("a .tflite carries no tokenizer: the app ships the source's (sha256 in the manifest)")
-        if settings.latency:
-            from fwconv.validators.generative.speed import measure
-
-            report.speed = measure({"pytorch": ("pytorch", source_dir), "litert": ("litert", tflite)}, prompts[0],
-                                   settings.steps, threads=settings.threads,
-                                   trust=(settings.trust_remote_code, settings.trust_pickle))
+        _measure(report, settings, source_dir, ("litert", tflite), prompts[0])
     return report
+
+
+def artifact_kind(path: str) -> str:
+    """Which generator drives `path`: "pte", "onnx" or "litert" (.tflite and .litertlm)."""
+    from fwconv.models.formats import detect_format
+
+    fmt = detect_format(path)
+    return {"pte": "pte", "onnx": "onnx"}.get(fmt, "litert")
+
+
+def open_candidate(path: str, threads: int | None = None):
+    from fwconv.validators.generative.runners import ExecuTorchGenerator, OnnxGenerator
+
+    return ExecuTorchGenerator(path) if artifact_kind(path) == "pte" else OnnxGenerator(path, threads=threads)
+
+
+def _judge(source, candidate, tokenizer, settings: GenerativeSettings, room: int | None):
+    """The token-level verdict on the settings' prompts (each checked to fit `room` positions)."""
+    from fwconv.validators.generative.verdict import FIXED_TEXT, judge
+
+    prompts = [tokenizer(p)["input_ids"] for p in settings.prompts]
+    room = room or 1 << 20
+    check_room(prompts, settings.steps, room)
+    text = tokenizer(FIXED_TEXT)["input_ids"][: room - 1]
+    return judge(source, candidate, prompts, settings.steps, settings.precision, text), prompts
+
+
+def _measure(report, settings: GenerativeSettings, source_dir: str, side: tuple[str, str], prompt: list[int]) -> None:
+    """Speed of both sides, each in its own process (where latency was asked for)."""
+    if not settings.latency:
+        return
+    from fwconv.validators.generative.speed import measure
+
+    report.speed = measure({"pytorch": ("pytorch", source_dir), side[0]: side}, prompt, settings.steps,
+                           threads=settings.threads, trust=(settings.trust_remote_code, settings.trust_pickle))
 
 
 def _layout(contract: dict | None):

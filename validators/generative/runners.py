@@ -160,3 +160,111 @@ class LiteRTGenerator:
             v = np.moveaxis(self.kv[f"kv_cache_v_{i}"][0], self.layout.v_time_dim - 1, 1)[:, :length]
             pairs.append((k.astype(np.float32), v.astype(np.float32)))
         return pairs
+
+
+class ExecuTorchGenerator:
+    """An ExecuTorch `.pte` generator (forward(tokens, input_pos), the cache in mutable buffers) in
+    the ExecuTorch runtime, driven as its LLM runner drives it: the whole prompt in one call when
+    the program takes dynamic lengths (else token by token), then one token per call."""
+
+    name = "executorch"
+
+    def __init__(self, path: str):
+        from fwconv.models.executorch import execute, load_method, open_program
+
+        self.path, self._execute = path, execute
+        self.torch = require("torch", "executorch")
+        program = open_program(path)
+        constants = {n: execute(load_method(program, n, path), [], path)[0] for n in program.method_names
+                     if n.startswith(("get_", "use_", "enable_"))}
+        if not constants.get("use_kv_cache"):
+            raise InputError(f"{path} is not an ExecuTorch generator with a KV cache (no use_kv_cache method)",
+                             hint="convert the model directory with `fwconv convert DIR --to pte`")
+        self.cache_length = int(constants.get("get_max_seq_len") or constants.get("get_max_context_len"))
+        self.dynamic = bool(constants.get("enable_dynamic_shape"))
+        self.method = load_method(program, "forward", path)
+        self.position = 0
+        self.prefill_seconds = self.last_step_seconds = 0.0
+
+    def start(self, prompt: list[int]) -> np.ndarray:
+        self.position = 0  # the mask hides every slot past the position, so no reset is needed
+        t0 = time.perf_counter()
+        chunks = [prompt] if self.dynamic else [[t] for t in prompt]
+        for chunk in chunks:
+            logits = self._run(chunk)
+        self.prefill_seconds = time.perf_counter() - t0
+        return logits
+
+    def step(self, token: int) -> np.ndarray:
+        t0 = time.perf_counter()
+        logits = self._run([token])
+        self.last_step_seconds = time.perf_counter() - t0
+        return logits
+
+    def _run(self, tokens: list[int]) -> np.ndarray:
+        torch = self.torch
+        if self.position + len(tokens) > self.cache_length:
+            raise InputError(f"executorch: {self.position + len(tokens)} positions do not fit the program's static "
+                             f"cache of {self.cache_length}")
+        positions = torch.arange(self.position, self.position + len(tokens), dtype=torch.long)
+        (logits,) = self._execute(self.method, [torch.tensor([tokens], dtype=torch.long), positions], self.path)
+        self.position += len(tokens)
+        return logits.reshape(-1, logits.shape[-1])[-1].float().numpy()
+
+
+class OnnxGenerator:
+    """An ONNX decoder with past key/values in ONNX Runtime: the prompt in one call with an empty
+    past, then one token per call, each call's `present.*` fed back as the next `past_key_values.*`."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str, *, threads: int | None = None, device: str = "cpu"):
+        from fwconv.validators.runners.onnxrt_runner import OnnxRuntimeRunner
+
+        self.session = OnnxRuntimeRunner(path, device=device, threads=threads).activate().session
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.past_names = sorted((n for n in inputs if n.startswith("past_key_values.")), key=_layer_order)
+        if "input_ids" not in inputs or not self.past_names:
+            raise InputError(f"{path} is not an ONNX decoder with past key/values (inputs: {', '.join(inputs)})",
+                             hint="convert the model directory with `fwconv convert DIR --to onnx`")
+        self.shapes = {n: inputs[n].shape for n in self.past_names}
+        self.cache_length = None  # the cache grows: the model's context bounds it
+        self.position, self.past = 0, {}
+        self.prefill_seconds = self.last_step_seconds = 0.0
+
+    def start(self, prompt: list[int]) -> np.ndarray:
+        self.position = 0
+        self.past = {n: np.zeros((1, s[1], 0, s[3]), np.float32) for n, s in self.shapes.items()}
+        t0 = time.perf_counter()
+        logits = self._run(prompt)
+        self.prefill_seconds = time.perf_counter() - t0
+        return logits
+
+    def step(self, token: int) -> np.ndarray:
+        t0 = time.perf_counter()
+        logits = self._run([token])
+        self.last_step_seconds = time.perf_counter() - t0
+        return logits
+
+    def _run(self, tokens: list[int]) -> np.ndarray:
+        total = self.position + len(tokens)
+        feed = {"input_ids": np.array([tokens], np.int64), "attention_mask": np.ones((1, total), np.int64),
+                "position_ids": np.arange(self.position, total, dtype=np.int64)[None], **self.past}
+        try:
+            logits, *present = self.session.run(None, feed)
+        except Exception as exc:
+            raise RunnerError(f"onnxruntime: the decoder failed: {first_line(exc)}") from exc
+        names = [o.name for o in self.session.get_outputs()][1:]
+        self.past = {n.replace("present.", "past_key_values.", 1): t for n, t in zip(names, present)}
+        self.position = total
+        return np.asarray(logits)[0, -1].astype(np.float32)
+
+    def cache(self, length: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        layers = sorted({_layer_order(n)[0] for n in self.past_names})
+        return [(self.past[f"past_key_values.{i}.key"][0, :, :length], self.past[f"past_key_values.{i}.value"][0, :, :length])
+                for i in layers]
+
+
+def _layer_order(name: str) -> tuple[int, str]:
+    parts = name.split(".")
+    return int(parts[1]), parts[2]

@@ -42,7 +42,7 @@ def peak_rss_mib() -> float | None:
 
 def open_generator(kind: str, path: str, threads: int | None = None, trust: tuple[bool, bool] = (False, False)):
     """A generator by kind: 'pytorch' (a model directory; `trust`: remote code, pickle, as the
-    user allowed) or 'litert' (a generative .tflite)."""
+    user allowed), 'litert' (a generative .tflite), 'executorch' (.pte) or 'onnxruntime' (ONNX)."""
     from fwconv.validators.generative.runners import LiteRTGenerator, TorchGenerator
 
     if kind == "pytorch":
@@ -53,7 +53,11 @@ def open_generator(kind: str, path: str, threads: int | None = None, trust: tupl
         if threads:
             torch.set_num_threads(threads)
         return TorchGenerator(load_causal_lm(read_hf_dir(path, trust_pickle=trust[1]), trust_remote_code=trust[0]))
-    return LiteRTGenerator(path, threads=threads)
+    if kind == "litert":
+        return LiteRTGenerator(path, threads=threads)
+    from fwconv.validators.generative import open_candidate
+
+    return open_candidate(path, threads)
 
 
 def measure(sides: dict[str, tuple[str, str]], prompt: list[int], steps: int, *, threads: int | None = None,
