@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import invoke
+from fixtures.llm import source_greedy
 
 pytestmark = pytest.mark.slow
 
@@ -52,22 +53,6 @@ def converted(workdir, family: str, target: str, *flags: str):
         assert result.exit_code == 0, result.output
         _BUILT[key] = (str(out), result.output)
     return _BUILT[key]
-
-
-def source_greedy(path: str, prompt: str, steps: int) -> tuple[list[int], list[int]]:
-    """The prompt's ids and `steps` greedy tokens from transformers, recomputing the whole
-    sequence each step (no cache): the source's own behaviour, independent of any cache code."""
-    import torch
-    import transformers
-
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
-    ids = tokenizer(prompt)["input_ids"]
-    seq = list(ids)
-    with torch.no_grad():
-        for _ in range(steps):
-            seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
-    return ids, seq[len(ids):]
 
 
 def litert_greedy(tflite: str, ids: list[int], steps: int) -> list[int]:

@@ -36,7 +36,30 @@ def _onnx(path: str) -> dict[str, Any]:
     return {"inputs": inputs, "outputs": outputs, "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
             "producer": f"{model.producer_name} {model.producer_version}".strip(),
             "ops": {"total": sum(ops.values()), "by_type": dict(sorted(ops.items()))},
-            "dynamic": {name: dims for name, dims in symbolic.items() if dims}}
+            "dynamic": {name: dims for name, dims in symbolic.items() if dims},
+            **_onnx_generator([s.name for s in inputs], [s.name for s in outputs])}
+
+
+def _onnx_generator(inputs: list[str], outputs: list[str]) -> dict[str, Any]:
+    """An ONNX decoder with past key/values (Optimum's naming): its layers and cache names."""
+    past = [n for n in inputs if n.startswith("past_key_values.")]
+    if "input_ids" not in inputs or not past:
+        return {}
+    return {"generator": {"kind": "ONNX decoder with past key/values", "layers": len(past) // 2,
+                          "feeds": [n for n in inputs if not n.startswith("past_key_values.")],
+                          "cache": "past_key_values.{i}.key|value in, present.{i}.key|value out"}}
+
+
+def _pte_generator(path: str, methods: list[str]) -> dict[str, Any]:
+    """An ExecuTorch LLM-runner program (use_kv_cache): the constant methods the runner reads."""
+    if "use_kv_cache" not in methods:
+        return {}
+    from fwconv.models.executorch import execute, load_method, open_program
+
+    program = open_program(path)
+    values = {n: execute(load_method(program, n, path), [], path)[0] for n in methods
+              if n.startswith(("get_", "use_", "enable_"))}
+    return {"generator": {"kind": "ExecuTorch LLM runner program (KV cache in the program)", **values}}
 
 
 def _pte(path: str) -> dict[str, Any]:
@@ -51,7 +74,7 @@ def _pte(path: str) -> dict[str, Any]:
     bounds = {name: dims for name, dims in bounds.items() if dims}
     return {"methods": io["methods"], "inputs": io["inputs"], "outputs": io["outputs"],
             "ops": contents.get("forward", {}), "method_ops": contents,
-            **({"dynamic": bounds} if bounds else {}),
+            **({"dynamic": bounds} if bounds else {}), **_pte_generator(path, io["methods"]),
             **({} if io["named_by"] == "fwconv" else {"note": "a .pte has no tensor names: inputs/outputs by position"})}
 
 
@@ -116,7 +139,8 @@ def _hf(path: str) -> dict[str, Any]:
     return {"model_type": d.model_type, "architectures": d.architectures, "causal_lm": d.is_causal_lm,
             "context_length": d.context_length, "weights_bytes": d.weight_bytes,
             "weights": [w.rsplit("/", 1)[-1] for w in d.weights], "tokenizer": d.tokenizer and d.tokenizer.rsplit("/", 1)[-1],
-            "tokens": d.token_ids(), "routes": ["tflite (prefill/decode, litert-torch)", "litertlm (LiteRT-LM bundle)"]
+            "tokens": d.token_ids(), "routes": ["tflite (prefill/decode, litert-torch)", "litertlm (LiteRT-LM bundle)",
+                                        "pte (ExecuTorch, static KV cache)", "onnx (past key/values)"]
             if d.is_causal_lm else []}
 
 
@@ -216,6 +240,9 @@ def _generative_lines(info: dict[str, Any]) -> list[str]:
         lines.append(f"  converts to: {', '.join(info['routes']) or 'nothing (not a causal language model)'}")
     for s in info.get("sections", []):
         lines.append(f"  section {s['type']}: {s['bytes']} bytes")
+    if info.get("generator"):
+        fields = {k: v for k, v in info["generator"].items() if k != "kind"}
+        lines.append(f"  generator: {info['generator']['kind']}; " + ", ".join(f"{k} {v}" for k, v in fields.items()))
     g = info.get("generative")
     if g:
         lines.append(f"  generative: prefill {g['prefill_lengths']}, decode; cache length {g['cache_length']}, "

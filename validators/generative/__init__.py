@@ -53,7 +53,8 @@ def validate_generative(source_dir: str, artifact: str, settings: GenerativeSett
     source = TorchGenerator(load_causal_lm(model_dir, trust_remote_code=settings.trust_remote_code))
     if artifact_kind(artifact) != "litert":
         candidate = open_candidate(artifact, settings.threads)
-        report, prompts = _judge(source, candidate, tokenizer, settings, model_dir.context_length)
+        room = candidate.cache_length or model_dir.context_length  # a static cache, else the model's context
+        report, prompts = _judge(source, candidate, tokenizer, settings, room)
         report.notes.append(f"{'a .pte' if artifact_kind(artifact) == 'pte' else 'an ONNX'} generator carries no "
                             "tokenizer: the app ships the source's (sha256 in the manifest)")
         _measure(report, settings, source_dir, (candidate.name, artifact), prompts[0])
