@@ -41,12 +41,14 @@ def convert_generative(source: Source, target: str, output: str, options):
     plan = GenerativePlan.from_options(model_dir, options, target)
     _check_before_export(model_dir, plan, options)
     t0 = time.perf_counter()
-    finals = [output, manifest_path(output)]
+    finals = [output, manifest_path(output)] + _sidecar_paths(model_dir, target, output)
     with staged_outputs(finals, force=options.force, protected=protected_paths(source.path)) as temps, \
             scratch_dir() as workdir:
         job = Job(options=options, workdir=workdir, sample={})
-        artifact = _export(model_dir, plan, job, target)
+        artifact = _export(model_dir, plan, job, target, output)
         report = _validate(source.path, artifact, job, options) if options.validate else None
+        for final in finals[2:]:
+            shutil.move(os.path.join(workdir, os.path.basename(final)), temps[final])
         shutil.move(artifact.path, temps[output])
         artifact.path = temps[output]
         manifest = _manifest(source, target, output, artifact, job, report, time.perf_counter() - t0)
@@ -59,7 +61,16 @@ def convert_generative(source: Source, target: str, output: str, options):
     return ConversionResult(output, manifest, report)
 
 
-def _export(model_dir, plan, job: Job, target: str):
+def _sidecar_paths(model_dir, target: str, output: str) -> list[str]:
+    """Files a target writes beside the artifact (ONNX: onnxruntime-genai's config and the tokenizer)."""
+    if target != "onnx":
+        return []
+    from fwconv.convert.edges.hf_to_onnx import sidecars
+
+    return [os.path.join(os.path.dirname(os.path.abspath(output)), n) for n in sidecars(model_dir)]
+
+
+def _export(model_dir, plan, job: Job, target: str, output: str):
     """The target's exporter, run in the job's scratch folder: an Artifact with its generative contract."""
     if target == "pte":
         from fwconv.convert.edges.hf_to_pte import export_pte
@@ -68,7 +79,7 @@ def _export(model_dir, plan, job: Job, target: str):
     if target == "onnx":
         from fwconv.convert.edges.hf_to_onnx import export_onnx
 
-        return export_onnx(model_dir, plan, job, os.path.join(job.workdir, "model.onnx"))
+        return export_onnx(model_dir, plan, job, os.path.join(job.workdir, os.path.basename(output)))
     from fwconv.convert.edges.hf_to_litert import artifact_for, export_litert
 
     return artifact_for(export_litert(model_dir, plan, job, bundle=target == "litertlm"), target, model_dir, plan)

@@ -367,3 +367,58 @@ def test_cli_and_registries_do_not_import_executorch():
             "all_edges(); runner_classes(); "
             "heavy = [m for m in ('torch', 'executorch', 'torchao') if m in sys.modules]; assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+
+
+GEMMA_FACTORY = '''
+import torch, transformers
+
+
+class Logits(torch.nn.Module):
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids):
+        return self.lm(input_ids=input_ids, use_cache=False).logits
+
+
+def build_model():
+    torch.manual_seed(0)
+    config = transformers.GemmaConfig(vocab_size=1024, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                                      num_attention_heads=8, num_key_value_heads=4, head_dim=32,
+                                      max_position_embeddings=128)
+    return Logits(transformers.GemmaForCausalLM(config).eval()).eval()
+'''
+
+
+@pytest.mark.slow
+def test_gemma_tanh_gelu_stays_off_xnnpack_and_the_pte_matches(tmp_path):
+    """transformers' Gemma uses gelu(approximate="tanh"); ExecuTorch's XNNPACK lowering drops
+    `approximate` (XNNPACK's GELU is the erf form). fwconv keeps those GELUs on the portable kernel:
+    its .pte matches PyTorch at portable-kernel level, while the stock partitioner's does not."""
+    import importlib.util
+
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    (tmp_path / "gemma_logits.py").write_text(GEMMA_FACTORY)
+    out = tmp_path / "gemma.pte"
+    result = invoke("convert", f"{tmp_path / 'gemma_logits.py'}:build_model", "--to", "pte", "-o", out,
+                    "--input-shape", "1,16", "--input-dtype", "int64", "--input-range", "0,1023", "--no-latency")
+    assert result.exit_code == 0, result.output
+    assert "tanh-approximated GELU(s) kept on the portable kernel" in result.output
+    spec = importlib.util.spec_from_file_location("gemma_logits", tmp_path / "gemma_logits.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model, ids = module.build_model(), torch.randint(0, 1024, (1, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = model(ids)
+        stock = to_edge_transform_and_lower(torch.export.export(model, (ids,)), partitioner=[XnnpackPartitioner()])
+    runtime, buffer = Runtime.get(), stock.to_executorch().buffer  # the program reads the buffer: keep it alive
+    ours = runtime.load_program(str(out)).load_method("forward").execute([ids])[0]
+    theirs = runtime.load_program(buffer).load_method("forward").execute([ids])[0]
+    error = lambda got: float((got - want).abs().max() / want.abs().max())
+    assert error(ours) < 2e-6, error(ours)
+    assert error(theirs) > 5 * error(ours), (error(theirs), error(ours))  # the fault is real without the fix

@@ -32,6 +32,7 @@ class GenerativePlan:
     cache_length: int
     recipe: str | None
     backend: str | None = None  # ExecuTorch's (xnnpack, portable)
+    quantize: str | None = None  # "dynamic" for .pte / ONNX: int8 weights, activations quantized at run time
 
     @classmethod
     def from_options(cls, model_dir: HfModelDir, options, target: str = "tflite") -> "GenerativePlan":
@@ -45,7 +46,7 @@ class GenerativePlan:
             raise InputError(f"{given} {max(prefill)} does not fit the cache of {cache} "
                              "(decode needs room after the prompt)", hint="give a smaller --prefill-length")
         if target in ("pte", "onnx"):
-            return cls(tuple(prefill), cache, None, _backend(options, target))
+            return cls(tuple(prefill), cache, None, _backend(options, target), options.quantize)
         recipe = options.recipe or ("dynamic_wi8_afp32" if options.quantize == "dynamic" else None)
         if options.quantize not in (None, "dynamic"):
             raise InputError(f"--quantize {options.quantize} does not apply to a language model",
@@ -54,10 +55,13 @@ class GenerativePlan:
 
 
 def _backend(options, target: str) -> str | None:
-    """A .pte or ONNX generator is float32 here; its only choice is ExecuTorch's backend."""
-    if options.quantize or options.recipe:
-        raise InputError(f"--quantize/--recipe: a language model goes to {target} in float32 here",
-                         hint="quantized generators are made for tflite/litertlm (--quantize dynamic)")
+    """A .pte or ONNX generator is float32, or int8 with --quantize dynamic; a .pte picks ExecuTorch's backend."""
+    if options.recipe or options.quantize not in (None, "dynamic"):
+        given = f"--recipe {options.recipe}" if options.recipe else f"--quantize {options.quantize}"
+        raise InputError(f"{given}: a language model goes to {target} in float32 or with --quantize dynamic "
+                         "(int8 weights)", hint="litert-torch recipes apply to tflite/litertlm")
+    if options.quantize and target == "pte" and options.backend == "portable":
+        raise InputError("--quantize dynamic: the int8 .pte is lowered for XNNPACK (--backend xnnpack)")
     if target == "pte" and options.backend not in (None, "xnnpack", "portable"):
         raise InputError(f"--backend {options.backend}: a language model .pte is lowered for xnnpack or portable")
     return options.backend if target == "pte" else None

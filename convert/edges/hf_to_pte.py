@@ -68,6 +68,24 @@ def static_cache_module(model, cache_length: int):
     return StaticCacheLM().eval()
 
 
+QUANTIZATION = "int8 weights per output channel, int8 activations quantized per token at run time (torchao " \
+               "Int8DynamicActivationIntxWeightConfig, XNNPACK's dynamically quantized kernels)"
+
+
+def _quantize_int8(model, job: Job) -> None:
+    """torchao's 8da8w in place: the Linear layers' weights int8 per channel, activations at run time."""
+    torch = require("torch", "llm")
+    quantization = require("torchao.quantization", "executorch")
+    granularity = require("torchao.quantization.granularity", "executorch")
+    with job.stage("quantize:torchao") as record:
+        try:
+            quantization.quantize_(model, quantization.Int8DynamicActivationIntxWeightConfig(
+                weight_dtype=torch.int8, weight_granularity=granularity.PerAxis(0)))
+        except Exception as exc:
+            record.detail = first_line(exc)
+            raise ConversionError("quantize", f"torchao int8 quantization failed: {first_line(exc)}") from exc
+
+
 def runner_metadata(model_dir: HfModelDir, geometry: CacheGeometry, cache_length: int) -> dict:
     """The constant methods ExecuTorch's LLM runner reads (and fwconv's own IO names)."""
     tokens = model_dir.token_ids()
@@ -92,6 +110,8 @@ def export_pte(model_dir: HfModelDir, plan, job: Job, out: str) -> Artifact:
     torch = require("torch", "llm")
     model = load_for_export(model_dir, job, "sdpa")
     check_full_attention(model.config, plan.cache_length)
+    if plan.quantize == "dynamic":
+        _quantize_int8(model, job)
     geometry = CacheGeometry.of(model.config)
     module = static_cache_module(model, plan.cache_length)
     example = min(EXAMPLE_TOKENS, plan.cache_length - 1)
@@ -114,6 +134,7 @@ def export_pte(model_dir: HfModelDir, plan, job: Job, out: str) -> Artifact:
                      "logits [1, T, vocab]", "cache": "mutable buffers inside the program (k_cache_i, v_cache_i: "
                      f"[1, {geometry.kv_heads}, {plan.cache_length}, {geometry.head_dim}])",
                      "layers": geometry.layers, "backend": backend, "delegation": ops,
+                     "quantization": QUANTIZATION if plan.quantize else "none (float32)",
                      "runner_metadata": {k: v for k, v in runner_metadata(model_dir, geometry, plan.cache_length)
                                          .items() if k != IO_METHOD}})
     specs = [TensorSpec("tokens", [1, None], "int64"), TensorSpec("input_pos", [None], "int64")]

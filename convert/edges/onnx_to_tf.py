@@ -208,11 +208,16 @@ def simplify(model):
     TorchScript exporter). If onnxsim cannot, go on with the original graph and say so."""
     onnxsim = require("onnxsim", "tflite")
     try:
-        with captured_output():
-            simplified, ok = onnxsim.simplify(model)
+        with captured_output():  # its fuse_attention pass writes ONNX Runtime's com.microsoft Attention
+            simplified, ok = onnxsim.simplify(model, skipped_optimizers=["fuse_attention"])
     except Exception as exc:
         return model, f"onnxsim skipped: {first_line(exc)}"
-    return (simplified, "simplified") if ok else (model, "onnxsim check failed; original graph used")
+    if not ok:
+        return model, "onnxsim check failed; original graph used"
+    added = {n.domain for n in simplified.graph.node} - {n.domain for n in model.graph.node} - {"", "ai.onnx"}
+    if added:  # a runtime's contrib ops (ONNX Runtime fusions): onnx2tf has no converter for them
+        return model, f"onnxsim fused into {', '.join(sorted(added))} ops; original graph used"
+    return simplified, "simplified"
 
 
 def _onnx_feed(job: Job, inputs: list[TensorSpec]) -> dict[str, np.ndarray]:

@@ -93,14 +93,37 @@ def _keeping_ranges():
         yield
 
 
+def _gelu_form(node) -> str:
+    return str(node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none"))
+
+
+def xnnpack_partitioner():
+    """XNNPACK's partitioner, but a tanh-approximated GELU stays on the portable kernel: XNNPACK's
+    GELU is the exact (erf) form and its node visitor (executorch 1.5.1 op_gelu.py) drops
+    `approximate`, so a delegated `gelu(x, approximate="tanh")` computes another function. Found
+    on transformers' Gemma (gelu_pytorch_tanh): delegating GELU alone moved the logits by 1.9e-5 of
+    their scale (4 layers, hidden 512; 1.9e-4 on a larger one), every other op alone by < 1e-6."""
+    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+    from executorch.backends.xnnpack.partition.config.generic_node_configs import GeluConfig
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    class ExactGeluConfig(GeluConfig):
+        def check_constraints(self, node, ep) -> bool:
+            return _gelu_form(node) == "none" and super().check_constraints(node, ep)
+
+    return XnnpackPartitioner(configs=[ExactGeluConfig if c is GeluConfig else c for c in ALL_PARTITIONER_CONFIGS])
+
+
+def tanh_gelus(exported) -> int:
+    """How many tanh-approximated GELUs the program has (kept out of XNNPACK by xnnpack_partitioner)."""
+    return sum(1 for n in exported.graph.nodes if n.op == "call_function" and "gelu" in str(n.target)
+               and _gelu_form(n) == "tanh")
+
+
 def lower(exported, backend: str, constant_methods: dict, job: Job):
     """EXIR lowering for `backend`, with `constant_methods` (name -> value) in the program."""
     exir = require("executorch.exir", "executorch")
-    partitioners = []
-    if backend == "xnnpack":
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-
-        partitioners = [XnnpackPartitioner()]
+    partitioners = [xnnpack_partitioner()] if backend == "xnnpack" else []
     with job.stage(f"lower:{backend}") as record, captured_output(), _keeping_ranges():
         try:
             return exir.to_edge_transform_and_lower(exported, partitioner=partitioners,
@@ -191,6 +214,9 @@ def torch_to_pte(artifact: Artifact, job: Job, out: str, *, backend: str) -> Art
     dims = {n: sorted(per) for n, per in job.dynamic.items()}
     names = {"inputs": names_in, "outputs": names_out, "dynamic": dims}
     edge_program = lower(exported, backend, {IO_METHOD: json.dumps(names)}, job)
+    if backend == "xnnpack" and tanh_gelus(exported):
+        notes.append(f"{tanh_gelus(exported)} tanh-approximated GELU(s) kept on the portable kernel: XNNPACK's GELU "
+                     "is the exact form and ExecuTorch's XNNPACK lowering drops `approximate`")
     ops = delegation(edge_program, backend)
     emit(edge_program, out, job)
     ops.update(program_contents(out)["forward"])

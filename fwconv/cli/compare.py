@@ -54,7 +54,7 @@ def validate_command(reference, candidate, **kw):
 
 
 def _validate_generative(reference: str, candidate: str, kw):
-    """REFERENCE is a Hugging Face model directory: CANDIDATE a generative .tflite or .litertlm."""
+    """REFERENCE is a Hugging Face model directory: CANDIDATE a generator (.tflite, .litertlm, .pte or ONNX)."""
     from fwconv.manifest import read_manifest
     from fwconv.models.formats import detect_format
     from fwconv.options import Options, split

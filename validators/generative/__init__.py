@@ -55,8 +55,11 @@ def validate_generative(source_dir: str, artifact: str, settings: GenerativeSett
         candidate = open_candidate(artifact, settings.threads)
         room = candidate.cache_length or model_dir.context_length  # a static cache, else the model's context
         report, prompts = _judge(source, candidate, tokenizer, settings, room)
-        report.notes.append(f"{'a .pte' if artifact_kind(artifact) == 'pte' else 'an ONNX'} generator carries no "
-                            "tokenizer: the app ships the source's (sha256 in the manifest)")
+        if artifact_kind(artifact) == "onnx":
+            _check_genai(report, artifact, source, prompts, settings.steps)
+        else:
+            report.notes.append("a .pte generator carries no tokenizer (the app ships the source's, sha256 in the "
+                                "manifest) and keeps its KV cache inside the program (not compared)")
         _measure(report, settings, source_dir, (candidate.name, artifact), prompts[0])
         return report
     bundle = artifact if is_litertlm(artifact) else None
@@ -74,6 +77,16 @@ def validate_generative(source_dir: str, artifact: str, settings: GenerativeSett
             report.notes.append("a .tflite carries no tokenizer: the app ships the source's (sha256 in the manifest)")
         _measure(report, settings, source_dir, ("litert", tflite), prompts[0])
     return report
+
+
+def _check_genai(report, artifact: str, source, prompts: list[list[int]], steps: int) -> None:
+    """The ONNX folder in onnxruntime-genai, where it is installed and fwconv's config is beside the file."""
+    from fwconv.validators.generative.genai import run_genai
+
+    report.genai = run_genai(artifact, source, prompts, steps)
+    if report.genai is None:
+        report.notes.append("not run in onnxruntime-genai (not installed, or no genai_config.json beside the file "
+                            "names it); ONNX Runtime ran the decoder")
 
 
 def artifact_kind(path: str) -> str:

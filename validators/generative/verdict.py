@@ -73,6 +73,7 @@ class GenerativeReport:
     tokenizer: dict | None = None
     litert_lm: dict | None = None  # the bundle run in LiteRT-LM itself (validators/generative/bundle.py)
     chat_template: dict | None = None
+    genai: dict | None = None  # an ONNX generator run in onnxruntime-genai itself (validators/generative/genai.py)
     layers: dict | None = None  # on failure: each decoder layer's output on the prefill graph (layers.py)
     notes: list[str] = dataclasses.field(default_factory=list)
 
@@ -120,6 +121,11 @@ class GenerativeReport:
         elif t.same_tokens and self.litert_lm and not self.litert_lm["same_text"]:
             first = next(i for i, r in enumerate(self.litert_lm["prompts"]) if not r["same_text"])
             found.append(f"LiteRT-LM's greedy text differs from the source's (prompt {first})")
+        if self.genai and self.genai.get("error"):
+            found.append(self.genai["error"])
+        elif t.same_tokens and self.genai and not self.genai["same_tokens"]:
+            first = next(i for i, r in enumerate(self.genai["prompts"]) if not r["same_tokens"])
+            found.append(f"onnxruntime-genai's greedy tokens differ from the source's (prompt {first})")
         return found
 
     def _step_failures(self) -> list[str]:
@@ -195,7 +201,8 @@ class GenerativeReport:
         return {"kind": "generative", "status": self.status, "precision": self.precision,
                 "thresholds": dataclasses.asdict(self.thresholds), "summary": self.summary(),
                 "failures": self.failures(), "perplexity": self.perplexity, "speed": self.speed,
-                "tokenizer": self.tokenizer, "chat_template": self.chat_template, "litert_lm": self.litert_lm, "layers": self.layers, "notes": self.notes, "prompts": [p.to_dict() for p in self.prompts]}
+                "tokenizer": self.tokenizer, "chat_template": self.chat_template, "litert_lm": self.litert_lm,
+                "genai": self.genai, "layers": self.layers, "notes": self.notes, "prompts": [p.to_dict() for p in self.prompts]}
 
     def to_text(self) -> str:
         s = self.summary()
@@ -218,6 +225,12 @@ class GenerativeReport:
         elif self.litert_lm:
             same = sum(r["same_text"] for r in self.litert_lm["prompts"])
             lines.append(f"  LiteRT-LM (greedy): {same}/{len(self.litert_lm['prompts'])} prompts give the source's text")
+        if self.genai and self.genai.get("error"):
+            lines.append(f"  onnxruntime-genai: {self.genai['error']}")
+        elif self.genai:
+            same = sum(r["same_tokens"] for r in self.genai["prompts"])
+            lines.append(f"  onnxruntime-genai (greedy): {same}/{len(self.genai['prompts'])} prompts give the source's "
+                         "tokens")
         if self.speed:
             lines += [f"  speed: {line}" for line in speed_lines(self.speed)]
         if self.layers:
