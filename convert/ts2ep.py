@@ -58,6 +58,7 @@ def to_exported(torch_source, sample: dict[str, np.ndarray], outputs: dict[str, 
                 program = torch.export.export(program.module(), args, strict=False)
             if _symbolic_inputs(program):
                 raise ValueError("its program keeps input dims symbolic at fixed sample shapes")
+            program = fold_shape_scalars(program, args)
             got = [t.detach().numpy() for t in torch.utils._pytree.tree_leaves(program.module()(*args))
                    if isinstance(t, torch.Tensor)]
     except Exception as exc:  # the converter's own limits (data-dependent shapes, unsupported prim ops)
@@ -69,6 +70,55 @@ def to_exported(torch_source, sample: dict[str, np.ndarray], outputs: dict[str, 
         return None, Ts2EpRecord("differs", seconds, f"its program gives {what} against the TorchScript module")
     exported = TorchSource("exported", program, torch_source.path, list(torch_source.input_names), example_inputs=args)
     return exported, Ts2EpRecord("ok", seconds, f"{len(program.graph.nodes)} graph nodes", error)
+
+
+def fold_shape_scalars(program, args: tuple):
+    """The program with each tensor-to-int read (`_local_scalar_dense`) that depends on sizes alone
+    replaced by its value at the sample's shapes, then re-exported. TorchScript computes sizes as
+    tensors (`floor_divide(size, n).int()`); TS2EP keeps them as unbacked symbols, which ExecuTorch's
+    lowering cannot guard on ("Could not guard on data-dependent expression u112 < 0": a traced
+    Llama). The shapes are fixed already, so these values are too; a read that depends on input
+    data is left alone."""
+    torch = require("torch", "torch")
+    read = torch.ops.aten._local_scalar_dense.default
+    module = program.module()
+    reads = [n for n in module.graph.nodes if n.target is read]
+    if not reads or not all(_sizes_only(n) for n in reads):
+        return program
+    values = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, node):
+            out = super().run_node(node)
+            if node.target is read:
+                values[node] = out
+            return out
+
+    Recorder(module).run(*args)
+    for node, value in values.items():
+        for user in list(node.users):
+            user.args = torch.fx.node.map_arg(user.args, lambda a, n=node, v=value: v if a is n else a)
+            user.kwargs = torch.fx.node.map_arg(user.kwargs, lambda a, n=node, v=value: v if a is n else a)
+        module.graph.erase_node(node)
+    module.graph.eliminate_dead_code()
+    module.recompile()
+    return torch.export.export(module, args, strict=False)
+
+
+def _sizes_only(node, seen: set | None = None) -> bool:
+    """Whether `node` reaches the program's inputs only through their sizes (not their values)."""
+    import torch
+
+    seen = set() if seen is None else seen
+    for source in node.all_input_nodes:
+        if source in seen:
+            continue
+        seen.add(source)
+        if source.op == "call_function" and source.target in (torch.ops.aten.sym_size.int, torch.ops.aten.size.default):
+            continue
+        if source.op == "placeholder" or not _sizes_only(source, seen):
+            return False
+    return True
 
 
 def _symbolic_inputs(program) -> bool:

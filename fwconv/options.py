@@ -316,6 +316,13 @@ class CommandOptions:
     model_explorer: str | None = opt(None, "Write per-op errors as Model Explorer node data (colour the candidate's "
                                            "graph).", {DEBUG}, group="output", path="file")
     top: int = opt(10, "Rows of the worst tensor pairs to print.", {DEBUG}, group="run")
+    reduce: bool = opt(False, "Cut the ONNX source to the smallest subgraph the converter (onnx2tf) still gets wrong, "
+                              "each cut re-converted for real, and write a repro bundle for its issue tracker.",
+                       {DEBUG}, group="reduce")
+    reduce_output: str | None = opt(None, "Where --reduce writes the bundle (default: CANDIDATE.repro/ beside it).",
+                                    {DEBUG}, group="reduce", flag="--output", short="-o", path="any", metavar="DIR")
+    reduce_budget: float = opt(300.0, "Seconds --reduce may spend re-converting cuts.", {DEBUG}, group="reduce",
+                               minimum=0)
     print_json: bool = opt(False, "Print JSON instead of text.", {INSPECT}, group="output", flag="--json")
     jobs: int = opt(1, "Model x target jobs to run in parallel processes.", {GATE_CLI}, group="gate")
     executor: str = opt("local", "Run jobs as local processes or as Ray tasks.", {GATE_CLI}, group="gate",

@@ -67,10 +67,13 @@ def main() -> None:
 
 
 def _fwconv_runs(runs: dict, src: str, target: str, stem: str) -> dict:
-    """fwconv to `target` without and with its validation; the validated run's report."""
-    timing = timed([FWCONV, "convert", src, "--to", target, "-o", f"{stem}n.{target}", "--no-validate"])
+    """fwconv to `target` without and with its validation (each in its own folder: an ONNX brings its
+    genai_config.json); the validated run's report."""
+    os.makedirs(f"{stem}n"), os.makedirs(stem)
+    timing = timed([FWCONV, "convert", src, "--to", target, "-o", f"{stem}n/model.{target}", "--no-validate"])
     runs.setdefault(f"fwconv -> {target} (no validation)", []).append(timing)
-    timing = timed([FWCONV, "convert", src, "--to", target, "-o", f"{stem}.{target}", "--json", f"{stem}.json"])
+    timing = timed([FWCONV, "convert", src, "--to", target, "-o", f"{stem}/model.{target}", "--json",
+                    f"{stem}.json"])
     runs.setdefault(f"fwconv -> {target} (default)", []).append(timing)
     return json.load(open(f"{stem}.json"))
 

@@ -99,7 +99,8 @@ def run_artifact(path: str, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name, command, suffix", [
     ("convnextv2", "torch2tflite", ".tflite"), ("convnextv2", "torch2onnx", ".onnx"), ("convnextv2", "torch2pte", ".pte"),
-    ("llama", "torch2tflite", ".tflite"), ("llama", "torch2onnx", ".onnx"), ("mobilevitv2", "torch2tflite", ".tflite"),
+    ("llama", "torch2tflite", ".tflite"), ("llama", "torch2onnx", ".onnx"), ("llama", "torch2pte", ".pte"),
+    ("mobilevitv2", "torch2tflite", ".tflite"),
     ("deberta", "torch2tflite", ".tflite")])
 def test_torchscript_takes_the_exported_program_routes(name, command, suffix, tmp_path, tmp_path_factory):
     pt, x = traced(name, tmp_path_factory)
@@ -125,3 +126,24 @@ def test_a_model_ts2ep_cannot_take_falls_back_and_says_why(tmp_path, tmp_path_fa
     else:  # or it cannot: one line that names the TS2EP failure too
         errors = [line for line in r.output.splitlines() if line.startswith("fwconv: error")]
         assert len(errors) == 1 and not manifest_path.exists(), r.output
+
+
+def test_torchscript_exporter_takes_a_traced_causal_lm(tmp_path, tmp_path_factory):
+    """The TorchScript road's own gaps, on transformers' Llama: `aten::diff` (its mask code) and
+    scaled_dot_product_attention with enable_gqa (fewer KV heads than query heads) have symbolics;
+    the ONNX runs in ONNX Runtime inside the test and matches the TorchScript module."""
+    import onnx
+    import onnxruntime as ort
+
+    pt, x = traced("llama", tmp_path_factory)
+    out = tmp_path / "llama.onnx"
+    r = invoke("torch2onnx", pt, "--input-shape", "1,16", "--input-dtype", "int64", "--exporter", "torchscript",
+               "-o", out, "--no-latency")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "llama.onnx.fwconv.json").read_text())["extra"]["exporter"] == "torchscript"
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert "Tile" in ops  # the KV heads repeated for their query heads (the diff folds away: constant positions)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    want = torchscript_output(pt, x)
+    assert scaled_error(want, got.reshape(want.shape)) < 1e-5

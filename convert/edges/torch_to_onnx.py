@@ -58,10 +58,67 @@ def _export(exporter: str, source, args: tuple, out: str, in_names, out_names, o
         torch.onnx.export(model, args, out, dynamo=True, opset_version=opset, input_names=in_names,
                           output_names=out_names, external_data=False, optimize=True, verbose=False, **extra)
     else:
+        register_torchscript_symbolics()
         axes = {name: {i: d.label for i, d in dynamic.get(name, {}).items()} for name in in_names if name in dynamic}
         torch.onnx.export(_traceable(source), args, out, dynamo=False, opset_version=opset,
                           input_names=in_names, output_names=out_names, do_constant_folding=True,
                           dynamic_axes=axes or None)
+
+
+def register_torchscript_symbolics() -> None:
+    """Ops the TorchScript exporter has no symbolic for, that real models use: `aten::diff`
+    (transformers' mask code, `find_packed_sequence_indices`: every causal LM and MobileViTV2 failed
+    with "Exporting the operator 'aten::diff' to ONNX ... not supported"). Registered once, for
+    opset 9 and up."""
+    torch = require("torch", "torch")
+    from torch.onnx import symbolic_helper as sh
+
+    @sh.parse_args("v", "i", "i", "v", "v")
+    def diff(g, x, n, dim, prepend, append):
+        if not sh._is_none(prepend):
+            x = g.op("Concat", prepend, x, axis_i=dim)
+        if not sh._is_none(append):
+            x = g.op("Concat", x, append, axis_i=dim)
+        for _ in range(n):  # out[i] = x[i + 1] - x[i] along dim, n times
+            later = sh._slice_helper(g, x, axes=[dim], starts=[1], ends=[2**63 - 1])
+            earlier = sh._slice_helper(g, x, axes=[dim], starts=[0], ends=[-1])
+            x = g.op("Sub", later, earlier)
+        return x
+
+    torch.onnx.register_custom_op_symbolic("aten::diff", diff, 9)
+    torch.onnx.register_custom_op_symbolic("aten::scaled_dot_product_attention", _sdpa_with_gqa, 14)
+
+
+def _sdpa_with_gqa(g, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                   enable_gqa=False):
+    """The exporter's own SDPA symbolic, with grouped-query attention (transformers passes
+    enable_gqa=True when a model has fewer KV heads than query heads; the stock symbolic refuses it):
+    each KV head repeated for its group of query heads first, as torch does."""
+    from torch.onnx import symbolic_helper as sh
+    from torch.onnx._internal.torchscript_exporter import symbolic_opset14
+
+    gqa = sh._maybe_get_const(enable_gqa, "b")
+    if gqa is True or (not isinstance(gqa, bool) and bool(sh._maybe_get_const(enable_gqa, "i"))):
+        key, value = (_repeat_kv_heads(g, query, t) for t in (key, value))
+    return symbolic_opset14.scaled_dot_product_attention(g, query, key, value, attn_mask, dropout_p, is_causal, scale,
+                                                         False)
+
+
+def _repeat_kv_heads(g, query, kv):
+    """[B, kv_heads, T, D] -> [B, heads, T, D], each KV head repeated heads/kv_heads times in place."""
+    from torch.onnx import symbolic_helper as sh
+
+    heads, groups, dim = sh._get_tensor_dim_size(query, 1), sh._get_tensor_dim_size(kv, 1), sh._get_tensor_dim_size(kv, 3)
+    if not all(isinstance(d, int) for d in (heads, groups, dim)):
+        raise RuntimeError("grouped-query attention with unknown head counts cannot be exported here")
+    expanded = g.op("Tile", g.op("Unsqueeze", kv, g.op("Constant", value_t=_ints([2]))),
+                    g.op("Constant", value_t=_ints([1, 1, heads // groups, 1, 1])))
+    return g.op("Reshape", expanded, g.op("Constant", value_t=_ints([0, heads, -1, dim])))
+
+
+def _ints(values: list[int]):
+    torch = require("torch", "torch")
+    return torch.tensor(values, dtype=torch.int64)
 
 
 def _export_args(torch, job: Job) -> tuple:

@@ -90,7 +90,8 @@ def debug_command(reference, candidate, **kw):
 
     protected = protected_paths(reference, candidate, kw["inputs"])
     check_report_paths(kw, protected)
-    check_writable(*filter(None, [kw["model_explorer"]]), force=kw["force"], protected=protected)
+    bundle = _bundle_path(reference, candidate, kw) if kw["reduce"] else None
+    check_writable(*filter(None, [kw["model_explorer"], bundle]), force=kw["force"], protected=protected)
     options, settings, specs, user = _validation_inputs(candidate, kw)
     report = debug(reference, candidate, settings=DebugSettings(settings, isolate=kw["isolate_ops"]), ref_specs=specs,
                    user_inputs=user, trust_pickle=options.trust_pickle)
@@ -98,8 +99,43 @@ def debug_command(reference, candidate, **kw):
     write_debug_reports(report, json_path=kw["json"], html_path=kw["html"], explorer_path=kw["model_explorer"],
                         force=kw["force"], protected=protected)
     write_reports(report.validation, kw, protected, only=("junit", "markdown"))
+    if bundle and report.status == "clean":
+        click.echo("reduce: nothing to reduce (the models agree)")
+    elif bundle:
+        _reduce(reference, candidate, bundle, kw, protected)
     if report.status != "clean":
         raise ParityError("the models diverge: " + divergence_line(report))
+
+
+def _bundle_path(reference: str, candidate: str, kw) -> str:
+    """Where --reduce writes (checked before anything runs): -o DIR, else CANDIDATE.repro beside it."""
+    from fwconv.errors import InputError
+    from fwconv.models.formats import detect_format
+
+    if detect_format(reference) != "onnx":
+        raise InputError(f"--reduce cuts an ONNX graph: {reference} is a {detect_format(reference)} model",
+                         hint="export it first (fwconv torch2onnx) and debug that ONNX against the candidate")
+    return kw["reduce_output"] or candidate.rstrip("/") + ".repro"
+
+
+def _reduce(reference: str, candidate: str, bundle: str, kw, protected) -> None:
+    from fwconv import progress
+    from fwconv.validators.reduce import converter_settings, reduce_onnx
+    from fwconv.validators.reduce.bundle import write_bundle
+
+    settings = converter_settings(candidate)
+    with progress.step("reduce: re-converting cuts of the ONNX graph"):
+        found = reduce_onnx(reference, settings, budget=kw["reduce_budget"])
+    if found.status == "not_reproduced":
+        click.echo(f"reduce: onnx2tf converts {reference} to a matching model now ({found.line}): the candidate "
+                   "differs from what the converter makes; the divergence above names where")
+        return
+    write_bundle(found, settings, bundle, force=kw["force"], protected=protected)
+    ops = ", ".join(op for op, _ in found.nodes)
+    spent = "; the time budget ran out first" if found.budget_spent else ""
+    click.echo(f"reduce: {found.start_nodes} nodes -> {len(found.nodes)} ({ops}): {found.line}; {found.conversions} "
+               f"conversions in {found.seconds:g} s{spent}")
+    click.echo(f"reduce: repro bundle written to {bundle} (python {bundle}/repro.py reproduces it with onnx2tf alone)")
 
 
 def divergence_line(report) -> str:

@@ -1,0 +1,97 @@
+"""From a refusal to a repro bundle (issue 26): `fwconv debug REF CAND --reduce` cuts the ONNX
+graph to the smallest subgraph onnx2tf still gets wrong, every cut re-converted by onnx2tf and run
+in LiteRT for real, and writes a bundle whose repro.py needs only onnx2tf."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import invoke
+from fixtures.reduce_models import chain_with_pad2
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory):
+    """A 42-node graph with ONNX's Pad in its opset-10 form (value 1.5; onnx2tf pads with zeros),
+    converted without repair and kept: the refused candidate."""
+    work = tmp_path_factory.mktemp("reduce")
+    onnx_path = chain_with_pad2(str(work / "chain.onnx"))
+    result = invoke("onnx2tflite", onnx_path, "-o", work / "chain.tflite", "--no-repair", "--keep-failed",
+                    "--no-latency")
+    assert result.exit_code == 3, result.output
+    return work, onnx_path, str(work / "chain.tflite")
+
+
+def test_reduces_to_the_op_and_the_bundle_reproduces_with_onnx2tf_alone(refused):
+    import onnx
+
+    work, onnx_path, candidate = refused
+    bundle = work / "bundle"
+    before = open(onnx_path, "rb").read()
+    result = invoke("debug", onnx_path, candidate, "--reduce", "-o", bundle)
+    assert result.exit_code == 3, result.output  # the models still diverge: the bundle comes with the refusal
+    assert "reduce: 42 nodes -> 1 (Pad)" in result.output, result.output
+    assert open(onnx_path, "rb").read() == before
+    assert sorted(os.listdir(bundle)) == ["REPORT.md", "expected.npz", "inputs.npz", "minimal.onnx", "repro.py"]
+    minimal = onnx.load(bundle / "minimal.onnx")
+    assert len(minimal.graph.node) <= 3 and "Pad" in {n.op_type for n in minimal.graph.node}
+    # a fresh process, only the raw converter: the mismatch reproduces and the exit code says so
+    run = subprocess.run([sys.executable, "repro.py"], cwd=bundle, capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert run.returncode == 1 and "MISMATCH" in run.stdout, run.stdout + run.stderr
+    assert "import fwconv" not in (bundle / "repro.py").read_text()
+    report = (bundle / "REPORT.md").read_text()
+    assert "Pad(mode=constant" in report and "onnx-opset-upgrade" in report and "onnx2tf" in report
+    for name in os.listdir(bundle):  # nothing refers to the user's paths
+        assert str(work).encode() not in (bundle / name).read_bytes(), name
+    # the same subgraph through fwconv: its repair makes it pass
+    fixed = invoke("onnx2tflite", bundle / "minimal.onnx", "-o", work / "fixed.tflite", "--no-latency")
+    assert fixed.exit_code == 0 and "repaired by onnx-opset-upgrade" in fixed.output, fixed.output
+
+
+def test_a_fault_planted_in_the_converter_reduces_to_the_node_it_touches(tmp_path, monkeypatch):
+    """The converter made to get one Conv wrong (its weight x1.5 on the way in): the search lands there."""
+    import onnx
+    from onnx import numpy_helper
+
+    from fwconv.validators.reduce import converter_settings, reduce_onnx, repro_onnx2tf
+
+    onnx_path = chain_with_pad2(str(tmp_path / "clean.onnx"), pad_after=None)
+    real_convert = repro_onnx2tf.convert
+
+    def faulty_convert(path, out_dir, settings):
+        model = onnx.load(path)
+        for init in model.graph.initializer:
+            if init.name == "w5":
+                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.5, "w5"))
+        onnx.save(model, path)
+        return real_convert(path, out_dir, settings)
+
+    monkeypatch.setattr(repro_onnx2tf, "convert", faulty_convert)
+    found = reduce_onnx(onnx_path, converter_settings(None), budget=300)
+    assert found.status == "reduced", found
+    assert found.nodes == [("Conv", "conv5")], found.nodes
+
+
+def test_a_clean_pair_has_nothing_to_reduce(tmp_path):
+    onnx_path = chain_with_pad2(str(tmp_path / "clean.onnx"), pad_after=None)
+    assert invoke("onnx2tflite", onnx_path, "-o", tmp_path / "clean.tflite", "--no-latency").exit_code == 0
+    result = invoke("debug", onnx_path, tmp_path / "clean.tflite", "--reduce")
+    assert result.exit_code == 0, result.output
+    assert "nothing to reduce" in result.output
+    assert not os.path.exists(tmp_path / "clean.tflite.repro")
+
+
+def test_reduce_needs_an_onnx_reference_and_says_so_in_one_line(refused, tmp_path):
+    work, _, candidate = refused
+    result = invoke("debug", candidate, candidate, "--reduce", "-o", tmp_path / "b")
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("fwconv: error")]
+    assert len(errors) == 1 and "--reduce cuts an ONNX graph" in errors[0]
+    assert not (tmp_path / "b").exists()
