@@ -24,7 +24,7 @@ from fwconv.errors import ConversionError, FwconvError, InputError, ModelLoadErr
 from fwconv.manifest import Manifest, manifest_path, sha256_of, size_of
 from fwconv.models.formats import TARGET_SUFFIX, Source, model_file
 from fwconv.specs import TensorSpec
-from fwconv.staging import protected_paths, scratch_dir, staged_outputs
+from fwconv.staging import check_writable, protected_paths, scratch_dir, staged_outputs
 
 __all__ = ["convert", "ConversionResult", "Source", "prepare_source", "load_reference", "run_route", "resolve_output"]
 
@@ -265,6 +265,8 @@ def convert(source: str | Source, target: str, output: str | None = None, option
     routes = applicable_routes(planned, "exported" if ts2ep else source.format, options)
     output = resolve_output(output, source.path, target)
     finals = [output] if target == "savedmodel" else [output, manifest_path(output)]
+    if options.reduce:  # the bundle's place is checked before anything runs, like every output
+        check_writable(output.rstrip("/") + ".repro", force=options.force, protected=protected_paths(source.path))
     t0 = time.perf_counter()
     with staged_outputs(finals, force=options.force, protected=protected_paths(
             source.path, options.inputs, options.calibration)) as temps, scratch_dir() as workdir:
@@ -291,11 +293,37 @@ def convert(source: str | Source, target: str, output: str | None = None, option
             reference = (ctx.reference.torch_source if ctx.reference else None) or source.path
             explained = _explain(reference, chosen.artifact, chosen.job.sample, validate_settings,
                                  (source.path, output), report.notes)
+        if failed and options.reduce:
+            report.notes.append(_reduce_failure(ctx, chosen, output))
         if failed and not options.keep_failed:
             raise _parity_error("artifact not written", report, explained, chosen.artifact.extra.get("repairs", []))
     if failed:
         raise _parity_error("kept by --keep-failed", report, explained, chosen.artifact.extra.get("repairs", []))
     return ConversionResult(output, manifest, report)
+
+
+def _reduce_failure(ctx: ConversionContext, chosen: RouteTry, output: str) -> str:
+    """--reduce: the ONNX graph the failed route handed onnx2tf (the source, or the route's own
+    export of a PyTorch source) reduced with onnx2tf at the settings that ran; a bundle beside the
+    output. The line to show."""
+    from fwconv import progress
+    from fwconv.convert.edges.onnx_to_tf import Onnx2TfSettings
+    from fwconv.validators.reduce import reduce_onnx
+    from fwconv.validators.reduce.bundle import write_bundle
+
+    route = chosen.route or []
+    if not route or (route[-1].src, route[-1].dst) != ("onnx", "tflite"):
+        return f"reduce: only onnx2tf conversions are reduced here; this artifact came by {chosen.label}"
+    onnx_path = ctx.source.path if len(route) == 1 else os.path.join(chosen.job.workdir, f"step{len(route) - 2}.onnx")
+    settings = {**chosen.job.settings(Onnx2TfSettings).onnx2tf_kwargs(), "not_use_onnxsim": True}
+    with progress.step("reduce: re-converting cuts of the ONNX graph"):
+        found = reduce_onnx(onnx_path, settings, budget=ctx.options.reduce_budget)
+    if found.status != "reduced":
+        return f"reduce: raw onnx2tf converts this ONNX graph to a matching model ({found.line}): nothing to reduce"
+    bundle = output.rstrip("/") + ".repro"
+    write_bundle(found, settings, bundle, force=ctx.options.force, protected=protected_paths(ctx.source.path))
+    return (f"reduce: {found.start_nodes} ONNX nodes -> {len(found.nodes)} ({', '.join(op for op, _ in found.nodes)}): "
+            f"{found.line}; repro bundle in {bundle} (python {bundle}/repro.py runs onnx2tf alone)")
 
 
 def _torchscript_routes(ctx: ConversionContext, planned, routes):

@@ -168,6 +168,12 @@ class Options:
     debug_on_failure: bool = opt(False, "On a parity failure, run `fwconv debug` on the source and the failed artifact "
                                         "and write OUTPUT.debug.json/.html (first diverging op, named on both sides).",
                                  {CONVERT, GATE, GATE_CLI, PLUGIN})
+    reduce: bool = opt(False, "On a parity failure of an onnx2tf conversion, cut the ONNX graph (a PyTorch source's "
+                              "own export) to the smallest subgraph onnx2tf still gets wrong, each cut re-converted "
+                              "for real, and write a repro bundle (OUTPUT.repro/; debug: -o DIR).",
+                       {CONVERT, DEBUG}, group="reduce")
+    reduce_budget: float = opt(300.0, "Seconds --reduce may spend re-converting cuts.", {CONVERT, DEBUG},
+                               group="reduce", types=NUMBER, minimum=0)
     stage_timeout: float = opt(STAGE_TIMEOUT_S, "Seconds one converter stage (export, convert, quantize, validate...) "
                                                 "may run; past it the conversion ends (exit 6), nothing written.",
                                {CONVERT, GATE, PLUGIN}, types=NUMBER, minimum=0)
@@ -316,13 +322,8 @@ class CommandOptions:
     model_explorer: str | None = opt(None, "Write per-op errors as Model Explorer node data (colour the candidate's "
                                            "graph).", {DEBUG}, group="output", path="file")
     top: int = opt(10, "Rows of the worst tensor pairs to print.", {DEBUG}, group="run")
-    reduce: bool = opt(False, "Cut the ONNX source to the smallest subgraph the converter (onnx2tf) still gets wrong, "
-                              "each cut re-converted for real, and write a repro bundle for its issue tracker.",
-                       {DEBUG}, group="reduce")
     reduce_output: str | None = opt(None, "Where --reduce writes the bundle (default: CANDIDATE.repro/ beside it).",
                                     {DEBUG}, group="reduce", flag="--output", short="-o", path="any", metavar="DIR")
-    reduce_budget: float = opt(300.0, "Seconds --reduce may spend re-converting cuts.", {DEBUG}, group="reduce",
-                               minimum=0)
     print_json: bool = opt(False, "Print JSON instead of text.", {INSPECT}, group="output", flag="--json")
     jobs: int = opt(1, "Model x target jobs to run in parallel processes.", {GATE_CLI}, group="gate")
     executor: str = opt("local", "Run jobs as local processes or as Ray tasks.", {GATE_CLI}, group="gate",

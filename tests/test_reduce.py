@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 
-import pytest
+import onnx  # noqa: F401  (imported at collection: an in-process pytester run elsewhere restores
+import pytest  # sys.modules, and a second import of onnx's extension aborts the interpreter)
 
 from conftest import invoke
 from fixtures.reduce_models import chain_with_pad2
@@ -95,3 +96,45 @@ def test_reduce_needs_an_onnx_reference_and_says_so_in_one_line(refused, tmp_pat
     errors = [line for line in result.output.splitlines() if line.startswith("fwconv: error")]
     assert len(errors) == 1 and "--reduce cuts an ONNX graph" in errors[0]
     assert not (tmp_path / "b").exists()
+
+
+PAD_NET = '''
+import torch
+
+
+class PadNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(4, 4, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.conv1(x))
+        y = torch.nn.functional.pad(y, (1, 1, 1, 1), value=1.5)
+        return torch.sigmoid(self.conv2(y))
+
+
+def build_model():
+    torch.manual_seed(0)
+    return PadNet().eval()
+'''
+
+
+def test_reduce_on_a_failing_pytorch_conversion_cuts_its_own_onnx_export(tmp_path):
+    """torch2tflite through the TorchScript exporter at opset 10 (a Pad-2 with value 1.5, which
+    onnx2tf pads with zeros), repairs off: the refusal comes with a bundle cut from the route's export."""
+    import onnx
+
+    (tmp_path / "padnet.py").write_text(PAD_NET)
+    out = tmp_path / "out" / "pad.tflite"
+    out.parent.mkdir()
+    result = invoke("torch2tflite", f"{tmp_path / 'padnet.py'}:build_model", "--input-shape", "1,3,10,12", "--via",
+                    "onnx", "--exporter", "torchscript", "--opset", "10", "--no-repair", "--reduce", "-o", out,
+                    "--no-latency")
+    assert result.exit_code == 3, result.output
+    assert "reduce: 5 ONNX nodes -> 1 (Pad)" in result.output, result.output
+    assert sorted(os.listdir(out.parent)) == ["pad.tflite.repro"]  # the artifact refused, the bundle kept
+    assert [n.op_type for n in onnx.load(out.parent / "pad.tflite.repro" / "minimal.onnx").graph.node] == ["Pad"]
+    again = invoke("torch2tflite", f"{tmp_path / 'padnet.py'}:build_model", "--input-shape", "1,3,10,12", "--via",
+                   "onnx", "--exporter", "torchscript", "--opset", "10", "--no-repair", "--reduce", "-o", out)
+    assert again.exit_code == 2 and "pad.tflite.repro" in again.output, again.output  # exists: --force to replace
