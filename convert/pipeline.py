@@ -303,9 +303,9 @@ def convert(source: str | Source, target: str, output: str | None = None, option
 
 
 def _reduce_failure(ctx: ConversionContext, chosen: RouteTry, output: str) -> str:
-    """--reduce: the ONNX graph the failed route handed onnx2tf (the source, or the route's own
-    export of a PyTorch source) reduced with onnx2tf at the settings that ran; a bundle beside the
-    output. The line to show."""
+    """--reduce: the ONNX graph the failed route handed onnx2tf (after fwconv's prepare steps on the
+    source or on the route's own export of a PyTorch source) reduced with onnx2tf at the settings
+    that ran; a bundle beside the output. The line to show."""
     from fwconv import progress
     from fwconv.convert.edges.onnx_to_tf import Onnx2TfSettings
     from fwconv.validators.reduce import reduce_onnx
@@ -314,7 +314,9 @@ def _reduce_failure(ctx: ConversionContext, chosen: RouteTry, output: str) -> st
     route = chosen.route or []
     if not route or (route[-1].src, route[-1].dst) != ("onnx", "tflite"):
         return f"reduce: only onnx2tf conversions are reduced here; this artifact came by {chosen.label}"
-    onnx_path = ctx.source.path if len(route) == 1 else os.path.join(chosen.job.workdir, f"step{len(route) - 2}.onnx")
+    prepared = os.path.join(chosen.job.workdir, "onnx2tf", "model.onnx")  # the graph onnx2tf saw (prepare steps done)
+    onnx_path = prepared if os.path.isfile(prepared) else \
+        ctx.source.path if len(route) == 1 else os.path.join(chosen.job.workdir, f"step{len(route) - 2}.onnx")
     settings = {**chosen.job.settings(Onnx2TfSettings).onnx2tf_kwargs(), "not_use_onnxsim": True}
     with progress.step("reduce: re-converting cuts of the ONNX graph"):
         found = reduce_onnx(onnx_path, settings, budget=ctx.options.reduce_budget)

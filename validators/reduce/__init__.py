@@ -121,8 +121,12 @@ class Reducer:
         if key not in self.seen:
             if self.over_budget():
                 return False  # out of time: a cut not tried is not taken
+            model, feeds, expected = self.graphs.cut(list(key))
+            if not feeds or not expected:  # constants alone: a converter's corner, not the user's failure
+                self.seen[key] = False
+                return False
             self.conversions += 1
-            self.seen[key] = self.fails(*self.graphs.cut(list(key)))
+            self.seen[key] = self.fails(model, feeds, expected)
         return self.seen[key]
 
     def run(self) -> list[int]:

@@ -58,16 +58,18 @@ def run_tflite(path: str, inputs: dict) -> list:
 
 
 def mismatch(expected: list, got: list) -> float:
-    """The worst error / scale over the outputs (each compared in its own or its NHWC layout)."""
+    """The worst error / scale over the outputs. onnx2tf may hand a 3D+ output back channels-last:
+    each output is compared in every layout whose shape fits (as is, or channels moved to axis 1),
+    the closer one counting, so a shape like [1, 16, 16, 16] is not misread as a mismatch."""
     worst = 0.0
     for want, have in zip(expected, got):
         have = np.asarray(have)
-        if have.shape != want.shape and have.ndim >= 3:
-            have = np.moveaxis(have, -1, 1)
-        if have.shape != want.shape:
+        layouts = [have] + ([np.moveaxis(have, -1, 1)] if have.ndim >= 3 else [])
+        fitting = [h for h in layouts if h.shape == want.shape]
+        if not fitting:
             return float("inf")
         scale = max(float(np.abs(want).max()), 1e-12)
-        worst = max(worst, float(np.abs(want.astype(np.float64) - have).max()) / scale)
+        worst = max(worst, min(float(np.abs(want.astype(np.float64) - h).max()) for h in fitting) / scale)
     return worst
 
 
