@@ -147,3 +147,22 @@ def test_torchscript_exporter_takes_a_traced_causal_lm(tmp_path, tmp_path_factor
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
     want = torchscript_output(pt, x)
     assert scaled_error(want, got.reshape(want.shape)) < 1e-5
+
+
+def test_onnxsim_before_onnx2tf_writes_no_runtime_contrib_ops(tmp_path, tmp_path_factory):
+    """DPT's TorchScript export, simplified as fwconv does before onnx2tf: onnxsim 0.8's
+    fuse_attention pass would write ONNX Runtime's com.microsoft Attention (onnx2tf: "No module
+    named 'onnx2tf.ops.Attention'"); fwconv skips that pass and keeps only standard ops."""
+    import onnx
+    import onnxsim
+
+    from fwconv.convert.edges.onnx_to_tf import simplify
+
+    pt, _ = traced("dpt", tmp_path_factory)
+    out = tmp_path / "dpt.onnx"
+    assert invoke("torch2onnx", pt, "--input-shape", "1,3,32,32", "-o", out, "--no-validate").exit_code == 0
+    model = onnx.load(out)
+    stock, _ = onnxsim.simplify(model)
+    assert "com.microsoft" in {n.domain for n in stock.graph.node}  # the fusion is real without the skip
+    simplified, detail = simplify(model)
+    assert detail == "simplified" and {n.domain for n in simplified.graph.node} <= {"", "ai.onnx"}
