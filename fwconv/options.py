@@ -171,8 +171,8 @@ class Options:
     reduce: bool = opt(False, "On a parity failure of an onnx2tf conversion, cut the ONNX graph (a PyTorch source's "
                               "own export) to the smallest subgraph onnx2tf still gets wrong, each cut re-converted "
                               "for real, and write a repro bundle (OUTPUT.repro/; debug: -o DIR).",
-                       {CONVERT, DEBUG}, group="reduce")
-    reduce_budget: float = opt(300.0, "Seconds --reduce may spend re-converting cuts.", {CONVERT, DEBUG},
+                       {CONVERT, DEBUG, GATE}, group="reduce")
+    reduce_budget: float = opt(300.0, "Seconds --reduce may spend re-converting cuts.", {CONVERT, DEBUG, GATE},
                                group="reduce", types=NUMBER, minimum=0)
     stage_timeout: float = opt(STAGE_TIMEOUT_S, "Seconds one converter stage (export, convert, quantize, validate...) "
                                                 "may run; past it the conversion ends (exit 6), nothing written.",

@@ -73,7 +73,7 @@ GATE_VALUES = {
     "max_float_ops": 3, "via": "onnx", "backend": "xnnpack", "layout": "nhwc", "outputs": "tuple",
     "allow_flex": True, "repair": False, "repair_budget": 30.0, "debug_on_failure": True, "stage_timeout": 99.0,
     "prompt": ["hello there"], "decode_steps": 8, "trust_remote_code": True, "prefill_length": [8, 16],
-    "cache_length": 64, "recipe": "dynamic_wi4_afp32",
+    "cache_length": 64, "recipe": "dynamic_wi4_afp32", "reduce": True, "reduce_budget": 60.0,
 }
 
 

@@ -138,3 +138,28 @@ def test_reduce_on_a_failing_pytorch_conversion_cuts_its_own_onnx_export(tmp_pat
     again = invoke("torch2tflite", f"{tmp_path / 'padnet.py'}:build_model", "--input-shape", "1,3,10,12", "--via",
                    "onnx", "--exporter", "torchscript", "--opset", "10", "--no-repair", "--reduce", "-o", out)
     assert again.exit_code == 2 and "pad.tflite.repro" in again.output, again.output  # exists: --force to replace
+
+
+def test_gate_reduce_leaves_a_bundle_beside_the_refused_artifact(tmp_path):
+    import json
+    import re
+
+    source = chain_with_pad2(str(tmp_path / "chain.onnx"))
+    (tmp_path / "gate.toml").write_text(f"""
+[gate]
+output_dir = "out"
+repair = false
+reduce = true
+
+[[model]]
+name = "chain"
+source = "{source}"
+targets = ["tflite"]
+latency = false
+""")
+    result = invoke("gate", tmp_path / "gate.toml", "--json", tmp_path / "g.json")
+    assert result.exit_code == 3, result.output
+    (job,) = json.loads((tmp_path / "g.json").read_text())["results"]
+    bundles = [os.path.join(d, n) for d, dirs, _ in os.walk(tmp_path / "out") for n in dirs if n.endswith(".repro")]
+    assert len(bundles) == 1 and os.path.isfile(os.path.join(bundles[0], "repro.py")), (bundles, job)
+    assert re.search(r"reduce: \d+ ONNX nodes -> 1 \(Pad\)", json.dumps(job)), job
