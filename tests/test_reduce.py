@@ -163,3 +163,18 @@ latency = false
     bundles = [os.path.join(d, n) for d, dirs, _ in os.walk(tmp_path / "out") for n in dirs if n.endswith(".repro")]
     assert len(bundles) == 1 and os.path.isfile(os.path.join(bundles[0], "repro.py")), (bundles, job)
     assert re.search(r"reduce: \d+ ONNX nodes -> 1 \(Pad\)", json.dumps(job)), job
+
+
+def test_debug_reduce_with_a_pytorch_reference_cuts_its_onnx_export(tmp_path):
+    """The reference a PyTorch module: exported by fwconv's ONNX edge with the exporter and opset the
+    kept candidate's manifest records, then reduced like any ONNX source."""
+    import onnx
+
+    (tmp_path / "padnet.py").write_text(PAD_NET)
+    factory, kept = f"{tmp_path / 'padnet.py'}:build_model", tmp_path / "kept.tflite"
+    made = invoke("torch2tflite", factory, "--input-shape", "1,3,10,12", "--via", "onnx", "--exporter", "torchscript",
+                  "--opset", "10", "--no-repair", "--keep-failed", "-o", kept, "--no-latency")
+    assert made.exit_code == 3, made.output
+    result = invoke("debug", factory, kept, "--input-shape", "1,3,10,12", "--reduce", "-o", tmp_path / "bundle")
+    assert result.exit_code == 3 and "reduce: 5 nodes -> 1 (Pad)" in result.output, result.output
+    assert [n.op_type for n in onnx.load(tmp_path / "bundle" / "minimal.onnx").graph.node] == ["Pad"]

@@ -110,12 +110,32 @@ def debug_command(reference, candidate, **kw):
 def _bundle_path(reference: str, candidate: str, kw) -> str:
     """Where --reduce writes (checked before anything runs): -o DIR, else CANDIDATE.repro beside it."""
     from fwconv.errors import InputError
+    from fwconv.convert.planner import family_of
     from fwconv.models.formats import detect_format
 
-    if detect_format(reference) != "onnx":
-        raise InputError(f"--reduce cuts an ONNX graph: {reference} is a {detect_format(reference)} model",
-                         hint="export it first (fwconv torch2onnx) and debug that ONNX against the candidate")
+    fmt = detect_format(reference)
+    if fmt != "onnx" and family_of(fmt) != "torch":
+        raise InputError(f"--reduce cuts an ONNX graph (or a PyTorch model's ONNX export): {reference} is a {fmt} "
+                         "model", hint="debug the ONNX the candidate was converted from")
     return kw["reduce_output"] or candidate.rstrip("/") + ".repro"
+
+
+def _as_onnx(reference: str, candidate: str, kw, workdir: str) -> str:
+    """The reference as ONNX: itself, or a PyTorch model exported by fwconv's own ONNX edge with
+    the exporter and opset the candidate's manifest records (as its route exported it)."""
+    import os
+
+    from fwconv.convert.pipeline import convert
+    from fwconv.manifest import read_manifest
+    from fwconv.models.formats import detect_format
+    from fwconv.options import Options, split
+
+    if detect_format(reference) == "onnx":
+        return reference
+    manifest = read_manifest(candidate)
+    recorded = {k: v for k, v in ((manifest.extra or {}) if manifest else {}).items() if k in ("exporter", "opset")}
+    options = Options(**{**split(kw)[0], **recorded, "validate": False, "force": True, "reduce": False})
+    return convert(reference, "onnx", os.path.join(workdir, "reference.onnx"), options).artifact
 
 
 def _reduce(reference: str, candidate: str, bundle: str, kw, protected) -> None:
@@ -123,9 +143,11 @@ def _reduce(reference: str, candidate: str, bundle: str, kw, protected) -> None:
     from fwconv.validators.reduce import converter_settings, reduce_onnx
     from fwconv.validators.reduce.bundle import write_bundle
 
+    from fwconv.staging import scratch_dir
+
     settings = converter_settings(candidate)
-    with progress.step("reduce: re-converting cuts of the ONNX graph"):
-        found = reduce_onnx(reference, settings, budget=kw["reduce_budget"])
+    with scratch_dir() as workdir, progress.step("reduce: re-converting cuts of the ONNX graph"):
+        found = reduce_onnx(_as_onnx(reference, candidate, kw, workdir), settings, budget=kw["reduce_budget"])
     if found.status == "not_reproduced":
         click.echo(f"reduce: onnx2tf converts {reference} to a matching model now ({found.line}): the candidate "
                    "differs from what the converter makes; the divergence above names where")
