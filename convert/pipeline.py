@@ -308,24 +308,27 @@ def _reduce_failure(ctx: ConversionContext, chosen: RouteTry, output: str) -> st
     that ran; a bundle beside the output. The line to show."""
     from fwconv import progress
     from fwconv.convert.edges.onnx_to_tf import Onnx2TfSettings
-    from fwconv.validators.reduce import reduce_onnx
+    from fwconv.validators.reduce import CONVERTERS, reduce_onnx
     from fwconv.validators.reduce.bundle import write_bundle
 
     route = chosen.route or []
-    if not route or (route[-1].src, route[-1].dst) != ("onnx", "tflite"):
-        return f"reduce: only onnx2tf conversions are reduced here; this artifact came by {chosen.label}"
+    converter = CONVERTERS.get(route[-1].dst) if route and route[-1].src == "onnx" else None
+    if converter is None:
+        return f"reduce: only onnx2tf and onnx2torch conversions are reduced; this artifact came by {chosen.label}"
     prepared = os.path.join(chosen.job.workdir, "onnx2tf", "model.onnx")  # the graph onnx2tf saw (prepare steps done)
-    onnx_path = prepared if os.path.isfile(prepared) else \
+    onnx_path = prepared if converter == "onnx2tf" and os.path.isfile(prepared) else \
         ctx.source.path if len(route) == 1 else os.path.join(chosen.job.workdir, f"step{len(route) - 2}.onnx")
-    settings = {**chosen.job.settings(Onnx2TfSettings).onnx2tf_kwargs(), "not_use_onnxsim": True}
+    settings = {**chosen.job.settings(Onnx2TfSettings).onnx2tf_kwargs(), "not_use_onnxsim": True} \
+        if converter == "onnx2tf" else {}
     with progress.step("reduce: re-converting cuts of the ONNX graph"):
-        found = reduce_onnx(onnx_path, settings, budget=ctx.options.reduce_budget)
+        found = reduce_onnx(onnx_path, settings, converter=converter, budget=ctx.options.reduce_budget)
     if found.status != "reduced":
-        return f"reduce: raw onnx2tf converts this ONNX graph to a matching model ({found.line}): nothing to reduce"
+        return f"reduce: raw {converter} converts this ONNX graph to a matching model ({found.line}): nothing to reduce"
     bundle = output.rstrip("/") + ".repro"
-    write_bundle(found, settings, bundle, force=ctx.options.force, protected=protected_paths(ctx.source.path))
+    write_bundle(found, converter, settings, bundle, force=ctx.options.force,
+                 protected=protected_paths(ctx.source.path))
     return (f"reduce: {found.start_nodes} ONNX nodes -> {len(found.nodes)} ({', '.join(op for op, _ in found.nodes)}): "
-            f"{found.line}; repro bundle in {bundle} (python {bundle}/repro.py runs onnx2tf alone)")
+            f"{found.line}; repro bundle in {bundle} (python {bundle}/repro.py runs {converter} alone)")
 
 
 def _torchscript_routes(ctx: ConversionContext, planned, routes):

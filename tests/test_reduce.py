@@ -75,7 +75,8 @@ def test_a_fault_planted_in_the_converter_reduces_to_the_node_it_touches(tmp_pat
         return real_convert(path, out_dir, settings)
 
     monkeypatch.setattr(repro_onnx2tf, "convert", faulty_convert)
-    found = reduce_onnx(onnx_path, converter_settings(None), budget=300)
+    converter, settings = converter_settings(None)
+    found = reduce_onnx(onnx_path, settings, converter=converter, budget=300)
     assert found.status == "reduced", found
     assert found.nodes == [("Conv", "conv5")], found.nodes
 
@@ -178,3 +179,29 @@ def test_debug_reduce_with_a_pytorch_reference_cuts_its_onnx_export(tmp_path):
     result = invoke("debug", factory, kept, "--input-shape", "1,3,10,12", "--reduce", "-o", tmp_path / "bundle")
     assert result.exit_code == 3 and "reduce: 5 nodes -> 1 (Pad)" in result.output, result.output
     assert [n.op_type for n in onnx.load(tmp_path / "bundle" / "minimal.onnx").graph.node] == ["Pad"]
+
+
+def test_onnx2torch_refusal_reduces_and_its_repro_runs_onnx2torch_alone(tmp_path):
+    """The same opset-10 Pad converted to PyTorch (onnx2torch ignores `value` too), repairs off: the
+    bundle's repro.py calls onnx2torch alone. onnx2torch imports torchvision, which this machine
+    does not install (its registry build is CUDA-only): the repro runs with an empty stand-in
+    package on its path, as a maintainer's environment would have the real one."""
+    source = chain_with_pad2(str(tmp_path / "chain.onnx"))
+    out = tmp_path / "chain.pt"
+    result = invoke("convert", source, "--to", "torch", "-o", out, "--no-repair", "--reduce", "--no-latency")
+    assert result.exit_code == 3, result.output
+    assert "reduce: 42 ONNX nodes -> 1 (Pad)" in result.output and "runs onnx2torch alone" in result.output
+    bundle = tmp_path / "chain.pt.repro"
+    assert "# onnx2torch: Pad" in (bundle / "REPORT.md").read_text()
+    stand_in = tmp_path / "stand_in" / "torchvision"
+    (stand_in / "ops").mkdir(parents=True)
+    (stand_in / "__init__.py").write_text("")
+    (stand_in / "ops" / "__init__.py").write_text("def nms(*a):\n    raise NotImplementedError\n"
+                                                  "def roi_align(*a):\n    raise NotImplementedError\n")
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(stand_in.parent)}
+    run = subprocess.run([sys.executable, "repro.py"], cwd=bundle, capture_output=True, text=True, timeout=300,
+                         env=env)
+    assert run.returncode == 1 and "MISMATCH" in run.stdout, run.stdout + run.stderr
+    bare = subprocess.run([sys.executable, "repro.py"], cwd=bundle, capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert bare.returncode == 2 and "cannot run" in bare.stdout, bare.stdout  # a missing package is not the bug

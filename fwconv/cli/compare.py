@@ -145,19 +145,21 @@ def _reduce(reference: str, candidate: str, bundle: str, kw, protected) -> None:
 
     from fwconv.staging import scratch_dir
 
-    settings = converter_settings(candidate)
+    converter, settings = converter_settings(candidate)
     with scratch_dir() as workdir, progress.step("reduce: re-converting cuts of the ONNX graph"):
-        found = reduce_onnx(_as_onnx(reference, candidate, kw, workdir), settings, budget=kw["reduce_budget"])
+        found = reduce_onnx(_as_onnx(reference, candidate, kw, workdir), settings, converter=converter,
+                            budget=kw["reduce_budget"])
     if found.status == "not_reproduced":
-        click.echo(f"reduce: onnx2tf converts {reference} to a matching model now ({found.line}): the candidate "
-                   "differs from what the converter makes; the divergence above names where")
+        click.echo(f"reduce: {converter} converts {reference} to a matching model now ({found.line}): the "
+                   "candidate differs from what the converter makes; the divergence above names where")
         return
-    write_bundle(found, settings, bundle, force=kw["force"], protected=protected)
+    write_bundle(found, converter, settings, bundle, force=kw["force"], protected=protected)
     ops = ", ".join(op for op, _ in found.nodes)
     spent = "; the time budget ran out first" if found.budget_spent else ""
     click.echo(f"reduce: {found.start_nodes} nodes -> {len(found.nodes)} ({ops}): {found.line}; {found.conversions} "
                f"conversions in {found.seconds:g} s{spent}")
-    click.echo(f"reduce: repro bundle written to {bundle} (python {bundle}/repro.py reproduces it with onnx2tf alone)")
+    click.echo(f"reduce: repro bundle written to {bundle} (python {bundle}/repro.py reproduces it with {converter} "
+               "alone)")
 
 
 def divergence_line(report) -> str:

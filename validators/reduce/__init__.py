@@ -5,8 +5,9 @@ for real with the same converter and settings: bisect from the outputs back (the
 that still fails), then from the inputs forward (the latest start that still fails; the cut
 tensors become inputs fed with ONNX Runtime's values), then drop nodes one at a time, all within
 a time budget. What is left is written as a repro bundle (bundle.py) whose repro.py calls the
-converter alone. The converter here is onnx2tf (ONNX -> TFLite), driven by the same code the
-bundle's repro.py runs (repro_onnx2tf.py), so the reduction and the repro cannot disagree.
+converter alone. The converters are those that take an ONNX graph: onnx2tf (ONNX -> TFLite) and
+onnx2torch (ONNX -> PyTorch), each driven by the same module the bundle's repro.py is
+(repro_onnx2tf.py, repro_onnx2torch.py), so the reduction and the repro cannot disagree.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ import time
 import numpy as np
 
 from fwconv.errors import InputError, require
+
+CONVERTERS = {"tflite": "onnx2tf", "torch": "onnx2torch"}  # the target an ONNX graph is converted to -> converter
+
+
+def repro_module(converter: str):
+    """The repro module of `converter` (its source is the bundle's repro.py)."""
+    import importlib
+
+    return importlib.import_module(f"fwconv.validators.reduce.repro_{converter}")
 
 
 @dataclasses.dataclass
@@ -148,11 +158,15 @@ class Reducer:
         return keep
 
 
-def reduce_onnx(model_path: str, settings: dict, *, budget: float = 300.0, feeds: dict | None = None) -> Reduction:
-    """Reduce `model_path` to the smallest subgraph onnx2tf (with `settings`) still gets wrong."""
-    from fwconv.validators.reduce import repro_onnx2tf as repro
-
+def reduce_onnx(model_path: str, settings: dict, *, converter: str = "onnx2tf", budget: float = 300.0,
+                feeds: dict | None = None) -> Reduction:
+    """Reduce `model_path` to the smallest subgraph `converter` (with `settings`) still gets wrong."""
+    repro = repro_module(converter)
     onnx = require("onnx", "onnx")
+    if converter == "onnx2torch":  # imported as fwconv runs it: no torchvision here, fwconv's converters added
+        from fwconv.convert.onnx2torch_compat import onnx2torch
+
+        onnx2torch()
     model = onnx.load(model_path)
     feeds = feeds or sample_feeds(model)
     graphs = Subgraphs(model, feeds)
@@ -181,32 +195,37 @@ def reduce_onnx(model_path: str, settings: dict, *, budget: float = 300.0, feeds
 
 def _convert_and_compare(repro, path: str, work: str, feeds: dict, expected: list,
                          settings: dict) -> tuple[str | None, str]:
-    """The repro's own steps on one cut: convert with onnx2tf, run in LiteRT, compare. ("mismatch"
-    or "crash", or None where it matches; a one-line verdict)."""
+    """The repro's own steps on one cut: convert, run in the converter's runtime, compare.
+    ("mismatch" or "crash", or None where it matches; a one-line verdict)."""
     from fwconv.quiet import captured_output
 
+    name = repro.__name__.rsplit("repro_", 1)[-1]
     try:
         with captured_output():
-            got = repro.run_tflite(repro.convert(path, os.path.join(work, "out"), settings), feeds)
-    except Exception as exc:  # onnx2tf fails on the cut: a failure of the converter too
-        return "crash", f"onnx2tf failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            got = repro.run(path, work, settings, feeds)
+    except Exception as exc:  # the converter fails on the cut: a failure of the converter too
+        return "crash", f"{name} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     except SystemExit as exc:
-        return "crash", f"onnx2tf stopped (exit {exc.code})"
+        return "crash", f"{name} stopped (exit {exc.code})"
     error = repro.mismatch(expected, got)
     return ("mismatch" if error > repro.TOLERANCE else None), f"error/scale {error:.3g}"
 
 
-def converter_settings(candidate: str | None) -> dict:
-    """onnx2tf's keyword arguments as fwconv ran it (the manifest of a kept artifact names repairs
-    that changed them; by default fwconv's own defaults)."""
+def converter_settings(candidate: str | None) -> tuple[str, dict]:
+    """(converter, its keyword arguments) as fwconv ran it for `candidate` (its manifest's route:
+    ... -> onnx -> tflite is onnx2tf, ... -> onnx -> torch onnx2torch; onnx2tf by default)."""
     from fwconv.convert.edges.onnx_to_tf import Onnx2TfSettings
 
-    settings = Onnx2TfSettings()
+    target = "tflite"
     if candidate:
         from fwconv.manifest import read_manifest
 
         manifest = read_manifest(candidate)
-        if manifest is not None and "onnx" not in (manifest.route or []):
-            raise InputError(f"{candidate} was not made by onnx2tf (route {' -> '.join(manifest.route)}): --reduce "
-                             "re-runs onnx2tf on ONNX subgraphs")
-    return {**settings.onnx2tf_kwargs(), "not_use_onnxsim": True}
+        route = list(manifest.route or []) if manifest is not None else []
+        if route and (len(route) < 2 or route[-2] != "onnx" or route[-1] not in CONVERTERS):
+            raise InputError(f"{candidate} was not converted from ONNX by onnx2tf or onnx2torch (route "
+                             f"{' -> '.join(route)}): --reduce re-runs those on ONNX subgraphs")
+        target = route[-1] if route else target
+    if CONVERTERS[target] == "onnx2torch":
+        return "onnx2torch", {}
+    return "onnx2tf", {**Onnx2TfSettings().onnx2tf_kwargs(), "not_use_onnxsim": True}

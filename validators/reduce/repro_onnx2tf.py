@@ -73,6 +73,11 @@ def mismatch(expected: list, got: list) -> float:
     return worst
 
 
+def run(onnx_path: str, work: str, settings: dict, inputs: dict) -> list:
+    """Convert in `work` and run: the outputs in LiteRT."""
+    return run_tflite(convert(onnx_path, os.path.join(work, "out"), settings), inputs)
+
+
 def reproduce(folder: str, settings: dict, tolerance: float = TOLERANCE) -> tuple[bool, str]:
     """(reproduces, one line) for the bundle in `folder`."""
     inputs = dict(np.load(os.path.join(folder, "inputs.npz")))
@@ -80,7 +85,9 @@ def reproduce(folder: str, settings: dict, tolerance: float = TOLERANCE) -> tupl
     expected = [expected_file[k] for k in sorted(expected_file.files, key=lambda k: int(k.split("_")[-1]))]
     with tempfile.TemporaryDirectory() as work:
         try:
-            got = run_tflite(convert(os.path.join(folder, "minimal.onnx"), work, settings), inputs)
+            got = run(os.path.join(folder, "minimal.onnx"), work, settings, inputs)
+        except ImportError:
+            raise
         except Exception as exc:  # the converter itself fails on the subgraph: that is the bug
             return True, f"onnx2tf failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     error = mismatch(expected, got)
@@ -90,6 +97,10 @@ def reproduce(folder: str, settings: dict, tolerance: float = TOLERANCE) -> tupl
 
 if __name__ == "__main__":
     here = os.path.dirname(os.path.abspath(__file__))
-    reproduces, line = reproduce(here, json.loads(os.environ.get("REPRO_SETTINGS", "null")) or SETTINGS)
+    try:
+        reproduces, line = reproduce(here, json.loads(os.environ.get("REPRO_SETTINGS", "null")) or SETTINGS)
+    except ImportError as exc:  # not the bug: this environment lacks a package the converter needs
+        print(f"cannot run: {exc} (pip install onnx2tf onnx onnxruntime ai-edge-litert numpy)")
+        sys.exit(2)
     print(line)
     sys.exit(1 if reproduces else 0)
