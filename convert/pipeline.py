@@ -308,8 +308,8 @@ def _reduce_failure(ctx: ConversionContext, chosen: RouteTry, output: str) -> st
     that ran; a bundle beside the output. The line to show."""
     from fwconv import progress
     from fwconv.convert.edges.onnx_to_tf import Onnx2TfSettings
-    from fwconv.validators.reduce import CONVERTERS, reduce_onnx
-    from fwconv.validators.reduce.bundle import write_bundle
+    from fwconv.convert.reduce import CONVERTERS, reduce_onnx
+    from fwconv.convert.reduce.bundle import write_bundle
 
     route = chosen.route or []
     converter = CONVERTERS.get(route[-1].dst) if route and route[-1].src == "onnx" else None

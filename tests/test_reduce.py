@@ -61,7 +61,7 @@ def test_a_fault_planted_in_the_converter_reduces_to_the_node_it_touches(tmp_pat
     import onnx
     from onnx import numpy_helper
 
-    from fwconv.validators.reduce import converter_settings, reduce_onnx, repro_onnx2tf
+    from fwconv.convert.reduce import converter_settings, reduce_onnx, repro_onnx2tf
 
     onnx_path = chain_with_pad2(str(tmp_path / "clean.onnx"), pad_after=None)
     real_convert = repro_onnx2tf.convert

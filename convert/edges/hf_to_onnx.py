@@ -20,12 +20,11 @@ from fwconv.convert.edges.hf_export import CacheGeometry, generative_edge, commo
 from fwconv.convert.job import Artifact, Job
 from fwconv.errors import ConversionError, first_line, require
 from fwconv.manifest import tool_versions
-from fwconv.models.hf import HfModelDir
+from fwconv.models.hf import GENAI_CONFIG, HfModelDir
 from fwconv.quiet import captured_output, tail
 from fwconv.specs import TensorSpec
 
 TOOLS = ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-genai")
-GENAI_CONFIG = "genai_config.json"
 TOKENIZER_SIDECARS = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 OPSET = 17
 EXAMPLE_PAST, EXAMPLE_TOKENS = 3, 4

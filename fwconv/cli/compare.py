@@ -140,8 +140,8 @@ def _as_onnx(reference: str, candidate: str, kw, workdir: str) -> str:
 
 def _reduce(reference: str, candidate: str, bundle: str, kw, protected) -> None:
     from fwconv import progress
-    from fwconv.validators.reduce import converter_settings, reduce_onnx
-    from fwconv.validators.reduce.bundle import write_bundle
+    from fwconv.convert.reduce import converter_settings, reduce_onnx
+    from fwconv.convert.reduce.bundle import write_bundle
 
     from fwconv.staging import scratch_dir
 

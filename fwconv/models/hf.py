@@ -18,6 +18,7 @@ from fwconv.errors import InputError, require
 from fwconv.quiet import captured_output
 
 CONFIG = "config.json"
+GENAI_CONFIG = "genai_config.json"  # onnxruntime-genai's description of an ONNX generator folder
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 SAFETENSORS_HEADER_MAX = 100 * 1024 * 1024  # a header larger than this is not a weights file
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from fwconv.convert.edges.hf_to_onnx import GENAI_CONFIG
+from fwconv.models.hf import GENAI_CONFIG
 
 
 def genai_folder(onnx_path: str) -> tuple[str, list[int]] | None:

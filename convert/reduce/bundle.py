@@ -29,7 +29,7 @@ def write_bundle(reduction, converter: str, settings: dict, out_dir: str, *, for
     """Write the bundle for `reduction` by `converter` to `out_dir` (staged: all of it or nothing)."""
     import onnx
 
-    from fwconv.validators.reduce import repro_module
+    from fwconv.convert.reduce import repro_module
 
     with staged_outputs([out_dir], force=force, protected=protected) as temps:
         folder = temps[out_dir]

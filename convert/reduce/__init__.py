@@ -28,7 +28,7 @@ def repro_module(converter: str):
     """The repro module of `converter` (its source is the bundle's repro.py)."""
     import importlib
 
-    return importlib.import_module(f"fwconv.validators.reduce.repro_{converter}")
+    return importlib.import_module(f"fwconv.convert.reduce.repro_{converter}")
 
 
 @dataclasses.dataclass
