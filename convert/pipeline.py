@@ -306,10 +306,8 @@ def _reduce_failure(ctx: ConversionContext, chosen: RouteTry, output: str) -> st
     """--reduce: the ONNX graph the failed route handed onnx2tf (after fwconv's prepare steps on the
     source or on the route's own export of a PyTorch source) reduced with onnx2tf at the settings
     that ran; a bundle beside the output. The line to show."""
-    from fwconv import progress
     from fwconv.convert.edges.onnx_to_tf import Onnx2TfSettings
-    from fwconv.convert.reduce import CONVERTERS, reduce_onnx
-    from fwconv.convert.reduce.bundle import write_bundle
+    from fwconv.convert.reduce import CONVERTERS, reduce_to_bundle
 
     route = chosen.route or []
     converter = CONVERTERS.get(route[-1].dst) if route and route[-1].src == "onnx" else None
@@ -320,13 +318,11 @@ def _reduce_failure(ctx: ConversionContext, chosen: RouteTry, output: str) -> st
         ctx.source.path if len(route) == 1 else os.path.join(chosen.job.workdir, f"step{len(route) - 2}.onnx")
     settings = {**chosen.job.settings(Onnx2TfSettings).onnx2tf_kwargs(), "not_use_onnxsim": True} \
         if converter == "onnx2tf" else {}
-    with progress.step("reduce: re-converting cuts of the ONNX graph"):
-        found = reduce_onnx(onnx_path, settings, converter=converter, budget=ctx.options.reduce_budget)
+    bundle = output.rstrip("/") + ".repro"
+    found = reduce_to_bundle(onnx_path, converter, settings, bundle, budget=ctx.options.reduce_budget,
+                             force=ctx.options.force, protected=protected_paths(ctx.source.path))
     if found.status != "reduced":
         return f"reduce: raw {converter} converts this ONNX graph to a matching model ({found.line}): nothing to reduce"
-    bundle = output.rstrip("/") + ".repro"
-    write_bundle(found, converter, settings, bundle, force=ctx.options.force,
-                 protected=protected_paths(ctx.source.path))
     return (f"reduce: {found.start_nodes} ONNX nodes -> {len(found.nodes)} ({', '.join(op for op, _ in found.nodes)}): "
             f"{found.line}; repro bundle in {bundle} (python {bundle}/repro.py runs {converter} alone)")
 

@@ -18,14 +18,12 @@ import numpy as np
 import pytest
 
 from conftest import invoke
-from fixtures.llm import source_greedy
+from fixtures.llm import TEST_PROMPTS, TEST_STEPS, source_greedy, tiny_lm_dir
 
 pytestmark = pytest.mark.slow
 
 FAMILIES = ("llama", "qwen2", "gemma", "phi3")
-PROMPTS = ("the quick brown fox jumps over the lazy dog", "Once upon a time, in a small village",
-           "def fibonacci(n):\n    if n < 2:")
-STEPS = 16
+PROMPTS, STEPS = TEST_PROMPTS, TEST_STEPS
 _BUILT: dict = {}
 
 
@@ -35,12 +33,7 @@ def workdir(tmp_path_factory):
 
 
 def model_dir(workdir, family: str) -> str:
-    from fixtures.llm import save_tiny_lm
-
-    key = ("dir", family)
-    if key not in _BUILT:
-        _BUILT[key] = save_tiny_lm(str(workdir / family), family)
-    return _BUILT[key]
+    return tiny_lm_dir(workdir, family)
 
 
 def converted(workdir, family: str, target: str, *flags: str):

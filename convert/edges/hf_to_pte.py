@@ -126,7 +126,8 @@ def export_pte(model_dir: HfModelDir, plan, job: Job, out: str) -> Artifact:
             raise ConversionError("export", f"torch.export of the static-cache generator failed on "
                                             f"{model_dir.model_type}: {first_line(exc)}") from exc
     backend = plan.backend or "xnnpack"
-    program = lower(exported, backend, runner_metadata(model_dir, geometry, plan.cache_length), job)
+    metadata = runner_metadata(model_dir, geometry, plan.cache_length)
+    program = lower(exported, backend, metadata, job)
     ops = delegation(program, backend)
     emit(program, out, job)
     contract = common_contract(model_dir, plan.cache_length, model_dir.tokenizer)
@@ -135,8 +136,7 @@ def export_pte(model_dir: HfModelDir, plan, job: Job, out: str) -> Artifact:
                      f"[1, {geometry.kv_heads}, {plan.cache_length}, {geometry.head_dim}])",
                      "layers": geometry.layers, "backend": backend, "delegation": ops,
                      "quantization": QUANTIZATION if plan.quantize else "none (float32)",
-                     "runner_metadata": {k: v for k, v in runner_metadata(model_dir, geometry, plan.cache_length)
-                                         .items() if k != IO_METHOD}})
+                     "runner_metadata": {k: v for k, v in metadata.items() if k != IO_METHOD}})
     specs = [TensorSpec("tokens", [1, None], "int64"), TensorSpec("input_pos", [None], "int64")]
     return Artifact(out, "pte", specs, [TensorSpec("logits", [1, None, geometry.vocab], "float32")],
                     tools=tool_versions(*TOOLS), extra={"generative": contract})

@@ -214,8 +214,9 @@ def torch_to_pte(artifact: Artifact, job: Job, out: str, *, backend: str) -> Art
     dims = {n: sorted(per) for n, per in job.dynamic.items()}
     names = {"inputs": names_in, "outputs": names_out, "dynamic": dims}
     edge_program = lower(exported, backend, {IO_METHOD: json.dumps(names)}, job)
-    if backend == "xnnpack" and tanh_gelus(exported):
-        notes.append(f"{tanh_gelus(exported)} tanh-approximated GELU(s) kept on the portable kernel: XNNPACK's GELU "
+    kept = tanh_gelus(exported) if backend == "xnnpack" else 0
+    if kept:
+        notes.append(f"{kept} tanh-approximated GELU(s) kept on the portable kernel: XNNPACK's GELU "
                      "is the exact form and ExecuTorch's XNNPACK lowering drops `approximate`")
     ops = delegation(edge_program, backend)
     emit(edge_program, out, job)

@@ -193,6 +193,20 @@ def reduce_onnx(model_path: str, settings: dict, *, converter: str = "onnx2tf", 
                      reducer.over_budget(), minimal, sub_feeds, expected)
 
 
+def reduce_to_bundle(onnx_path: str, converter: str, settings: dict, bundle: str, *, budget: float, force: bool,
+                     protected=()) -> Reduction:
+    """Reduce `onnx_path` (progress shown) and, where the failure reproduces, write the bundle to
+    `bundle`: what `fwconv debug --reduce` and a conversion's `--reduce` both do."""
+    from fwconv import progress
+    from fwconv.convert.reduce.bundle import write_bundle
+
+    with progress.step("reduce: re-converting cuts of the ONNX graph"):
+        found = reduce_onnx(onnx_path, settings, converter=converter, budget=budget)
+    if found.status == "reduced":
+        write_bundle(found, converter, settings, bundle, force=force, protected=protected)
+    return found
+
+
 def _convert_and_compare(repro, path: str, work: str, feeds: dict, expected: list,
                          settings: dict) -> tuple[str | None, str]:
     """The repro's own steps on one cut: convert, run in the converter's runtime, compare.

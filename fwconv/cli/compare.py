@@ -139,21 +139,17 @@ def _as_onnx(reference: str, candidate: str, kw, workdir: str) -> str:
 
 
 def _reduce(reference: str, candidate: str, bundle: str, kw, protected) -> None:
-    from fwconv import progress
-    from fwconv.convert.reduce import converter_settings, reduce_onnx
-    from fwconv.convert.reduce.bundle import write_bundle
-
+    from fwconv.convert.reduce import converter_settings, reduce_to_bundle
     from fwconv.staging import scratch_dir
 
     converter, settings = converter_settings(candidate)
-    with scratch_dir() as workdir, progress.step("reduce: re-converting cuts of the ONNX graph"):
-        found = reduce_onnx(_as_onnx(reference, candidate, kw, workdir), settings, converter=converter,
-                            budget=kw["reduce_budget"])
+    with scratch_dir() as workdir:
+        found = reduce_to_bundle(_as_onnx(reference, candidate, kw, workdir), converter, settings, bundle,
+                                 budget=kw["reduce_budget"], force=kw["force"], protected=protected)
     if found.status == "not_reproduced":
         click.echo(f"reduce: {converter} converts {reference} to a matching model now ({found.line}): the "
                    "candidate differs from what the converter makes; the divergence above names where")
         return
-    write_bundle(found, converter, settings, bundle, force=kw["force"], protected=protected)
     ops = ", ".join(op for op, _ in found.nodes)
     spent = "; the time budget ran out first" if found.budget_spent else ""
     click.echo(f"reduce: {found.start_nodes} nodes -> {len(found.nodes)} ({ops}): {found.line}; {found.conversions} "

@@ -54,12 +54,10 @@ def _pte_generator(path: str, methods: list[str]) -> dict[str, Any]:
     """An ExecuTorch LLM-runner program (use_kv_cache): the constant methods the runner reads."""
     if "use_kv_cache" not in methods:
         return {}
-    from fwconv.models.executorch import execute, load_method, open_program
+    from fwconv.models.executorch import open_program, runner_constants
 
-    program = open_program(path)
-    values = {n: execute(load_method(program, n, path), [], path)[0] for n in methods
-              if n.startswith(("get_", "use_", "enable_"))}
-    return {"generator": {"kind": "ExecuTorch LLM runner program (KV cache in the program)", **values}}
+    return {"generator": {"kind": "ExecuTorch LLM runner program (KV cache in the program)",
+                          **runner_constants(open_program(path), path)}}
 
 
 def _pte(path: str) -> dict[str, Any]:

@@ -91,6 +91,15 @@ def io_names(program, path: str) -> dict[str, list[str]] | None:
         return None
 
 
+RUNNER_PREFIXES = ("get_", "use_", "enable_")  # ExecuTorch's LLM runner's constant methods
+
+
+def runner_constants(program, path: str) -> dict[str, Any]:
+    """The values of the program's LLM-runner constant methods (get_max_seq_len, use_kv_cache...)."""
+    return {n: execute(load_method(program, n, path), [], path)[0] for n in sorted(program.method_names)
+            if n.startswith(RUNNER_PREFIXES)}
+
+
 def _specs(meta, side: str, names: list[str] | None, dynamic: dict | None = None) -> list[TensorSpec]:
     """Tensor specs; a dim fwconv exported dynamic (bounded) reads None, not its upper bound."""
     count = meta.num_inputs() if side == "inputs" else meta.num_outputs()

@@ -51,11 +51,12 @@ def validate_generative(source_dir: str, artifact: str, settings: GenerativeSett
     model_dir = read_hf_dir(source_dir, trust_pickle=settings.trust_pickle)
     tokenizer = load_tokenizer(source_dir, trust_remote_code=settings.trust_remote_code)
     source = TorchGenerator(load_causal_lm(model_dir, trust_remote_code=settings.trust_remote_code))
-    if artifact_kind(artifact) != "litert":
-        candidate = open_candidate(artifact, settings.threads)
+    kind = artifact_kind(artifact)
+    if kind != "litert":
+        candidate = open_candidate(artifact, settings.threads, kind)
         room = candidate.cache_length or model_dir.context_length  # a static cache, else the model's context
         report, prompts = _judge(source, candidate, tokenizer, settings, room)
-        if artifact_kind(artifact) == "onnx":
+        if kind == "onnx":
             _check_genai(report, artifact, source, prompts, settings.steps)
         else:
             report.notes.append("a .pte generator carries no tokenizer (the app ships the source's, sha256 in the "
@@ -97,10 +98,12 @@ def artifact_kind(path: str) -> str:
     return {"pte": "pte", "onnx": "onnx"}.get(fmt, "litert")
 
 
-def open_candidate(path: str, threads: int | None = None):
+def open_candidate(path: str, threads: int | None = None, kind: str | None = None):
+    """The .pte or ONNX generator for `path` (`kind` when already known)."""
     from fwconv.validators.generative.runners import ExecuTorchGenerator, OnnxGenerator
 
-    return ExecuTorchGenerator(path) if artifact_kind(path) == "pte" else OnnxGenerator(path, threads=threads)
+    kind = kind or artifact_kind(path)
+    return ExecuTorchGenerator(path) if kind == "pte" else OnnxGenerator(path, threads=threads)
 
 
 def _judge(source, candidate, tokenizer, settings: GenerativeSettings, room: int | None):

@@ -33,7 +33,26 @@ class CacheLayout:
     v_time_dim: int = 3
 
 
-class TorchGenerator:
+class TimedGenerator:
+    """start/step timed the same way for every runtime: a subclass gives `_start(prompt)` and
+    `_step(token)`, each returning the logits that pick the next token."""
+
+    prefill_seconds = last_step_seconds = 0.0
+
+    def start(self, prompt: list[int]) -> np.ndarray:
+        t0 = time.perf_counter()
+        logits = self._start(prompt)
+        self.prefill_seconds = time.perf_counter() - t0
+        return logits
+
+    def step(self, token: int) -> np.ndarray:
+        t0 = time.perf_counter()
+        logits = self._step(token)
+        self.last_step_seconds = time.perf_counter() - t0
+        return logits
+
+
+class TorchGenerator(TimedGenerator):
     """The source model in PyTorch, greedy-ready; its cache is transformers' own."""
 
     name = "pytorch"
@@ -43,20 +62,13 @@ class TorchGenerator:
         self.model = model
         self.past = None
         self.position = 0
-        self.prefill_seconds = self.last_step_seconds = 0.0
 
-    def start(self, prompt: list[int]) -> np.ndarray:
+    def _start(self, prompt: list[int]) -> np.ndarray:
         self.past, self.position = None, 0
-        t0 = time.perf_counter()
-        logits = self._forward(prompt)
-        self.prefill_seconds = time.perf_counter() - t0
-        return logits
+        return self._forward(prompt)
 
-    def step(self, token: int) -> np.ndarray:
-        t0 = time.perf_counter()
-        logits = self._forward([token])
-        self.last_step_seconds = time.perf_counter() - t0
-        return logits
+    def _step(self, token: int) -> np.ndarray:
+        return self._forward([token])
 
     def _forward(self, tokens: list[int]) -> np.ndarray:
         torch = self.torch
@@ -73,7 +85,7 @@ class TorchGenerator:
         return [(k[0, :, :length].float().numpy(), v[0, :, :length].float().numpy()) for k, v in pairs]
 
 
-class LiteRTGenerator:
+class LiteRTGenerator(TimedGenerator):
     """A litert-torch generative `.tflite` in the LiteRT interpreter, driven as an app would."""
 
     name = "litert"
@@ -95,18 +107,14 @@ class LiteRTGenerator:
         self.cache_length = int(decode["mask"]["shape"][-1])
         self.kv = {}
         self.position = 0
-        self.prefill_seconds = self.last_step_seconds = 0.0
 
-    def start(self, prompt: list[int]) -> np.ndarray:
+    def _start(self, prompt: list[int]) -> np.ndarray:
         if len(prompt) > self.cache_length:
             raise InputError(f"a prompt of {len(prompt)} tokens does not fit the cache of {self.cache_length}")
         self._empty_cache()
         self.position = 0
-        t0 = time.perf_counter()
         self._prefill(prompt[:-1])
-        logits = self.step(prompt[-1])
-        self.prefill_seconds = time.perf_counter() - t0
-        return logits
+        return self._step(prompt[-1])
 
     def _empty_cache(self) -> None:
         details = self.runners["decode"].get_input_details()
@@ -123,13 +131,11 @@ class LiteRTGenerator:
             self._run(self.prefill[size], padded, positions)
             self.position += len(chunk)  # padded slots are overwritten by the tokens that follow
 
-    def step(self, token: int) -> np.ndarray:
+    def _step(self, token: int) -> np.ndarray:
         if self.position >= self.cache_length:
             raise RunnerError(f"litert: the cache of {self.cache_length} positions is full")
-        t0 = time.perf_counter()
         out = self._run("decode", np.array([[token]], np.int32), np.array([self.position], np.int32))
         self.position += 1
-        self.last_step_seconds = time.perf_counter() - t0
         return np.asarray(out["logits"]).reshape(-1).astype(np.float32)
 
     def _feed(self, tokens: np.ndarray, positions: np.ndarray) -> dict:
@@ -162,7 +168,7 @@ class LiteRTGenerator:
         return pairs
 
 
-class ExecuTorchGenerator:
+class ExecuTorchGenerator(TimedGenerator):
     """An ExecuTorch `.pte` generator (forward(tokens, input_pos), the cache in mutable buffers) in
     the ExecuTorch runtime, driven as its LLM runner drives it: the whole prompt in one call when
     the program takes dynamic lengths (else token by token), then one token per call."""
@@ -170,13 +176,12 @@ class ExecuTorchGenerator:
     name = "executorch"
 
     def __init__(self, path: str):
-        from fwconv.models.executorch import execute, load_method, open_program
+        from fwconv.models.executorch import execute, load_method, open_program, runner_constants
 
         self.path, self._execute = path, execute
         self.torch = require("torch", "executorch")
         program = open_program(path)
-        constants = {n: execute(load_method(program, n, path), [], path)[0] for n in program.method_names
-                     if n.startswith(("get_", "use_", "enable_"))}
+        constants = runner_constants(program, path)
         if not constants.get("use_kv_cache"):
             raise InputError(f"{path} is not an ExecuTorch generator with a KV cache (no use_kv_cache method)",
                              hint="convert the model directory with `fwconv convert DIR --to pte`")
@@ -184,22 +189,16 @@ class ExecuTorchGenerator:
         self.dynamic = bool(constants.get("enable_dynamic_shape"))
         self.method = load_method(program, "forward", path)
         self.position = 0
-        self.prefill_seconds = self.last_step_seconds = 0.0
 
-    def start(self, prompt: list[int]) -> np.ndarray:
+    def _start(self, prompt: list[int]) -> np.ndarray:
         self.position = 0  # the mask hides every slot past the position, so no reset is needed
-        t0 = time.perf_counter()
         chunks = [prompt] if self.dynamic else [[t] for t in prompt]
         for chunk in chunks:
             logits = self._run(chunk)
-        self.prefill_seconds = time.perf_counter() - t0
         return logits
 
-    def step(self, token: int) -> np.ndarray:
-        t0 = time.perf_counter()
-        logits = self._run([token])
-        self.last_step_seconds = time.perf_counter() - t0
-        return logits
+    def _step(self, token: int) -> np.ndarray:
+        return self._run([token])
 
     def _run(self, tokens: list[int]) -> np.ndarray:
         torch = self.torch
@@ -212,7 +211,7 @@ class ExecuTorchGenerator:
         return logits.reshape(-1, logits.shape[-1])[-1].float().numpy()
 
 
-class OnnxGenerator:
+class OnnxGenerator(TimedGenerator):
     """An ONNX decoder with past key/values in ONNX Runtime: the prompt in one call with an empty
     past, then one token per call, each call's `present.*` fed back as the next `past_key_values.*`."""
 
@@ -230,21 +229,14 @@ class OnnxGenerator:
         self.shapes = {n: inputs[n].shape for n in self.past_names}
         self.cache_length = None  # the cache grows: the model's context bounds it
         self.position, self.past = 0, {}
-        self.prefill_seconds = self.last_step_seconds = 0.0
 
-    def start(self, prompt: list[int]) -> np.ndarray:
+    def _start(self, prompt: list[int]) -> np.ndarray:
         self.position = 0
         self.past = {n: np.zeros((1, s[1], 0, s[3]), np.float32) for n, s in self.shapes.items()}
-        t0 = time.perf_counter()
-        logits = self._run(prompt)
-        self.prefill_seconds = time.perf_counter() - t0
-        return logits
+        return self._run(prompt)
 
-    def step(self, token: int) -> np.ndarray:
-        t0 = time.perf_counter()
-        logits = self._run([token])
-        self.last_step_seconds = time.perf_counter() - t0
-        return logits
+    def _step(self, token: int) -> np.ndarray:
+        return self._run([token])
 
     def _run(self, tokens: list[int]) -> np.ndarray:
         total = self.position + len(tokens)
