@@ -146,7 +146,7 @@ def _try_routes(routes, ctx: ConversionContext, final_temp: str) -> tuple[list[R
     else:
         tries = _routes_in_process(routes, ctx, final_temp)
     if all(t.artifact is None for t in tries):
-        raise route_workers.same_error_everywhere(tries) or most_telling_error(tries)
+        raise _after_ts2ep(route_workers.same_error_everywhere(tries) or most_telling_error(tries), ctx.prelude)
     repairs = []
     if _needs_repair(tries, ctx.options):
         if ctx.reference is None:
@@ -184,7 +184,7 @@ def _routes_in_process(routes, ctx: ConversionContext, final_temp: str) -> list[
             with shown.step(route_label(route)):
                 attempt = run_route(route, k, ctx, final_out=final_temp if len(routes) == 1 else None)
             if attempt.error is not None and len(routes) == 1:
-                raise attempt.error
+                raise _after_ts2ep(attempt.error, ctx.prelude)
             tries.append(attempt)
     return tries
 
@@ -296,9 +296,11 @@ def convert(source: str | Source, target: str, output: str | None = None, option
         if failed and options.reduce:
             report.notes.append(_reduce_failure(ctx, chosen, output))
         if failed and not options.keep_failed:
-            raise _parity_error("artifact not written", report, explained, chosen.artifact.extra.get("repairs", []))
+            raise _after_ts2ep(_parity_error("artifact not written", report, explained,
+                                             chosen.artifact.extra.get("repairs", [])), ctx.prelude)
     if failed:
-        raise _parity_error("kept by --keep-failed", report, explained, chosen.artifact.extra.get("repairs", []))
+        raise _after_ts2ep(_parity_error("kept by --keep-failed", report, explained,
+                                         chosen.artifact.extra.get("repairs", [])), ctx.prelude)
     return ConversionResult(output, manifest, report)
 
 
@@ -345,6 +347,14 @@ def _torchscript_routes(ctx: ConversionContext, planned, routes):
         return applicable_routes(planned, "torchscript", ctx.options)
     except InputError as exc:
         raise InputError(f"{exc.one_line()} (and TS2EP {record.status}: {record.detail})") from None
+
+
+def _after_ts2ep(error: FwconvError, prelude) -> FwconvError:
+    """The error of the TorchScript road, saying the modern road was tried first and why it was
+    left (the one line a user gets must name both steps that failed)."""
+    if prelude is not None and prelude.status in ("failed", "differs"):
+        error.hint = "; ".join(filter(None, [f"TS2EP {prelude.status} first: {prelude.detail[:200]}", error.hint]))
+    return error
 
 
 def _manifest(ctx: ConversionContext, chosen: RouteTry, output: str, seconds: float) -> Manifest:

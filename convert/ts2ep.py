@@ -43,7 +43,6 @@ def to_exported(torch_source, sample: dict[str, np.ndarray], outputs: dict[str, 
         return None, Ts2EpRecord("skipped", detail="--dynamic: TS2EP fixes the sample's shapes, the TorchScript "
                                                    "exporter keeps dynamic axes")
     torch = require("torch", "torch")
-    from torch._export.converter import TS2EPConverter
 
     from fwconv.models.torch_source import TorchSource
 
@@ -51,7 +50,7 @@ def to_exported(torch_source, sample: dict[str, np.ndarray], outputs: dict[str, 
     start = time.perf_counter()
     try:
         with captured_output(), torch.no_grad():
-            program = TS2EPConverter(torch_source.model, args).convert()
+            program = _folding_converter()(torch_source.model, args).convert()
             if _symbolic_inputs(program):
                 # TS2EP leaves input dims symbolic where the script reads a size: fix them at the
                 # sample's (nothing asked for --dynamic), as a .pt2 exported at these shapes would be
@@ -72,6 +71,21 @@ def to_exported(torch_source, sample: dict[str, np.ndarray], outputs: dict[str, 
     return exported, Ts2EpRecord("ok", seconds, f"{len(program.graph.nodes)} graph nodes", error)
 
 
+def _folding_converter():
+    """TS2EPConverter that folds size-only scalar reads in its FX graph before its own export:
+    DPT's traced `.pt` computes reshape sizes as tensors (`(size * n).int()`), which export turns
+    into unbacked symbols it cannot guard on ("Could not guard on data-dependent expression
+    Ne(u3, 0)"). TS2EP has no hook for this, so the one retrace method is wrapped."""
+    from torch._export.converter import TS2EPConverter
+
+    class FoldingConverter(TS2EPConverter):
+        def retrace_as_exported_program(self, gm, name_to_constant):
+            _fold_reads(gm, self.sample_args)
+            return super().retrace_as_exported_program(gm, name_to_constant)
+
+    return FoldingConverter
+
+
 def fold_shape_scalars(program, args: tuple):
     """The program with each tensor-to-int read (`_local_scalar_dense`) that depends on sizes alone
     replaced by its value at the sample's shapes, then re-exported. TorchScript computes sizes as
@@ -80,41 +94,54 @@ def fold_shape_scalars(program, args: tuple):
     Llama). The shapes are fixed already, so these values are too; a read that depends on input
     data is left alone."""
     torch = require("torch", "torch")
-    read = torch.ops.aten._local_scalar_dense.default
     module = program.module()
-    reads = [n for n in module.graph.nodes if n.target is read]
-    if not reads or not all(_sizes_only(n) for n in reads):
+    if not _fold_reads(module, args):
         return program
+    module.graph.eliminate_dead_code()
+    module.recompile()
+    return torch.export.export(module, args, strict=False)
+
+
+def _fold_reads(module, args: tuple) -> bool:
+    """Replace, in the GraphModule, each size-only `_local_scalar_dense` by its value on `args`
+    (whether anything was folded)."""
+    import torch
+
+    read = torch.ops.aten._local_scalar_dense.default
+    reads = {n for n in module.graph.nodes if n.target is read and _sizes_only(n)}
+    if not reads:
+        return False
     values = {}
 
     class Recorder(torch.fx.Interpreter):
         def run_node(self, node):
             out = super().run_node(node)
-            if node.target is read:
+            if node in reads:
                 values[node] = out
             return out
 
-    Recorder(module).run(*args)
+    with torch.no_grad():
+        Recorder(module).run(*args)
     for node, value in values.items():
         for user in list(node.users):
             user.args = torch.fx.node.map_arg(user.args, lambda a, n=node, v=value: v if a is n else a)
             user.kwargs = torch.fx.node.map_arg(user.kwargs, lambda a, n=node, v=value: v if a is n else a)
         module.graph.erase_node(node)
-    module.graph.eliminate_dead_code()
-    module.recompile()
-    return torch.export.export(module, args, strict=False)
+    module.recompile()  # what feeds the reads is left for export's own dead-code pass
+    return True
 
 
 def _sizes_only(node, seen: set | None = None) -> bool:
     """Whether `node` reaches the program's inputs only through their sizes (not their values)."""
     import torch
 
+    sizes = (torch.ops.aten.sym_size, torch.ops.aten.sym_size.int, torch.ops.aten.size.default)
     seen = set() if seen is None else seen
     for source in node.all_input_nodes:
         if source in seen:
             continue
         seen.add(source)
-        if source.op == "call_function" and source.target in (torch.ops.aten.sym_size.int, torch.ops.aten.size.default):
+        if source.op == "call_function" and source.target in sizes:
             continue
         if source.op == "placeholder" or not _sizes_only(source, seen):
             return False
@@ -139,3 +166,36 @@ def _worst_error(want: list[np.ndarray], got: list[np.ndarray]) -> float | None:
         scale = max(float(np.abs(w).max()) if w.size else 0.0, 1e-12)
         worst = max(worst, float(np.abs(w.astype(np.float64) - g).max()) / scale if w.size else 0.0)
     return worst
+
+
+def open_routes(path: str, options) -> dict:
+    """`inspect FILE.pt --input-shape ...`: TS2EP tried on this file at that sample (as a conversion
+    would, checked the same way) and the routes that leaves open, per target."""
+    from fwconv.convert.planner import applicable_routes, plan_routes, route_label
+    from fwconv.convert.reference import prepare_source
+    from fwconv.errors import InputError
+    from fwconv.models.formats import Source
+
+    ref = prepare_source(Source.sniff(path), options)
+    try:
+        exported, record = to_exported(ref.torch_source, ref.sample, ref.outputs, options)
+    finally:
+        ref.close()
+    fmt = "exported" if exported is not None else "torchscript"
+    routes = {}
+    for target in ("tflite", "onnx", "savedmodel", "pte"):
+        try:
+            routes[target] = [route_label(r) for r in applicable_routes(plan_routes("torch", target), fmt, options)]
+        except InputError as exc:
+            routes[target] = [f"none: {exc.one_line()}"]
+    shapes = ", ".join(f"{name} {list(a.shape)}" for name, a in ref.sample.items())
+    return {"ts2ep": {**dataclasses.asdict(record), "sample": shapes}, "open": routes}
+
+
+def route_lines(probe: dict) -> list[str]:
+    """open_routes' answer for people: TS2EP's outcome, then each target's routes in the order tried."""
+    record = probe["ts2ep"]
+    head = (f"TS2EP ok at {record['sample']} (error/scale {record['max_relative_error']:.2g} against the "
+            f"TorchScript module): every .pt2 route is open" if record["status"] == "ok" else
+            f"TS2EP {record['status']} at {record['sample']}: {record['detail']}; only the TorchScript road")
+    return [head] + [f"{target}: {' | '.join(labels)}" for target, labels in probe["open"].items()]

@@ -77,11 +77,12 @@ class Options:
     # -- inputs ------------------------------------------------------------------------------
     inputs: str | None = opt(None, "Sample inputs (.npz). Arrays feed inputs in file order; matching names win.",
                              COMPARE, group="input", path="file", metavar="FILE.npz")
-    input_shape: tuple = opt((), "Input shape, repeatable (positional, or name:shape).", COMPARE, group="input",
-                             repeat=True, metavar="[NAME:]D0,D1,..")
-    input_dtype: tuple = opt((), "Input dtype (default float32), e.g. input_ids:int64.", COMPARE, group="input",
-                             repeat=True, metavar="[NAME:]DTYPE")
-    input_range: tuple = opt((), "Value range for synthetic inputs (integers: HIGH exclusive).", COMPARE,
+    # inspect takes the sample's inputs too: a TorchScript .pt is tried through TS2EP at that sample
+    input_shape: tuple = opt((), "Input shape, repeatable (positional, or name:shape).", COMPARE | {INSPECT},
+                             group="input", repeat=True, metavar="[NAME:]D0,D1,..")
+    input_dtype: tuple = opt((), "Input dtype (default float32), e.g. input_ids:int64.", COMPARE | {INSPECT},
+                             group="input", repeat=True, metavar="[NAME:]DTYPE")
+    input_range: tuple = opt((), "Value range for synthetic inputs (integers: HIGH exclusive).", COMPARE | {INSPECT},
                              group="input", repeat=True, metavar="[NAME:]LOW,HIGH")
     dynamic: tuple = opt((), "A dim that stays variable (repeatable; a shared LABEL ties dims): conversions keep it "
                              "dynamic where the route can, and parity is checked at several sizes. A MAX whose inputs "

@@ -26,6 +26,10 @@ class _Out(__import__("torch").nn.Module):
         return getattr(self.model(x), self.key)
 
 
+_LM = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+           num_key_value_heads=2, max_position_embeddings=64)
+
+
 def _models():
     import transformers
 
@@ -34,23 +38,28 @@ def _models():
     return {
         "convnextv2": (lambda: _Out(transformers.ConvNextV2Model(transformers.ConvNextV2Config(
             num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], image_size=32)), "pooler_output"), (1, 3, 32, 32)),
-        "llama": (lambda: _Out(transformers.LlamaForCausalLM(transformers.LlamaConfig(
-            vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=64)), "logits"), (1, 16)),
+        "llama": (lambda: _Out(transformers.LlamaForCausalLM(transformers.LlamaConfig(**_LM)), "logits"), (1, 16)),
         "mobilevitv2": (lambda: _Out(_trained_scale(transformers.MobileViTV2Model(
             transformers.MobileViTV2Config(image_size=64))), "pooler_output"), (1, 3, 64, 64)),
         "deberta": (lambda: _Out(transformers.DebertaV2Model(transformers.DebertaV2Config(
             vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
             max_position_embeddings=64)), "last_hidden_state"), (1, 16)),
-        "dpt": (lambda: _Out(transformers.DPTForDepthEstimation(transformers.DPTConfig(
+        "dpt": (lambda: _Out(_trained_scale(transformers.DPTForDepthEstimation(transformers.DPTConfig(
             image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
             intermediate_size=64, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32],
-            fusion_hidden_size=16, head_hidden_size=8)), "predicted_depth"), (1, 3, 32, 32)),
+            fusion_hidden_size=16, head_hidden_size=8))), "predicted_depth"), (1, 3, 32, 32)),
+        # experts run by torch's grouped matmul (transformers' default): TS2EP's export and the
+        # TorchScript exporter (aten::histc) both refuse it
+        "mixtral": (lambda: _Out(transformers.MixtralForCausalLM(transformers.MixtralConfig(
+            num_local_experts=4, num_experts_per_tok=2, **_LM)), "logits"), (1, 16)),
+        # experts in a Python loop over torch.where: a data-dependent size TS2EP cannot export
+        "mixtral-eager": (lambda: _Out(transformers.MixtralForCausalLM(transformers.MixtralConfig(
+            num_local_experts=4, num_experts_per_tok=2, experts_implementation="eager", **_LM)), "logits"), (1, 16)),
     }
 
 
 _PT: dict = {}
-TOKENS = ("llama", "deberta")  # models fed token ids
+TOKENS = ("llama", "deberta", "mixtral", "mixtral-eager")  # models fed token ids
 
 
 def traced(name: str, tmp_path_factory) -> tuple[str, np.ndarray]:
@@ -101,7 +110,9 @@ def run_artifact(path: str, x: np.ndarray) -> np.ndarray:
     ("convnextv2", "torch2tflite", ".tflite"), ("convnextv2", "torch2onnx", ".onnx"), ("convnextv2", "torch2pte", ".pte"),
     ("llama", "torch2tflite", ".tflite"), ("llama", "torch2onnx", ".onnx"), ("llama", "torch2pte", ".pte"),
     ("mobilevitv2", "torch2tflite", ".tflite"),
-    ("deberta", "torch2tflite", ".tflite")])
+    ("deberta", "torch2tflite", ".tflite"),
+    # TS2EP's own export cannot guard DPT's tensor-computed reshape sizes; fwconv folds them first
+    ("dpt", "torch2tflite", ".tflite")])
 def test_torchscript_takes_the_exported_program_routes(name, command, suffix, tmp_path, tmp_path_factory):
     pt, x = traced(name, tmp_path_factory)
     out = tmp_path / f"{name}{suffix}"
@@ -116,16 +127,31 @@ def test_torchscript_takes_the_exported_program_routes(name, command, suffix, tm
 
 
 def test_a_model_ts2ep_cannot_take_falls_back_and_says_why(tmp_path, tmp_path_factory):
-    pt, x = traced("dpt", tmp_path_factory)
-    r = invoke("torch2onnx", pt, "--input-shape", "1,3,32,32", "-o", tmp_path / "dpt.onnx", "--no-latency")
-    manifest_path = tmp_path / "dpt.onnx.fwconv.json"
-    if r.exit_code == 0:  # the TorchScript road (its ONNX exporter) still converts it
-        manifest = json.loads(manifest_path.read_text())
-        assert manifest["extra"]["ts2ep"]["status"] in ("failed", "differs")
-        assert any(n.startswith("TS2EP ") and "TorchScript road was taken" in n for n in manifest["notes"])
-    else:  # or it cannot: one line that names the TS2EP failure too
-        errors = [line for line in r.output.splitlines() if line.startswith("fwconv: error")]
-        assert len(errors) == 1 and not manifest_path.exists(), r.output
+    """Mixtral with eager experts: its routing selects tokens with torch.where, a data-dependent
+    size TS2EP's export cannot guard on; the TorchScript road converts it, the manifest and notes
+    say TS2EP failed and why, and the ONNX runs in ONNX Runtime here against the TorchScript module."""
+    pt, x = traced("mixtral-eager", tmp_path_factory)
+    out = tmp_path / "mixtral.onnx"
+    r = invoke("torch2onnx", pt, "--input-shape", "1,16", "--input-dtype", "int64", "-o", out, "--no-latency")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "mixtral.onnx.fwconv.json").read_text())
+    assert manifest["stages"][0] == {**manifest["stages"][0], "stage": "ts2ep", "status": "failed"}
+    assert "data-dependent" in manifest["extra"]["ts2ep"]["detail"]
+    assert any(n.startswith("TS2EP failed") and "TorchScript road was taken" in n for n in manifest["notes"])
+    want = torchscript_output(pt, x)
+    assert scaled_error(want, run_artifact(str(out), x).reshape(want.shape)) < 1e-4
+
+
+def test_a_model_neither_road_takes_gets_one_line_naming_both(tmp_path, tmp_path_factory):
+    """transformers' Mixtral (grouped-matmul experts): TS2EP fails, then the TorchScript exporter
+    (aten::histc): one error line that names both failures, nothing written."""
+    pt, _ = traced("mixtral", tmp_path_factory)
+    out = tmp_path / "mixtral.tflite"
+    r = invoke("torch2tflite", pt, "--input-shape", "1,16", "--input-dtype", "int64", "-o", out, "--no-latency")
+    errors = [line for line in r.output.splitlines() if line.startswith("fwconv: error")]
+    assert r.exit_code == 1 and len(errors) == 1, r.output
+    assert "histc" in errors[0] and "TS2EP failed first" in errors[0], errors[0]
+    assert not out.exists() and not (tmp_path / "mixtral.tflite.fwconv.json").exists()
 
 
 def test_torchscript_exporter_takes_a_traced_causal_lm(tmp_path, tmp_path_factory):
@@ -150,19 +176,38 @@ def test_torchscript_exporter_takes_a_traced_causal_lm(tmp_path, tmp_path_factor
 
 
 def test_onnxsim_before_onnx2tf_writes_no_runtime_contrib_ops(tmp_path, tmp_path_factory):
-    """DPT's TorchScript export, simplified as fwconv does before onnx2tf: onnxsim 0.8's
-    fuse_attention pass would write ONNX Runtime's com.microsoft Attention (onnx2tf: "No module
-    named 'onnx2tf.ops.Attention'"); fwconv skips that pass and keeps only standard ops."""
+    """DPT's TorchScript export (the road a `.pt` TS2EP cannot take goes), simplified as fwconv does
+    before onnx2tf: onnxsim 0.8's fuse_attention pass would write ONNX Runtime's com.microsoft
+    Attention (onnx2tf: "No module named 'onnx2tf.ops.Attention'"); fwconv skips that pass and keeps
+    only standard ops."""
     import onnx
     import onnxsim
+    import torch
 
     from fwconv.convert.edges.onnx_to_tf import simplify
 
-    pt, _ = traced("dpt", tmp_path_factory)
+    pt, x = traced("dpt", tmp_path_factory)
     out = tmp_path / "dpt.onnx"
-    assert invoke("torch2onnx", pt, "--input-shape", "1,3,32,32", "-o", out, "--no-validate").exit_code == 0
+    with torch.no_grad():
+        torch.onnx.export(torch.jit.load(pt), (torch.from_numpy(x),), str(out), dynamo=False, opset_version=18)
     model = onnx.load(out)
     stock, _ = onnxsim.simplify(model)
     assert "com.microsoft" in {n.domain for n in stock.graph.node}  # the fusion is real without the skip
     simplified, detail = simplify(model)
     assert detail == "simplified" and {n.domain for n in simplified.graph.node} <= {"", "ai.onnx"}
+
+
+def test_inspect_says_which_routes_are_open_to_this_pt(tmp_path_factory):
+    """`inspect FILE.pt --input-shape`: TS2EP tried on the file at that sample, and the routes per
+    target it leaves: every .pt2 route for DPT; the TorchScript road alone (no .pte) for Mixtral's
+    eager experts."""
+    dpt, _ = traced("dpt", tmp_path_factory)
+    r = invoke("inspect", dpt, "--input-shape", "1,3,32,32", "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["ts2ep"]["status"] == "ok" and info["open_routes"]["pte"] == ["torch -> pte (xnnpack)"]
+    assert "torch -> tflite (litert)" in info["open_routes"]["tflite"]
+    moe, _ = traced("mixtral-eager", tmp_path_factory)
+    r = invoke("inspect", moe, "--input-shape", "1,16", "--input-dtype", "int64")
+    assert r.exit_code == 0, r.output
+    assert "TS2EP failed" in r.output and "pte: none" in r.output and "litert" not in r.output, r.output

@@ -13,12 +13,19 @@ from fwconv.options import INSPECT
 @click.argument("model")
 @options_for(INSPECT)
 @handle_errors
-def inspect_command(model, print_json, trust_pickle):
+def inspect_command(model, print_json, **kw):
     """Describe MODEL (.tflite, .onnx, SavedModel, .pt, .pt2, .pte): I/O names, shapes, dtypes, layouts,
-    quantization, signatures, ops, size and sha256."""
+    quantization, signatures, ops, size and sha256. For a TorchScript .pt given --input-shape: TS2EP
+    tried at that sample and the routes it leaves open."""
     import json
 
     from fwconv.models.describe import describe, to_text
+    from fwconv.options import Options
 
-    info = describe(model, trust_pickle=trust_pickle)
+    info = describe(model, trust_pickle=kw["trust_pickle"])
+    if info.get("kind") == "torchscript" and kw["input_shape"]:
+        from fwconv.convert.ts2ep import open_routes, route_lines
+
+        probe = open_routes(model, Options(**kw))
+        info.update(ts2ep=probe["ts2ep"], open_routes=probe["open"], routes=route_lines(probe))
     click.echo(json.dumps(info, indent=2, default=str) if print_json else to_text(info))

@@ -92,7 +92,8 @@ def _torch(path: str, trust_pickle: bool) -> dict[str, Any]:
         info["routes"] = ["TS2EP -> ExportedProgram, then every .pt2 route: litert-torch (tflite), dynamo ONNX "
                           "exporter (onnx, tflite/savedmodel via ONNX), ExecuTorch (pte); checked on the sample",
                           "if TS2EP fails or differs (or with --dynamic): the TorchScript ONNX exporter (onnx, "
-                          "tflite/savedmodel via onnx2tf); no litert-torch, no pte"]
+                          "tflite/savedmodel via onnx2tf); no litert-torch, no pte",
+                          "(inspect FILE --input-shape ... tries TS2EP on this file and lists the routes open)"]
     try:
         info["inputs"] = source.input_specs()
     except InputError:
