@@ -261,7 +261,7 @@ def convert(source: str | Source, target: str, output: str | None = None, option
                          f"not from a {source.format} model")
     planned = plan_routes(family_of(source.format), target, via=options.via)
     # a TorchScript source is converted to an ExportedProgram first (convert/ts2ep.py): planned as one
-    ts2ep = source.format == "torchscript" and not options.dynamic
+    ts2ep = source.format == "torchscript"
     routes = applicable_routes(planned, "exported" if ts2ep else source.format, options)
     output = resolve_output(output, source.path, target)
     finals = [output] if target == "savedmodel" else [output, manifest_path(output)]
@@ -338,7 +338,7 @@ def _torchscript_routes(ctx: ConversionContext, planned, routes):
 
     ref = ctx.reference
     with progress.step("ts2ep"):
-        exported, record = to_exported(ref.torch_source, ref.sample, ref.outputs, ctx.options)
+        exported, record = to_exported(ref.torch_source, ref.sample, ref.outputs, ctx.options, ref.dynamic)
     ctx.prelude = record
     if exported is not None:
         ref.torch_source = exported  # the edges export from it; the reference runner stays TorchScript

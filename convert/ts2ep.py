@@ -37,11 +37,10 @@ class Ts2EpRecord:
         return f"TS2EP {self.status}: {self.detail}; the TorchScript road was taken"
 
 
-def to_exported(torch_source, sample: dict[str, np.ndarray], outputs: dict[str, np.ndarray], options):
-    """(a TorchSource holding the ExportedProgram, or None; the record)."""
-    if options.dynamic:
-        return None, Ts2EpRecord("skipped", detail="--dynamic: TS2EP fixes the sample's shapes, the TorchScript "
-                                                   "exporter keeps dynamic axes")
+def to_exported(torch_source, sample: dict[str, np.ndarray], outputs: dict[str, np.ndarray], options,
+                dynamic: dict | None = None):
+    """(a TorchSource holding the ExportedProgram, or None; the record). `dynamic` (fwconv.dynamic's
+    table of --dynamic dims): those dims stay symbolic in the program, where the trace allows."""
     torch = require("torch", "torch")
 
     from fwconv.models.torch_source import TorchSource
@@ -50,14 +49,8 @@ def to_exported(torch_source, sample: dict[str, np.ndarray], outputs: dict[str, 
     start = time.perf_counter()
     try:
         with captured_output(), torch.no_grad():
-            program = _folding_converter()(torch_source.model, args).convert()
-            if _symbolic_inputs(program):
-                # TS2EP leaves input dims symbolic where the script reads a size: fix them at the
-                # sample's (nothing asked for --dynamic), as a .pt2 exported at these shapes would be
-                program = torch.export.export(program.module(), args, strict=False)
-            if _symbolic_inputs(program):
-                raise ValueError("its program keeps input dims symbolic at fixed sample shapes")
-            program = fold_shape_scalars(program, args)
+            program = _dynamic_program(torch_source.model, sample, dynamic) if dynamic else \
+                _static_program(torch_source.model, args)
             got = [t.detach().numpy() for t in torch.utils._pytree.tree_leaves(program.module()(*args))
                    if isinstance(t, torch.Tensor)]
     except Exception as exc:  # the converter's own limits (data-dependent shapes, unsupported prim ops)
@@ -68,7 +61,39 @@ def to_exported(torch_source, sample: dict[str, np.ndarray], outputs: dict[str, 
         what = "a different output structure" if error is None else f"error/scale {error:.3g}"
         return None, Ts2EpRecord("differs", seconds, f"its program gives {what} against the TorchScript module")
     exported = TorchSource("exported", program, torch_source.path, list(torch_source.input_names), example_inputs=args)
-    return exported, Ts2EpRecord("ok", seconds, f"{len(program.graph.nodes)} graph nodes", error)
+    kept = sorted({d.label for per in (dynamic or {}).values() for d in per.values()})
+    detail = f"{len(program.graph.nodes)} graph nodes" + (f"; dims kept dynamic: {', '.join(kept)}" if kept else "")
+    return exported, Ts2EpRecord("ok", seconds, detail, error)
+
+
+def _static_program(model, args: tuple):
+    """TS2EP at the sample's shapes, every size fixed there (what a .pt2 exported at them holds)."""
+    import torch
+
+    program = _folding_converter()(model, args).convert()
+    if _symbolic_inputs(program):
+        # TS2EP leaves input dims symbolic where the script reads a size: fix them at the
+        # sample's (nothing asked for --dynamic), as a .pt2 exported at these shapes would be
+        program = torch.export.export(program.module(), args, strict=False)
+    if _symbolic_inputs(program):
+        raise ValueError("its program keeps input dims symbolic at fixed sample shapes")
+    return fold_shape_scalars(program, args)
+
+
+def _dynamic_program(model, sample: dict[str, np.ndarray], dynamic: dict):
+    """TS2EP at the export sample (size-1 dynamic dims doubled: export would fix them), then
+    re-exported with the asked dims symbolic and every other dim fixed. Sizes are not folded
+    here (that would fix them); a trace that baked an asked dim fails the re-export, and the
+    reason is TS2EP's."""
+    import torch
+    from torch._export.converter import TS2EPConverter
+
+    from fwconv.dynamic import export_sample, torch_dynamic_shapes
+
+    args = tuple(torch.from_numpy(a) for a in export_sample(sample, dynamic).values())
+    program = TS2EPConverter(model, args).convert()
+    return torch.export.export(program.module(), args, dynamic_shapes=torch_dynamic_shapes(dynamic, list(sample)),
+                               strict=False)
 
 
 def _folding_converter():

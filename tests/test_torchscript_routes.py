@@ -154,6 +154,30 @@ def test_a_model_neither_road_takes_gets_one_line_naming_both(tmp_path, tmp_path
     assert not out.exists() and not (tmp_path / "mixtral.tflite.fwconv.json").exists()
 
 
+def test_a_dynamic_sequence_stays_dynamic_through_ts2ep(tmp_path, tmp_path_factory):
+    """--dynamic on a traced Llama: TS2EP keeps the sequence symbolic (no size folding), the dynamo
+    exporter writes it so, and ONNX Runtime runs lengths the trace never saw here; DPT, whose
+    traced sizes TS2EP can only fold at fixed shapes, gets one line naming both refusals."""
+    import onnxruntime as ort
+
+    pt, x = traced("llama", tmp_path_factory)
+    out = tmp_path / "llama.onnx"
+    r = invoke("torch2onnx", pt, "--input-shape", "1,16", "--input-dtype", "int64", "--dynamic", "x:1=seq:1..32",
+               "-o", out, "--no-latency")
+    assert r.exit_code == 0, r.output
+    assert "dims kept dynamic: seq" in json.loads((tmp_path / "llama.onnx.fwconv.json").read_text())["extra"]["ts2ep"][
+        "detail"]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for length in (5, 27):
+        ids = np.random.default_rng(length).integers(0, 300, (1, length))
+        want = torchscript_output(pt, ids)
+        assert scaled_error(want, session.run(None, {session.get_inputs()[0].name: ids})[0]) < 1e-4
+    dpt, _ = traced("dpt", tmp_path_factory)
+    r = invoke("torch2onnx", dpt, "--input-shape", "1,3,32,32", "--dynamic", "batch:1..4", "-o", tmp_path / "d.onnx")
+    errors = [line for line in r.output.splitlines() if line.startswith("fwconv: error")]
+    assert r.exit_code == 2 and len(errors) == 1 and "TS2EP failed" in errors[0], r.output
+
+
 def test_torchscript_exporter_takes_a_traced_causal_lm(tmp_path, tmp_path_factory):
     """The TorchScript road's own gaps, on transformers' Llama: `aten::diff` (its mask code) and
     scaled_dot_product_attention with enable_gqa (fewer KV heads than query heads) have symbolics;

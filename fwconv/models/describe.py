@@ -91,7 +91,7 @@ def _torch(path: str, trust_pickle: bool) -> dict[str, Any]:
     if source.kind == "torchscript":  # what a conversion will try (convert/ts2ep.py), in order
         info["routes"] = ["TS2EP -> ExportedProgram, then every .pt2 route: litert-torch (tflite), dynamo ONNX "
                           "exporter (onnx, tflite/savedmodel via ONNX), ExecuTorch (pte); checked on the sample",
-                          "if TS2EP fails or differs (or with --dynamic): the TorchScript ONNX exporter (onnx, "
+                          "if TS2EP fails or differs: the TorchScript ONNX exporter (onnx, "
                           "tflite/savedmodel via onnx2tf); no litert-torch, no pte",
                           "(inspect FILE --input-shape ... tries TS2EP on this file and lists the routes open)"]
     try:
