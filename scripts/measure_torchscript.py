@@ -3,7 +3,9 @@ default settings, each run a fresh process): how often a `.pt` converts where it
 
 Random-init `transformers` models (small configs, one tensor out), traced with torch.jit.trace and
 exported with torch.export at the same sample; the exit code of each conversion is recorded
-(0 pass, 3 parity refused, 5 unsupported op, 1 converter error).
+(0 pass, 3 parity refused, 5 unsupported op, 1 converter error), the TS2EP stage of the `.pt`'s
+manifest, and, apart from fwconv's own verdict, each passing `.pt` artifact is run here in LiteRT
+on a fresh input (another seed) against the TorchScript module (independent err/scale).
 
     .venv/bin/python scripts/measure_torchscript.py [--only NAME ...]
 """
@@ -122,6 +124,39 @@ def _save(name: str, build, shape, key: str, work: str) -> tuple[str, str | None
     return pt, pt2
 
 
+def _fresh_input(shape):
+    import numpy as np
+
+    rng = np.random.default_rng(12345)
+    return rng.integers(0, 300, shape) if shape == TOKENS else rng.standard_normal(shape).astype(np.float32)
+
+
+def _independent(pt: str, tflite: str, shape) -> str:
+    """The artifact in LiteRT (not through fwconv) against the TorchScript module, on a new input."""
+    import numpy as np
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    x = _fresh_input(shape)
+    with torch.no_grad():
+        want = torch.jit.load(pt)(torch.from_numpy(x)).numpy()
+    runner = Interpreter(model_path=tflite).get_signature_runner()
+    ((name, detail),) = runner.get_input_details().items()
+    got = np.asarray(next(iter(runner(**{name: x.astype(detail["dtype"])}).values())))
+    if got.size != want.size:
+        return f"shape {list(got.shape)} vs {list(want.shape)}"
+    return f"{float(np.abs(got.reshape(want.shape) - want).max() / max(np.abs(want).max(), 1e-12)):.1e}"
+
+
+def _ts2ep_status(path: str) -> str:
+    import json
+
+    manifest = path + ".tflite.fwconv.json"
+    if not os.path.exists(manifest):
+        return "-"
+    return json.load(open(manifest)).get("extra", {}).get("ts2ep", {}).get("status", "-")
+
+
 def _convert(path: str, shape, work: str) -> tuple[int, float, str]:
     dtype = ["--input-dtype", "int64", "--input-range", "0,300"] if shape == TOKENS else []
     out = os.path.join(work, os.path.basename(path) + ".tflite")
@@ -138,7 +173,8 @@ def main() -> None:
     args = parser.parse_args()
     found = models()
     names = args.only or list(found)
-    print("| model | .pt2 | .pt (TorchScript) | .pt reason |\n|---|---|---|---|", flush=True)
+    print("| model | .pt2 | .pt (TorchScript) | TS2EP | .pt artifact in LiteRT, fresh input (err/scale) | .pt reason |\n"
+          "|---|---|---|---|---|---|", flush=True)
     passes = {"pt": 0, "pt2": 0}  # a model neither converts counts against both
     with tempfile.TemporaryDirectory() as work:
         for name in names:
@@ -146,14 +182,16 @@ def main() -> None:
             try:
                 pt, pt2 = _save(name, build, shape, key, work)
             except Exception as exc:
-                print(f"| {name} | - | - | could not build/trace: {str(exc).splitlines()[0][:80]} |", flush=True)
+                print(f"| {name} | - | - | - | - | could not build/trace: {str(exc).splitlines()[0][:80]} |", flush=True)
                 continue
             rc2 = _convert(pt2, shape, work) if pt2 else (None, 0.0, "torch.export failed")
             rc = _convert(pt, shape, work)
             passes["pt"] += rc[0] == 0
             passes["pt2"] += rc2[0] == 0
             show = lambda r: "pass" if r[0] == 0 else "no .pt2" if r[0] is None else f"exit {r[0]}"
-            print(f"| {name} | {show(rc2)} ({rc2[1]:.0f} s) | {show(rc)} ({rc[1]:.0f} s) | {rc[2]} |", flush=True)
+            check = _independent(pt, os.path.join(work, f"{name}.pt.tflite"), shape) if rc[0] == 0 else "-"
+            print(f"| {name} | {show(rc2)} ({rc2[1]:.0f} s) | {show(rc)} ({rc[1]:.0f} s) | {_ts2ep_status(pt)} | {check} "
+                  f"| {rc[2]} |", flush=True)
     print(f"\n.pt passes {passes['pt']}/{len(names)}, .pt2 passes {passes['pt2']}/{len(names)}")
 
 
