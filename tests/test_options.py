@@ -148,5 +148,7 @@ def test_plugin_keywords_are_the_schema_names(pytester, models_dir):
             fwconv_assert_parity({str(models_dir / "mlp.pt2")!r}, out, inputs={str(models_dir / "mlp.npz")!r},
                                  atol=1e-4, samples=1)
     """))
-    result = pytester.runpytest()
+    # in a subprocess: in-process, pytester drops the extension modules the run imported from
+    # sys.modules, and a later import of one (onnx, torch) aborts this interpreter
+    result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1)

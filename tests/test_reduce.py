@@ -8,8 +8,7 @@ import os
 import subprocess
 import sys
 
-import onnx  # noqa: F401  (imported at collection: an in-process pytester run elsewhere restores
-import pytest  # sys.modules, and a second import of onnx's extension aborts the interpreter)
+import pytest
 
 from conftest import invoke
 from fixtures.reduce_models import chain_with_pad2
