@@ -133,7 +133,7 @@ def modernize(model, target: int | None) -> tuple[object | None, list[str]]:
             return None, [f"opset {opset} -> {target} failed: {first_line(exc)}"]
         details.append(f"opset {opset} -> {target}")
     else:
-        model = _copy(model)
+        model = copy_model(model)
     ir = max(model.ir_version, 4, onnx.helper.find_min_ir_version_for(list(model.opset_import)))
     if ir != model.ir_version:
         details.append(f"IR {model.ir_version} -> {ir}")
@@ -149,7 +149,8 @@ def modernize(model, target: int | None) -> tuple[object | None, list[str]]:
     return model, details
 
 
-def _copy(model):
+def copy_model(model):
+    """A private copy of a ModelProto, to rewrite without touching the caller's."""
     onnx = require("onnx", "onnx")
     copy = onnx.ModelProto()
     copy.CopyFrom(model)

@@ -199,6 +199,22 @@ def test_torchscript_exporter_takes_a_traced_causal_lm(tmp_path, tmp_path_factor
     assert scaled_error(want, got.reshape(want.shape)) < 1e-5
 
 
+def test_opset23_attention_and_rms_norm_reach_onnx2tf_expanded(tmp_path, tmp_path_factory):
+    """A traced Llama exported at --opset 23: torch.onnx writes ONNX's Attention and
+    RMSNormalization, which onnx2tf has no converter for; fwconv expands them into ONNX's own
+    function bodies on onnx2tf's copy, and the .tflite runs in LiteRT here against the module."""
+    pt, x = traced("llama", tmp_path_factory)
+    out = tmp_path / "llama.tflite"
+    r = invoke("torch2tflite", pt, "--input-shape", "1,16", "--input-dtype", "int64", "--via", "onnx", "--opset", "23",
+               "-o", out, "--no-latency")
+    assert r.exit_code == 0, r.output
+    stages = {s["stage"]: s for s in json.loads((tmp_path / "llama.tflite.fwconv.json").read_text())["stages"]}
+    detail = stages["prepare:onnxsim"]["detail"]
+    assert "Attention" in detail and "RMSNormalization" in detail and "expanded into ONNX function bodies" in detail
+    want = torchscript_output(pt, x)
+    assert scaled_error(want, np.asarray(run_artifact(str(out), x)).reshape(want.shape)) < 1e-4
+
+
 def test_onnxsim_before_onnx2tf_writes_no_runtime_contrib_ops(tmp_path, tmp_path_factory):
     """DPT's TorchScript export (the road a `.pt` TS2EP cannot take goes), simplified as fwconv does
     before onnx2tf: onnxsim 0.8's fuse_attention pass would write ONNX Runtime's com.microsoft

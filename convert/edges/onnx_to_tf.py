@@ -161,9 +161,13 @@ def _onnx2tf(model, job: Job, exporter: str | None, settings: Onnx2TfSettings):
 def _prepare_copy(model, job: Job, exporter: str | None, settings: Onnx2TfSettings):
     """What onnx2tf's copy of the graph goes through first: onnxsim, then the rewrites onnx2tf
     needs (each exact, each counted in the stage record)."""
+    from fwconv.convert.onnx_functions import expand_function_ops
+
     model = _upgrade_for_repair(model, job, settings.opset_upgrade)
     with job.stage("prepare:onnxsim") as record:
-        if exporter == "dynamo":  # already optimized (constants folded) by the exporter's onnxscript pass
+        # expanded before onnxsim, which folds what the bodies compute from static shapes
+        model, expanded, failed = expand_function_ops(model)
+        if exporter == "dynamo" and not expanded:  # already optimized by the exporter's onnxscript pass
             record.detail = "skipped: dynamo export is already optimized"
         elif not settings.onnxsim:
             record.detail = "skipped (repair: no-onnxsim)"
@@ -171,6 +175,10 @@ def _prepare_copy(model, job: Job, exporter: str | None, settings: Onnx2TfSettin
             model, record.detail = simplify(model)
         moved = constants_to_initializers(model)
         record.detail += f"; {moved} Constant nodes -> initializers" if moved else ""
+        if expanded or failed:
+            done = ", ".join(f"{n} {op}" for op, n in expanded.items())
+            record.detail = f"{failed or done + ' expanded into ONNX function bodies (no onnx2tf converter)'}; " \
+                            + record.detail
     with job.stage("prepare:onnx2tf") as record:
         done = [(name_nodes(model), "nodes named"), (decompose_prelu(model), "PRelu -> Relu arithmetic"),
                 (split_strided_dilated_convs(model), "strided dilated Conv -> Conv + strided Slice"),
@@ -202,21 +210,31 @@ def _upgrade_for_repair(model, job: Job, target: int | None):
     return upgraded
 
 
+# onnxsim's fusions into ops onnx2tf 1.28 has no converter for: ONNX Runtime's com.microsoft
+# Attention / GroupQueryAttention, and opset 23's RMSNormalization / RotaryEmbedding (which fwconv
+# has just expanded out of the graph: convert/onnx_functions.py)
+ONNXSIM_FUSIONS_SKIPPED = ["fuse_attention", "fuse_gqa", "fuse_rms_norm", "fuse_rope"]
+
+
 def simplify(model):
     """Fold constants and infer shapes with onnxsim before onnx2tf sees the graph: onnx2tf
     mis-handles some unfolded graphs (e.g. ReduceMean axes given by a Constant node from the
-    TorchScript exporter). If onnxsim cannot, go on with the original graph and say so."""
+    TorchScript exporter). If onnxsim cannot, or its result has an op the graph did not and onnx2tf
+    cannot convert, go on with the original graph and say so."""
+    from fwconv.convert.onnx_functions import onnx2tf_lacks
+
     onnxsim = require("onnxsim", "tflite")
     try:
-        with captured_output():  # its fuse_attention pass writes ONNX Runtime's com.microsoft Attention
-            simplified, ok = onnxsim.simplify(model, skipped_optimizers=["fuse_attention"])
+        with captured_output():
+            simplified, ok = onnxsim.simplify(model, skipped_optimizers=ONNXSIM_FUSIONS_SKIPPED)
     except Exception as exc:
         return model, f"onnxsim skipped: {first_line(exc)}"
     if not ok:
         return model, "onnxsim check failed; original graph used"
-    added = {n.domain for n in simplified.graph.node} - {n.domain for n in model.graph.node} - {"", "ai.onnx"}
-    if added:  # a runtime's contrib ops (ONNX Runtime fusions): onnx2tf has no converter for them
-        return model, f"onnxsim fused into {', '.join(sorted(added))} ops; original graph used"
+    kinds = lambda m: {(n.domain or "ai.onnx", n.op_type) for n in m.graph.node}
+    added = sorted(f"{d}.{op}" for d, op in kinds(simplified) - kinds(model) if d != "ai.onnx" or onnx2tf_lacks(op))
+    if added:  # a fusion onnx2tf cannot take (a runtime's contrib op, a newer standard op)
+        return model, f"onnxsim fused into {', '.join(added)}, which onnx2tf cannot convert; original graph used"
     return simplified, "simplified"
 
 
