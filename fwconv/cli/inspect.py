@@ -28,4 +28,6 @@ def inspect_command(model, print_json, **kw):
 
         probe = open_routes(model, Options(**kw))
         info.update(ts2ep=probe["ts2ep"], open_routes=probe["open"], routes=route_lines(probe))
+        if info.get("note"):
+            info["note"] += f" (routes tried at the given {probe['ts2ep']['sample']})"
     click.echo(json.dumps(info, indent=2, default=str) if print_json else to_text(info))
