@@ -6,6 +6,7 @@ falls back to the TorchScript road and says why."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -63,20 +64,35 @@ TOKENS = ("llama", "deberta", "mixtral", "mixtral-eager")  # models fed token id
 
 
 def traced(name: str, tmp_path_factory) -> tuple[str, np.ndarray]:
-    """The model traced and saved with torch.jit.save; (path, a sample input)."""
-    import torch
+    """The model traced and saved with torch.jit.save; (path, a sample input). Traced in a fresh
+    process, as a user's script would: in this one, an earlier test's litert-torch export_hf
+    import has swapped transformers' RMSNorm for its own (a global patch of
+    use_kernel_forward_from_hub), which torch.jit.trace cannot trace in a model imported later."""
+    import subprocess
+    import sys
 
     if name not in _PT:
-        build, shape = _models()[name]
-        torch.manual_seed(0)
-        model = build().eval()
-        x = torch.randint(0, 300, shape) if name in TOKENS else torch.randn(shape)
-        with torch.no_grad():
-            module = torch.jit.trace(model, (x,), strict=False)
-        path = str(tmp_path_factory.mktemp(name) / f"{name}.pt")
-        torch.jit.save(module, path)
-        _PT[name] = (path, x.numpy())
+        folder = tmp_path_factory.mktemp(name)
+        path, sample = str(folder / f"{name}.pt"), str(folder / "x.npy")
+        here = os.path.dirname(os.path.abspath(__file__))
+        code = (f"import sys; sys.path[:0] = [{here!r}, {os.path.dirname(here)!r}]; "
+                f"import test_torchscript_routes as t; t.trace_here({name!r}, {path!r}, {sample!r})")
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+        assert run.returncode == 0, run.stderr[-3000:]
+        _PT[name] = (path, np.load(sample))
     return _PT[name]
+
+
+def trace_here(name: str, path: str, sample: str) -> None:
+    import torch
+
+    build, shape = _models()[name]
+    torch.manual_seed(0)
+    model = build().eval()
+    x = torch.randint(0, 300, shape) if name in TOKENS else torch.randn(shape)
+    with torch.no_grad():
+        torch.jit.save(torch.jit.trace(model, (x,), strict=False), path)
+    np.save(sample, x.numpy())
 
 
 def torchscript_output(path: str, x: np.ndarray) -> np.ndarray:
