@@ -146,6 +146,12 @@ def test_tflite_target_holds_the_signatures_and_matches_token_by_token(workdir):
     # fwconv validate on the same pair: the same verdict from the command line
     result = invoke("validate", src, out, "--no-latency", "--decode-steps", "8")
     assert result.exit_code == 0 and "greedy tokens: identical to the source" in result.output
+    # litert-torch's global RMSNorm swap was undone after its export: a model class imported
+    # later in this process keeps transformers' own (torch.jit.trace failed on the swapped one)
+    import transformers.integrations
+    from litert_torch.generative.export_hf.core import patches
+
+    assert transformers.integrations.use_kernel_forward_from_hub is patches.original_use_kernel_forward_from_hub
 
 
 def test_planted_fault_fails_at_fp32_and_at_dynamic_int8(workdir, tmp_path):

@@ -6,6 +6,7 @@ its tokenizer as a `.litertlm` for LiteRT-LM. Float by default; a litert-torch r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -84,10 +85,11 @@ def export_litert(model_dir: HfModelDir, plan: GenerativePlan, job: Job, *, bund
     with job.stage("export:litert-torch") as record, captured_output() as cap:
         export = require("litert_torch.generative.export_hf.export", "llm")  # its import is part of the cost
         try:
-            export.export(model=model_dir.path, output_dir=out, prefill_lengths=list(plan.prefill_lengths),
-                          cache_length=plan.cache_length, quantization_recipe=plan.recipe or "none",
-                          keep_temporary_files=True, bundle_litert_lm=bundle, k_ts_idx=K_TIME_DIM,
-                          v_ts_idx=V_TIME_DIM, trust_remote_code=job.options.trust_remote_code)
+            with _rms_norm_patch_while_exporting():
+                export.export(model=model_dir.path, output_dir=out, prefill_lengths=list(plan.prefill_lengths),
+                              cache_length=plan.cache_length, quantization_recipe=plan.recipe or "none",
+                              keep_temporary_files=True, bundle_litert_lm=bundle, k_ts_idx=K_TIME_DIM,
+                              v_ts_idx=V_TIME_DIM, trust_remote_code=job.options.trust_remote_code)
         except Exception as exc:
             record.detail = tail(cap.text, 3)
             raise ConversionError("export", f"litert-torch's export_hf failed on {model_dir.model_type}: "
@@ -103,6 +105,23 @@ def export_litert(model_dir: HfModelDir, plan: GenerativePlan, job: Job, *, bund
     if bundle:
         paths["litertlm"] = os.path.join(out, "model.litertlm")
     return paths
+
+
+@contextlib.contextmanager
+def _rms_norm_patch_while_exporting():
+    """litert-torch's export_hf swaps transformers' RMSNorm for its own (HLFB-marked) one by
+    replacing `transformers.integrations.use_kernel_forward_from_hub` when it is imported, for
+    the rest of the process: a transformers model class imported later (a Python-API user's own
+    Mixtral) got it too, and torch.jit.trace cannot trace it ("unsupported input type: Any").
+    The swap is wanted while export_hf runs, so it is set for each export and undone after."""
+    import transformers.integrations as integrations
+
+    patches = require("litert_torch.generative.export_hf.core.patches", "llm")
+    integrations.use_kernel_forward_from_hub = patches._use_kernel_forward_from_hub
+    try:
+        yield
+    finally:
+        integrations.use_kernel_forward_from_hub = patches.original_use_kernel_forward_from_hub
 
 
 def artifact_for(paths: dict, target: str, model_dir: HfModelDir, plan: GenerativePlan) -> Artifact:
