@@ -34,6 +34,7 @@ def handle_errors(fn):
         except FwconvError as exc:
             if DEBUG["on"]:
                 traceback.print_exc()
+            _fail_if_interrupted()  # a step that failed because the signal cut it short
             report = getattr(exc, "report", None)
             if report is not None:
                 from fwconv.validators.report import to_text
@@ -47,6 +48,9 @@ def handle_errors(fn):
         except Exception as exc:  # a bug or an unexpected library failure: still one line
             if DEBUG["on"]:
                 traceback.print_exc()
+            # a signal during an extension module's import surfaces as ImportError("initialization
+            # failed"), not KeyboardInterrupt: after a signal, the run ends as interrupted
+            _fail_if_interrupted()
             fail(f"unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
                  "(run with --debug for the traceback)", 1)
         interrupted = signals.received()  # a library swallowed the signal: the run still failed
@@ -55,6 +59,14 @@ def handle_errors(fn):
         return result
 
     return wrapper
+
+
+def _fail_if_interrupted() -> None:
+    from fwconv import signals
+
+    interrupted = signals.received()
+    if interrupted is not None:
+        fail(interrupted.one_line(), interrupted.exit_code)
 
 
 MAIN_HELP = ("Convert models between PyTorch, ONNX, TensorFlow and TFLite, and prove the result.\n\n\b\nExit codes:\n"
