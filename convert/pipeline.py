@@ -146,7 +146,7 @@ def _try_routes(routes, ctx: ConversionContext, final_temp: str) -> tuple[list[R
     else:
         tries = _routes_in_process(routes, ctx, final_temp)
     if all(t.artifact is None for t in tries):
-        raise _after_ts2ep(route_workers.same_error_everywhere(tries) or most_telling_error(tries), ctx.prelude)
+        raise route_workers.same_error_everywhere(tries) or most_telling_error(tries)
     repairs = []
     if _needs_repair(tries, ctx.options):
         if ctx.reference is None:
@@ -184,7 +184,7 @@ def _routes_in_process(routes, ctx: ConversionContext, final_temp: str) -> list[
             with shown.step(route_label(route)):
                 attempt = run_route(route, k, ctx, final_out=final_temp if len(routes) == 1 else None)
             if attempt.error is not None and len(routes) == 1:
-                raise _after_ts2ep(attempt.error, ctx.prelude)
+                raise attempt.error
             tries.append(attempt)
     return tries
 
@@ -280,6 +280,8 @@ def convert(source: str | Source, target: str, output: str | None = None, option
             routes = _torchscript_routes(ctx, planned, routes)
         try:
             _, chosen = _try_routes(routes, ctx, temps[output])
+        except FwconvError as exc:
+            raise _after_ts2ep(exc, ctx.prelude)
         finally:
             if ctx.reference is not None:
                 ctx.reference.close()
@@ -296,11 +298,11 @@ def convert(source: str | Source, target: str, output: str | None = None, option
         if failed and options.reduce:
             report.notes.append(_reduce_failure(ctx, chosen, output))
         if failed and not options.keep_failed:
-            raise _after_ts2ep(_parity_error("artifact not written", report, explained,
-                                             chosen.artifact.extra.get("repairs", [])), ctx.prelude)
+            raise _parity_error("artifact not written", report, explained, chosen.artifact.extra.get("repairs", []),
+                                ctx.prelude)
     if failed:
-        raise _after_ts2ep(_parity_error("kept by --keep-failed", report, explained,
-                                         chosen.artifact.extra.get("repairs", [])), ctx.prelude)
+        raise _parity_error("kept by --keep-failed", report, explained, chosen.artifact.extra.get("repairs", []),
+                            ctx.prelude)
     return ConversionResult(output, manifest, report)
 
 
@@ -379,12 +381,12 @@ def _manifest(ctx: ConversionContext, chosen: RouteTry, output: str, seconds: fl
     )
 
 
-def _parity_error(what: str, report, explained, repairs: list[dict]) -> ParityError:
+def _parity_error(what: str, report, explained, repairs: list[dict], prelude=None) -> ParityError:
     tried = f"; repairs tried, none passed: {', '.join(r['repair'] for r in repairs)}" if repairs else ""
     error = ParityError(f"the converted model does not match the source ({what}): " + "; ".join(report.failures())
                         + tried, report=report)
     error.debug = explained
-    return error
+    return _after_ts2ep(error, prelude)
 
 
 def _explain(reference, artifact: Artifact, sample: dict, settings, names, notes=None,
